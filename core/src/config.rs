@@ -1,0 +1,25 @@
+//! The seed specification's ranges and defaults, shared by every host so they cannot differ.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// Allowed token lifetimes: 30min to 96h.
+pub const TOKEN_LIFETIME_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(30 * 60)..=Duration::from_secs(96 * 3600);
+
+/// Token lifetime when none is given: 2h.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(2 * 3600);
+
+/// Allowed purge intervals: 1s to 90min.
+pub const PURGE_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(90 * 60);
+
+/// Purge interval when none is given: 1min.
+pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Port when none is given.
+pub const DEFAULT_PORT: u16 = 3666;
+
+/// Largest request body accepted: 64 KiB. Metadata is a handful of keys; anything near
+/// this is a mistake or an attack.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -1,0 +1,146 @@
+//! The metadata bound to a token: one JSON object, kept serialized.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// A JSON object of metadata, held as its compact serialized text.
+///
+/// Kept as text because most rotations only hand the metadata back: storing the text saves
+/// a parse and a serialization per request and is far smaller than a `serde_json::Map`.
+/// It is parsed only when an update has to be merged in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Meta(Box<str>);
+
+/// Why text could not become [`Meta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaError {
+    /// The text is not JSON.
+    NotJson(String),
+    /// The JSON is not an object.
+    NotAnObject,
+}
+
+impl fmt::Display for MetaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaError::NotJson(reason) => write!(f, "metadata is not valid JSON: {reason}"),
+            MetaError::NotAnObject => f.write_str("metadata must be a JSON object"),
+        }
+    }
+}
+
+impl std::error::Error for MetaError {}
+
+impl Meta {
+    /// Metadata from a JSON object.
+    pub fn from_map(map: &Map<String, Value>) -> Meta {
+        let text = serde_json::to_string(map).unwrap_or_else(|_| "{}".to_string());
+        Meta(text.into_boxed_str())
+    }
+
+    /// Metadata from JSON text, which must be an object.
+    ///
+    /// ```
+    /// use token_server_core::Meta;
+    /// let meta = Meta::from_json(r#"{ "year": 2022 }"#).unwrap();
+    /// assert_eq!(meta.as_json(), r#"{"year":2022}"#);
+    /// assert!(Meta::from_json("[1]").is_err());
+    /// ```
+    pub fn from_json(text: &str) -> Result<Meta, MetaError> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(Meta::from_map(&map)),
+            Ok(_) => Err(MetaError::NotAnObject),
+            Err(err) => Err(MetaError::NotJson(err.to_string())),
+        }
+    }
+
+    /// The compact JSON text of the object.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+
+    /// The metadata as a JSON object.
+    pub fn to_map(&self) -> Map<String, Value> {
+        // The text was produced by serializing a Map, so it always parses back.
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+
+    /// This metadata with `update` merged in, the seed's way: each top-level key of the
+    /// update replaces or adds that key whole; keys it does not mention stay.
+    ///
+    /// ```
+    /// use token_server_core::Meta;
+    /// let meta = Meta::from_json(r#"{"name":"a","period":{"y":2022,"m":11}}"#).unwrap();
+    /// let update = serde_json::from_str(r#"{"period":{"y":2023},"unit":"x"}"#).unwrap();
+    /// assert_eq!(
+    ///     meta.merged(update).as_json(),
+    ///     r#"{"name":"a","period":{"y":2023},"unit":"x"}"#
+    /// );
+    /// ```
+    pub fn merged(&self, update: Map<String, Value>) -> Meta {
+        if update.is_empty() {
+            return self.clone();
+        }
+        let mut map = self.to_map();
+        map.extend(update);
+        Meta::from_map(&map)
+    }
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta("{}".into())
+    }
+}
+
+impl fmt::Debug for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Meta({})", self.0)
+    }
+}
+
+impl fmt::Display for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn merge_replaces_adds_and_keeps_top_level_keys() {
+        let meta = Meta::from_map(&map(json!({"name": "My user", "year": 2022, "deep": {"a": 1, "b": 2}})));
+        let merged = meta.merged(map(json!({"year": 2023, "period": 11, "deep": {"a": 9}})));
+        assert_eq!(
+            Value::Object(merged.to_map()),
+            json!({"name": "My user", "year": 2023, "period": 11, "deep": {"a": 9}})
+        );
+        // The original is untouched.
+        assert_eq!(Value::Object(meta.to_map())["year"], json!(2022));
+    }
+
+    #[test]
+    fn merge_with_null_stores_null() {
+        let meta = Meta::from_map(&map(json!({"name": "x"})));
+        let merged = meta.merged(map(json!({"name": null})));
+        assert_eq!(merged.as_json(), r#"{"name":null}"#);
+    }
+
+    #[test]
+    fn from_json_refuses_non_objects() {
+        assert_eq!(Meta::from_json("3"), Err(MetaError::NotAnObject));
+        assert!(matches!(Meta::from_json("{"), Err(MetaError::NotJson(_))));
+        assert_eq!(Meta::from_json(" {\"a\" : [1, 2]} ").unwrap().as_json(), r#"{"a":[1,2]}"#);
+    }
+}

@@ -1,0 +1,343 @@
+//! The REST protocol, host-independent: a request's method, path, content type and body in,
+//! a status, content type and body out.
+//!
+//! The native (warp) host and the wasm host both call [`Service::handle`], so the answers
+//! of the two cannot drift apart. Every status the service can answer is chosen here.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::clock::Clock;
+use crate::config::MAX_BODY_BYTES;
+use crate::meta::Meta;
+use crate::random::TokenSource;
+use crate::store::{StoreError, TokenStore};
+
+/// Log target of the `HEAD /dump` lines, so operators can enable exactly them.
+pub const DUMP_LOG_TARGET: &str = "token_server::dump";
+
+/// `text/plain` as every plain answer is sent.
+pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// `application/json` as every JSON answer is sent.
+pub const APPLICATION_JSON: &str = "application/json";
+
+/// The request body as the host received it.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// The whole body.
+    Complete(&'a [u8]),
+    /// The host stopped reading because the body is larger than
+    /// [`Service::max_body_bytes`]; it is answered with 413 in its turn.
+    TooLarge,
+}
+
+/// One HTTP request, as much of it as the protocol looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method, e.g. `PUT`.
+    pub method: &'a str,
+    /// The path without query string, e.g. `/token`.
+    pub path: &'a str,
+    /// The `Content-Type` header, if any (`None` also when it is not valid text).
+    pub content_type: Option<&'a str>,
+    /// The body.
+    pub body: Body<'a>,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type` of the body; `None` for an empty body.
+    pub content_type: Option<&'static str>,
+    /// The body.
+    pub body: String,
+    /// The `Allow` header, sent with 405.
+    pub allow: Option<&'static str>,
+}
+
+impl Reply {
+    fn text(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: Some(TEXT_PLAIN),
+            body,
+            allow: None,
+        }
+    }
+
+    fn json(body: String) -> Reply {
+        Reply {
+            status: 200,
+            content_type: Some(APPLICATION_JSON),
+            body,
+            allow: None,
+        }
+    }
+
+    fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            content_type: None,
+            body: String::new(),
+            allow: None,
+        }
+    }
+}
+
+/// Why a request was refused. Each maps to exactly one status in [`RequestError::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// No such endpoint.
+    NotFound,
+    /// The endpoint exists but not with this method; carries the methods it has.
+    MethodNotAllowed { allow: &'static str },
+    /// The body is not declared as `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than the limit (in bytes).
+    PayloadTooLarge { limit: usize },
+    /// The body is not JSON.
+    MalformedJson(String),
+    /// The body is JSON, but not of the shape the endpoint takes.
+    WrongShape(String),
+    /// The token could not be made; the client may retry.
+    Unavailable,
+}
+
+impl RequestError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::NotFound => 404,
+            RequestError::MethodNotAllowed { .. } => 405,
+            RequestError::UnsupportedMediaType => 415,
+            RequestError::PayloadTooLarge { .. } => 413,
+            RequestError::MalformedJson(_) => 400,
+            RequestError::WrongShape(_) => 422,
+            RequestError::Unavailable => 503,
+        }
+    }
+
+    /// The answer a client gets: the status and a one-sentence explanation.
+    pub fn reply(&self) -> Reply {
+        let mut reply = Reply::text(self.status(), self.to_string());
+        if let RequestError::MethodNotAllowed { allow } = self {
+            reply.allow = Some(allow);
+        }
+        reply
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NotFound => f.write_str("no such endpoint; try POST, PUT or DELETE /token"),
+            RequestError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed here; allowed: {allow}")
+            }
+            RequestError::UnsupportedMediaType => {
+                f.write_str("the request body must be sent with Content-Type: application/json")
+            }
+            RequestError::PayloadTooLarge { limit } => {
+                write!(f, "the request body is larger than the limit of {limit} bytes")
+            }
+            RequestError::MalformedJson(reason) => {
+                write!(f, "the request body is not valid JSON: {reason}")
+            }
+            RequestError::WrongShape(reason) => {
+                write!(f, "the request body has the wrong shape: {reason}")
+            }
+            RequestError::Unavailable => {
+                f.write_str("no token could be made right now; try again")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    meta: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct RotateBody<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+    #[serde(default)]
+    meta: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct RemoveBody<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+}
+
+/// The answer to a rotation of a token that does not work, exactly as the seed wrote it.
+pub const INVALID_TOKEN_BODY: &str = r#"{"Err":"InvalidToken"}"#;
+
+/// The REST service over a [`TokenStore`].
+pub struct Service<C, R> {
+    store: TokenStore<C, R>,
+    dump_enabled: bool,
+    max_body_bytes: usize,
+}
+
+impl<C: Clock, R: TokenSource> Service<C, R> {
+    /// A service over `store`, with `HEAD /dump` off and the default body limit.
+    pub fn new(store: TokenStore<C, R>) -> Self {
+        Service {
+            store,
+            dump_enabled: false,
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
+
+    /// Turns `HEAD /dump` on or off (off: it answers 404).
+    pub fn with_dump(mut self, enabled: bool) -> Self {
+        self.dump_enabled = enabled;
+        self
+    }
+
+    /// Whether `HEAD /dump` is on.
+    pub fn dump_enabled(&self) -> bool {
+        self.dump_enabled
+    }
+
+    /// The largest body accepted, in bytes.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// The store behind the service, for the host's purge loop.
+    pub fn store(&self) -> &TokenStore<C, R> {
+        &self.store
+    }
+
+    /// Answers one request. Never panics; a refused request changes no token.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use token_server_core::protocol::{Body, Request, Service};
+    /// use token_server_core::{ManualClock, SeededRandom, TokenStore};
+    ///
+    /// let store = TokenStore::new(Duration::from_secs(7200), ManualClock::new(0), SeededRandom::new(1));
+    /// let service = Service::new(store);
+    /// let reply = service.handle(&Request {
+    ///     method: "POST",
+    ///     path: "/token",
+    ///     content_type: Some("application/json"),
+    ///     body: Body::Complete(br#"{"meta":{"name":"My user"}}"#),
+    /// });
+    /// assert_eq!(reply.status, 200);
+    /// assert_eq!(reply.body.len(), 22);
+    /// ```
+    pub fn handle(&self, request: &Request<'_>) -> Reply {
+        self.route(request).unwrap_or_else(|err| err.reply())
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Reply, RequestError> {
+        match (request.path, request.method) {
+            ("/token", "POST") => self.create(self.json_body(request)?),
+            ("/token", "PUT") => self.rotate(self.json_body(request)?),
+            ("/token", "DELETE") => self.remove(self.json_body(request)?),
+            ("/token", _) => Err(RequestError::MethodNotAllowed {
+                allow: "POST, PUT, DELETE",
+            }),
+            ("/dump", _) if !self.dump_enabled => Err(RequestError::NotFound),
+            ("/dump", "HEAD") => Ok(self.dump()),
+            ("/dump", _) => Err(RequestError::MethodNotAllowed { allow: "HEAD" }),
+            _ => Err(RequestError::NotFound),
+        }
+    }
+
+    /// The body of a JSON endpoint, after the checks every such endpoint shares.
+    fn json_body<'a>(&self, request: &Request<'a>) -> Result<&'a [u8], RequestError> {
+        if !request.content_type.is_some_and(is_json_media_type) {
+            return Err(RequestError::UnsupportedMediaType);
+        }
+        match request.body {
+            Body::Complete(body) if body.len() <= self.max_body_bytes => Ok(body),
+            _ => Err(RequestError::PayloadTooLarge {
+                limit: self.max_body_bytes,
+            }),
+        }
+    }
+
+    fn create(&self, body: &[u8]) -> Result<Reply, RequestError> {
+        let CreateBody { meta } = parse(body)?;
+        let token = self
+            .store
+            .create(Meta::from_map(&meta))
+            .map_err(unavailable)?;
+        Ok(Reply::text(200, token.into_string()))
+    }
+
+    fn rotate(&self, body: &[u8]) -> Result<Reply, RequestError> {
+        let RotateBody { token, meta } = parse(body)?;
+        match self.store.rotate(&token, meta) {
+            Ok(rotated) => {
+                let meta = rotated.meta.as_json();
+                let token = rotated.token.as_str();
+                let mut out = String::with_capacity(32 + token.len() + meta.len());
+                // Both parts are JSON already: the token is base64url, the meta a
+                // serialized object, so the envelope is assembled without a serializer.
+                out.push_str(r#"{"Ok":{"token":""#);
+                out.push_str(token);
+                out.push_str(r#"","meta":"#);
+                out.push_str(meta);
+                out.push_str("}}");
+                Ok(Reply::json(out))
+            }
+            Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    fn remove(&self, body: &[u8]) -> Result<Reply, RequestError> {
+        let RemoveBody { token } = parse(body)?;
+        self.store.remove(&token);
+        Ok(Reply::empty(202))
+    }
+
+    fn dump(&self) -> Reply {
+        let entries = self.store.dump();
+        log::info!(target: DUMP_LOG_TARGET, "dump of {} live tokens", entries.len());
+        for entry in &entries {
+            log::info!(target: DUMP_LOG_TARGET, "expires={} meta={}", entry.expires, entry.meta);
+        }
+        Reply::empty(202)
+    }
+}
+
+/// Whether a `Content-Type` value names JSON: `application/json`, any case, parameters
+/// such as `; charset=utf-8` allowed.
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
+    serde_json::from_slice(body).map_err(|err| {
+        let reason = err.to_string();
+        match err.classify() {
+            serde_json::error::Category::Data => RequestError::WrongShape(reason),
+            _ => RequestError::MalformedJson(reason),
+        }
+    })
+}
+
+fn unavailable(err: StoreError) -> RequestError {
+    log::error!("cannot issue a token: {err}");
+    RequestError::Unavailable
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,225 @@
+//! Every answer of the REST protocol, checked without a socket.
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::random::SeededRandom;
+use serde_json::json;
+use std::time::Duration;
+
+const LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+fn service() -> (ManualClock, Service<ManualClock, SeededRandom>) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = TokenStore::new(LIFETIME, clock.clone(), SeededRandom::new(11));
+    (clock, Service::new(store))
+}
+
+fn call(service: &Service<ManualClock, SeededRandom>, method: &str, path: &str, body: &str) -> Reply {
+    service.handle(&Request {
+        method,
+        path,
+        content_type: Some("application/json"),
+        body: Body::Complete(body.as_bytes()),
+    })
+}
+
+fn login(service: &Service<ManualClock, SeededRandom>, meta: Value) -> String {
+    let reply = call(service, "POST", "/token", &json!({ "meta": meta }).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.content_type, Some(TEXT_PLAIN));
+    reply.body
+}
+
+fn put(service: &Service<ManualClock, SeededRandom>, body: Value) -> Value {
+    let reply = call(service, "PUT", "/token", &body.to_string());
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.content_type, Some(APPLICATION_JSON));
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+#[test]
+fn the_seed_flow_works_end_to_end() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({"name": "My user", "year": 2022}));
+
+    let first = put(&service, json!({ "token": token }));
+    assert_eq!(first["Ok"]["meta"], json!({"name": "My user", "year": 2022}));
+    let second_token = first["Ok"]["token"].as_str().unwrap().to_string();
+    assert_ne!(second_token, token);
+
+    let second = put(&service, json!({ "token": second_token, "meta": {"period": 11, "year": 2023} }));
+    assert_eq!(
+        second["Ok"]["meta"],
+        json!({"name": "My user", "year": 2023, "period": 11})
+    );
+
+    assert_eq!(put(&service, json!({ "token": token })), json!({"Err": "InvalidToken"}));
+
+    let third = second["Ok"]["token"].as_str().unwrap();
+    let removed = call(&service, "DELETE", "/token", &json!({ "token": third }).to_string());
+    assert_eq!((removed.status, removed.body.as_str()), (202, ""));
+    assert_eq!(put(&service, json!({ "token": third })), json!({"Err": "InvalidToken"}));
+}
+
+#[test]
+fn put_with_null_meta_is_a_plain_rotation() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({"a": 1}));
+    let answer = put(&service, json!({ "token": token, "meta": null }));
+    assert_eq!(answer["Ok"]["meta"], json!({"a": 1}));
+}
+
+#[test]
+fn expired_tokens_are_refused_over_the_protocol() {
+    let (clock, service) = service();
+    let token = login(&service, json!({}));
+    clock.advance(LIFETIME);
+    assert_eq!(put(&service, json!({ "token": token })), json!({"Err": "InvalidToken"}));
+}
+
+#[test]
+fn delete_of_an_unknown_token_is_accepted() {
+    let (_clock, service) = service();
+    let reply = call(&service, "DELETE", "/token", r#"{"token":"nope"}"#);
+    assert_eq!(reply.status, 202);
+}
+
+#[test]
+fn every_error_has_its_status_and_a_plain_sentence() {
+    let (_clock, service) = service();
+    let cases: &[(&str, &str, Option<&str>, &str, u16)] = &[
+        ("GET", "/token", Some("application/json"), "{}", 405),
+        ("PATCH", "/token", Some("application/json"), "{}", 405),
+        ("GET", "/", None, "", 404),
+        ("POST", "/tokens", Some("application/json"), r#"{"meta":{}}"#, 404),
+        ("POST", "/token/", Some("application/json"), r#"{"meta":{}}"#, 404),
+        ("HEAD", "/dump", None, "", 404),
+        ("POST", "/token", None, r#"{"meta":{}}"#, 415),
+        ("POST", "/token", Some("text/plain"), r#"{"meta":{}}"#, 415),
+        ("PUT", "/token", Some("application/jsonx"), r#"{"token":"x"}"#, 415),
+        ("POST", "/token", Some("application/json"), "", 400),
+        ("POST", "/token", Some("application/json"), "{meta:}", 400),
+        ("POST", "/token", Some("application/json"), r#"{"meta":{}"#, 400),
+        ("POST", "/token", Some("application/json"), "\u{0}", 400),
+        ("POST", "/token", Some("application/json"), "{}", 422),
+        ("POST", "/token", Some("application/json"), "[]", 422),
+        ("POST", "/token", Some("application/json"), r#"{"meta":[1]}"#, 422),
+        ("POST", "/token", Some("application/json"), r#"{"meta":"x"}"#, 422),
+        ("POST", "/token", Some("application/json"), r#"{"meta":null}"#, 422),
+        ("PUT", "/token", Some("application/json"), r#"{"meta":{}}"#, 422),
+        ("PUT", "/token", Some("application/json"), r#"{"token":5}"#, 422),
+        ("PUT", "/token", Some("application/json"), r#"{"token":"x","meta":3}"#, 422),
+        ("DELETE", "/token", Some("application/json"), r#"{}"#, 422),
+    ];
+    for &(method, path, content_type, body, status) in cases {
+        let reply = service.handle(&Request {
+            method,
+            path,
+            content_type,
+            body: Body::Complete(body.as_bytes()),
+        });
+        assert_eq!(reply.status, status, "{method} {path} {content_type:?} {body:?}: {}", reply.body);
+        assert_eq!(reply.content_type, Some(TEXT_PLAIN));
+        assert!(!reply.body.is_empty());
+    }
+    assert_eq!(service.store().len(), 0, "no refused request may create a token");
+}
+
+#[test]
+fn method_not_allowed_names_the_allowed_methods() {
+    let (_clock, service) = service();
+    let reply = call(&service, "GET", "/token", "");
+    assert_eq!(reply.allow, Some("POST, PUT, DELETE"));
+}
+
+#[test]
+fn content_type_parameters_and_case_are_accepted() {
+    let (_clock, service) = service();
+    for content_type in ["application/json; charset=utf-8", "Application/JSON", " application/json ;x=y"] {
+        let reply = service.handle(&Request {
+            method: "POST",
+            path: "/token",
+            content_type: Some(content_type),
+            body: Body::Complete(br#"{"meta":{}}"#),
+        });
+        assert_eq!(reply.status, 200, "{content_type}");
+    }
+}
+
+#[test]
+fn oversized_bodies_are_refused_with_413() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({"keep": 1}));
+    let padding = "x".repeat(MAX_BODY_BYTES);
+    let body = json!({ "token": token, "meta": {"pad": padding} }).to_string();
+    assert_eq!(call(&service, "PUT", "/token", &body).status, 413);
+    let too_large = service.handle(&Request {
+        method: "PUT",
+        path: "/token",
+        content_type: Some("application/json"),
+        body: Body::TooLarge,
+    });
+    assert_eq!(too_large.status, 413);
+    // The token presented in the refused request is untouched.
+    assert_eq!(put(&service, json!({ "token": token }))["Ok"]["meta"], json!({"keep": 1}));
+}
+
+#[test]
+fn a_body_of_exactly_the_limit_is_accepted() {
+    let (_clock, service) = service();
+    let skeleton = json!({"meta": {"pad": ""}}).to_string();
+    let padding = "x".repeat(MAX_BODY_BYTES - skeleton.len());
+    let body = json!({"meta": {"pad": padding}}).to_string();
+    assert_eq!(body.len(), MAX_BODY_BYTES);
+    assert_eq!(call(&service, "POST", "/token", &body).status, 200);
+}
+
+#[test]
+fn refused_requests_leave_tokens_working() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({"user": "ann"}));
+    for body in [
+        format!(r#"{{"token":"{token}","meta":[1]}}"#),
+        format!(r#"{{"token":"{token}","meta":{{"a":1}}"#),
+        format!(r#"{{"token":"{token}","meta":"x"}}"#),
+    ] {
+        let reply = call(&service, "PUT", "/token", &body);
+        assert!(reply.status >= 400, "{body}");
+    }
+    let reply = service.handle(&Request {
+        method: "PUT",
+        path: "/token",
+        content_type: Some("text/plain"),
+        body: Body::Complete(json!({ "token": token }).to_string().as_bytes()),
+    });
+    assert_eq!(reply.status, 415);
+    assert_eq!(put(&service, json!({ "token": token }))["Ok"]["meta"], json!({"user": "ann"}));
+}
+
+#[test]
+fn dump_answers_202_when_enabled_and_405_for_other_methods() {
+    let (_clock, service) = service();
+    let service = service.with_dump(true);
+    login(&service, json!({}));
+    let reply = service.handle(&Request {
+        method: "HEAD",
+        path: "/dump",
+        content_type: None,
+        body: Body::Complete(b""),
+    });
+    assert_eq!((reply.status, reply.body.as_str()), (202, ""));
+    let reply = call(&service, "GET", "/dump", "");
+    assert_eq!((reply.status, reply.allow), (405, Some("HEAD")));
+}
+
+#[test]
+fn escaped_token_strings_are_understood() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({}));
+    // The same token with its first character written as a JSON unicode escape.
+    let first = token.chars().next().unwrap();
+    let escaped = format!("\\u{:04x}{}", first as u32, &token[1..]);
+    let reply = call(&service, "PUT", "/token", &format!(r#"{{"token":"{escaped}"}}"#));
+    let answer: Value = serde_json::from_str(&reply.body).unwrap();
+    assert!(answer["Ok"].is_object(), "{answer}");
+}

@@ -1,0 +1,287 @@
+//! The token store: issue, rotate, remove and purge one-time tokens.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::clock::{Clock, Timestamp};
+use crate::meta::Meta;
+use crate::random::{RandomError, TokenSource};
+use crate::token::{BuildKeyHasher, Token, TokenKey, TOKEN_BYTES};
+
+/// Number of independently locked parts of the store.
+///
+/// A power of two indexed by the token's first random byte. 256 keeps each lock's hold
+/// and each map's rehash small (a million tokens are ~4,000 per shard) while costing only
+/// a few kilobytes when empty.
+const SHARDS: usize = 256;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The token is unknown, already used, removed or expired; callers cannot tell which,
+    /// so a guesser learns nothing.
+    InvalidToken,
+    /// No randomness was available for a new token.
+    Random(RandomError),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::InvalidToken => f.write_str("InvalidToken"),
+            StoreError::Random(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<RandomError> for StoreError {
+    fn from(err: RandomError) -> Self {
+        StoreError::Random(err)
+    }
+}
+
+/// The outcome of a successful [`TokenStore::rotate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// The token that replaces the one presented.
+    pub token: Token,
+    /// The metadata after merging the update.
+    pub meta: Meta,
+}
+
+/// What a [`TokenStore::purge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Expired tokens dropped by this purge.
+    pub purged: usize,
+    /// Tokens left in the store.
+    pub remaining: usize,
+    /// When the earliest remaining token expires, if any remain: the host need not purge
+    /// before then.
+    pub next_expiry: Option<Timestamp>,
+}
+
+/// One live token as the dump shows it: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpEntry {
+    /// When the token stops working.
+    pub expires: Timestamp,
+    /// Its metadata.
+    pub meta: Meta,
+}
+
+struct Entry {
+    expires: Timestamp,
+    meta: Meta,
+}
+
+type Shard = HashMap<TokenKey, Entry, BuildKeyHasher>;
+
+/// One-time tokens bound to metadata, each valid for a fixed lifetime from its issue.
+///
+/// Safe to share between threads (`&self` everywhere) when the clock and token source
+/// are: the store is split in independently locked shards.
+///
+/// ```
+/// use std::time::Duration;
+/// use token_server_core::{ManualClock, Meta, SeededRandom, StoreError, TokenStore};
+///
+/// let clock = ManualClock::new(0);
+/// let store = TokenStore::new(Duration::from_secs(60), clock.clone(), SeededRandom::new(1));
+/// let token = store.create(Meta::from_json(r#"{"user":"ann"}"#).unwrap()).unwrap();
+/// clock.advance(Duration::from_secs(59));
+/// let update = serde_json::from_str(r#"{"year":2022}"#).unwrap();
+/// let next = store.rotate(token.as_str(), Some(update)).unwrap();
+/// assert_eq!(next.meta.as_json(), r#"{"user":"ann","year":2022}"#);
+/// assert_eq!(store.rotate(token.as_str(), None), Err(StoreError::InvalidToken));
+/// ```
+pub struct TokenStore<C, R> {
+    /// Std mutexes, not async ones: no lock is ever held across an await or for more than
+    /// one map operation, and they work unchanged on wasm32.
+    shards: Box<[Mutex<Shard>]>,
+    lifetime: Duration,
+    clock: C,
+    random: R,
+}
+
+impl<C: Clock, R: TokenSource> TokenStore<C, R> {
+    /// An empty store whose tokens live for `lifetime`.
+    pub fn new(lifetime: Duration, clock: C, random: R) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        TokenStore {
+            shards,
+            lifetime,
+            clock,
+            random,
+        }
+    }
+
+    /// How long a token stays valid after its issue.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The clock the store reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Issues a new token bound to `meta`, valid for the store's lifetime from now.
+    pub fn create(&self, meta: Meta) -> Result<Token, StoreError> {
+        let expires = self.clock.now().saturating_add(self.lifetime);
+        self.insert_fresh(Entry { expires, meta })
+    }
+
+    /// Consumes `token` and issues a new one with a full lifetime, its metadata merged with
+    /// `update` (see [`Meta::merged`]).
+    ///
+    /// Fails with [`StoreError::InvalidToken`] for a token that is unknown, used, removed
+    /// or expired, even if a purge has not dropped it yet. Of several concurrent rotations
+    /// of one token exactly one succeeds.
+    pub fn rotate(
+        &self,
+        token: &str,
+        update: Option<Map<String, Value>>,
+    ) -> Result<Rotated, StoreError> {
+        let key = TokenKey::parse(token).ok_or(StoreError::InvalidToken)?;
+        // Drawn before the old token is consumed: a failing randomness source must not
+        // cost the client its session.
+        let fresh = self.fresh_key()?;
+        let now = self.clock.now();
+        let entry = self.shard(&key).remove(&key);
+        let entry = entry
+            .filter(|entry| now < entry.expires)
+            .ok_or(StoreError::InvalidToken)?;
+        let meta = match update {
+            Some(update) => entry.meta.merged(update),
+            None => entry.meta,
+        };
+        let meta_out = meta.clone();
+        let token = self.insert_with_key(
+            fresh,
+            Entry {
+                expires: now.saturating_add(self.lifetime),
+                meta,
+            },
+        )?;
+        Ok(Rotated {
+            token,
+            meta: meta_out,
+        })
+    }
+
+    /// Removes `token`; returns whether it was a live token.
+    pub fn remove(&self, token: &str) -> bool {
+        let Some(key) = TokenKey::parse(token) else {
+            return false;
+        };
+        let now = self.clock.now();
+        let removed = self.shard(&key).remove(&key);
+        removed.is_some_and(|entry| now < entry.expires)
+    }
+
+    /// Drops every expired token.
+    ///
+    /// Locks one shard at a time, so concurrent requests wait at most for one shard's
+    /// sweep, never for the whole store.
+    pub fn purge(&self) -> PurgeReport {
+        let now = self.clock.now();
+        let mut report = PurgeReport {
+            purged: 0,
+            remaining: 0,
+            next_expiry: None,
+        };
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let before = shard.len();
+            shard.retain(|_, entry| {
+                let live = now < entry.expires;
+                if live {
+                    report.next_expiry = Some(match report.next_expiry {
+                        Some(next) => next.min(entry.expires),
+                        None => entry.expires,
+                    });
+                }
+                live
+            });
+            report.purged += before - shard.len();
+            report.remaining += shard.len();
+        }
+        report
+    }
+
+    /// Every live token's expiry and metadata, earliest expiry first; never the tokens.
+    pub fn dump(&self) -> Vec<DumpEntry> {
+        let now = self.clock.now();
+        let mut entries = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            entries.extend(
+                shard
+                    .values()
+                    .filter(|entry| now < entry.expires)
+                    .map(|entry| DumpEntry {
+                        expires: entry.expires,
+                        meta: entry.meta.clone(),
+                    }),
+            );
+        }
+        entries.sort_by_key(|entry| entry.expires);
+        entries
+    }
+
+    /// Tokens held, including expired ones a purge has not dropped yet.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// Whether the store holds no token at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &TokenKey) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[usize::from(key.0[0]) % SHARDS])
+    }
+
+    fn fresh_key(&self) -> Result<TokenKey, RandomError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        self.random.fill(&mut bytes)?;
+        Ok(TokenKey(bytes))
+    }
+
+    fn insert_fresh(&self, entry: Entry) -> Result<Token, StoreError> {
+        let key = self.fresh_key()?;
+        self.insert_with_key(key, entry)
+    }
+
+    /// Files `entry` under `key`, drawing another key in the (astronomically unlikely, but
+    /// possible with a seeded test source) case that `key` is taken.
+    fn insert_with_key(&self, mut key: TokenKey, entry: Entry) -> Result<Token, StoreError> {
+        loop {
+            {
+                let mut shard = self.shard(&key);
+                if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(key) {
+                    slot.insert(entry);
+                    return Ok(Token::from_key(&key));
+                }
+            }
+            key = self.fresh_key()?;
+        }
+    }
+}
+
+/// Locks a shard, shrugging off poisoning: no code panics while holding a shard, and a map
+/// is never left half-updated by the operations above.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

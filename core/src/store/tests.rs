@@ -1,0 +1,282 @@
+//! Store behaviour on a manual clock: every rule of expiry, rotation, merge and purge.
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::random::SeededRandom;
+use serde_json::json;
+use std::sync::Arc;
+
+const LIFETIME: Duration = Duration::from_secs(30 * 60);
+const MS: Duration = Duration::from_millis(1);
+
+fn store() -> (ManualClock, TokenStore<ManualClock, SeededRandom>) {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = TokenStore::new(LIFETIME, clock.clone(), SeededRandom::new(99));
+    (clock, store)
+}
+
+fn meta(value: Value) -> Meta {
+    match value {
+        Value::Object(map) => Meta::from_map(&map),
+        _ => panic!("meta must be an object"),
+    }
+}
+
+fn update(value: Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => panic!("update must be an object"),
+    }
+}
+
+#[test]
+fn token_is_valid_until_one_millisecond_before_its_lifetime_ends() {
+    let (clock, store) = store();
+    let token = store.create(meta(json!({"n": 1}))).unwrap();
+    clock.advance(LIFETIME - MS);
+    assert!(store.rotate(token.as_str(), None).is_ok());
+}
+
+#[test]
+fn token_is_invalid_at_and_after_its_lifetime_even_before_purge() {
+    let (clock, store) = store();
+    let at_boundary = store.create(meta(json!({}))).unwrap();
+    let after_boundary = store.create(meta(json!({}))).unwrap();
+    clock.advance(LIFETIME);
+    assert_eq!(
+        store.rotate(at_boundary.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+    clock.advance(MS);
+    assert_eq!(
+        store.rotate(after_boundary.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+}
+
+#[test]
+fn rotation_gives_a_full_fresh_lifetime() {
+    let (clock, store) = store();
+    let mut token = store.create(meta(json!({"user": "ann"}))).unwrap();
+    // Three rotations, each just before expiry: the session outlives three lifetimes.
+    for _ in 0..3 {
+        clock.advance(LIFETIME - MS);
+        token = store.rotate(token.as_str(), None).unwrap().token;
+    }
+    clock.advance(LIFETIME - MS);
+    let last = store.rotate(token.as_str(), None).unwrap();
+    clock.advance(LIFETIME);
+    assert_eq!(
+        store.rotate(last.token.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+}
+
+#[test]
+fn each_token_works_once() {
+    let (_clock, store) = store();
+    let first = store.create(meta(json!({"user": "ann"}))).unwrap();
+    let second = store.rotate(first.as_str(), None).unwrap();
+    assert_ne!(first, second.token);
+    assert_eq!(
+        store.rotate(first.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+    // The replacement still works after the failed replay.
+    assert!(store.rotate(second.token.as_str(), None).is_ok());
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn rotation_merges_top_level_keys_and_keeps_the_rest() {
+    let (_clock, store) = store();
+    let token = store
+        .create(meta(json!({"name": "My user", "year": 2022, "period": {"m": 11, "q": 4}})))
+        .unwrap();
+    let rotated = store
+        .rotate(
+            token.as_str(),
+            update(json!({"year": 2023, "unit": "sales", "period": {"m": 1}})),
+        )
+        .unwrap();
+    let expected = json!({"name": "My user", "year": 2023, "unit": "sales", "period": {"m": 1}});
+    assert_eq!(Value::Object(rotated.meta.to_map()), expected);
+    // The merged metadata is what the next rotation sees.
+    let again = store.rotate(rotated.token.as_str(), None).unwrap();
+    assert_eq!(Value::Object(again.meta.to_map()), expected);
+}
+
+#[test]
+fn remove_kills_a_token_and_reports_whether_it_was_live() {
+    let (clock, store) = store();
+    let token = store.create(meta(json!({}))).unwrap();
+    let other = store.create(meta(json!({"keep": true}))).unwrap();
+    assert!(store.remove(token.as_str()));
+    assert!(!store.remove(token.as_str()));
+    assert_eq!(
+        store.rotate(token.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+    assert!(!store.remove("not a token"));
+    clock.advance(LIFETIME);
+    assert!(!store.remove(other.as_str()), "expired tokens are not live");
+    assert!(store.is_empty());
+}
+
+#[test]
+fn unknown_used_removed_and_expired_tokens_are_indistinguishable() {
+    let (clock, store) = store();
+    let used = store.create(meta(json!({}))).unwrap();
+    store.rotate(used.as_str(), None).unwrap();
+    let removed = store.create(meta(json!({}))).unwrap();
+    store.remove(removed.as_str());
+    let expired = store.create(meta(json!({}))).unwrap();
+    clock.advance(LIFETIME);
+    for token in [
+        used.as_str(),
+        removed.as_str(),
+        expired.as_str(),
+        "AAAAAAAAAAAAAAAAAAAAAA",
+        "garbage",
+        "",
+    ] {
+        assert_eq!(store.rotate(token, None), Err(StoreError::InvalidToken));
+    }
+}
+
+#[test]
+fn purge_drops_only_expired_tokens_and_counts() {
+    let (clock, store) = store();
+    for _ in 0..5 {
+        store.create(meta(json!({"old": true}))).unwrap();
+    }
+    clock.advance(Duration::from_secs(60));
+    let young: Vec<Token> = (0..3)
+        .map(|_| store.create(meta(json!({"old": false}))).unwrap())
+        .collect();
+    let young_expiry = clock.now().saturating_add(LIFETIME);
+
+    let report = store.purge();
+    assert_eq!((report.purged, report.remaining), (0, 8));
+
+    clock.advance(LIFETIME - Duration::from_secs(60));
+    let report = store.purge();
+    assert_eq!((report.purged, report.remaining), (5, 3));
+    assert_eq!(report.next_expiry, Some(young_expiry));
+    assert_eq!(store.len(), 3);
+    for token in &young {
+        assert!(store.rotate(token.as_str(), None).is_ok());
+    }
+
+    clock.advance(LIFETIME);
+    let report = store.purge();
+    assert_eq!((report.purged, report.remaining), (3, 0));
+    assert_eq!(report.next_expiry, None);
+}
+
+#[test]
+fn dump_lists_expiry_and_meta_of_live_tokens_only() {
+    let (clock, store) = store();
+    let start = clock.now();
+    store.create(meta(json!({"user": "old"}))).unwrap();
+    clock.advance(Duration::from_secs(10));
+    let token = store.create(meta(json!({"user": "new"}))).unwrap();
+    clock.advance(LIFETIME - Duration::from_secs(5));
+
+    let dump = store.dump();
+    assert_eq!(
+        dump,
+        vec![DumpEntry {
+            expires: start.saturating_add(LIFETIME + Duration::from_secs(10)),
+            meta: meta(json!({"user": "new"})),
+        }]
+    );
+    let shown = format!("{dump:?}");
+    assert!(!shown.contains(token.as_str()));
+}
+
+#[test]
+fn seeded_sources_give_the_same_tokens() {
+    let make = || {
+        let store = TokenStore::new(LIFETIME, ManualClock::new(0), SeededRandom::new(5));
+        (0..4)
+            .map(|_| store.create(Meta::default()).unwrap().into_string())
+            .collect::<Vec<_>>()
+    };
+    let first = make();
+    assert_eq!(first, make());
+    let other = TokenStore::new(LIFETIME, ManualClock::new(0), SeededRandom::new(6));
+    assert_ne!(first[0], other.create(Meta::default()).unwrap().into_string());
+}
+
+#[test]
+fn a_key_collision_draws_another_key() {
+    // Two stores on the same seed: the second store's first key is taken in the first.
+    let clock = ManualClock::new(0);
+    let random = Arc::new(SeededRandom::new(3));
+    let store = TokenStore::new(LIFETIME, clock.clone(), random.clone());
+    let first = store.create(Meta::default()).unwrap();
+    random.state.store(3, std::sync::atomic::Ordering::Relaxed);
+    let second = store.create(Meta::default()).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(store.len(), 2);
+}
+
+struct FailingRandom;
+
+impl TokenSource for FailingRandom {
+    fn fill(&self, _dest: &mut [u8]) -> Result<(), RandomError> {
+        Err(RandomError {
+            reason: "no entropy".into(),
+        })
+    }
+}
+
+#[test]
+fn a_failing_randomness_source_costs_no_session() {
+    let clock = ManualClock::new(0);
+    let good = TokenStore::new(LIFETIME, clock.clone(), SeededRandom::new(1));
+    let token = good.create(Meta::default()).unwrap();
+    // Move the entry into a store whose randomness fails, keeping its key.
+    let broken = TokenStore::new(LIFETIME, clock, FailingRandom);
+    let key = TokenKey::parse(token.as_str()).unwrap();
+    let entry = good.shard(&key).remove(&key).unwrap();
+    broken.shard(&key).insert(key, entry);
+
+    assert!(matches!(
+        broken.create(Meta::default()),
+        Err(StoreError::Random(_))
+    ));
+    assert!(matches!(
+        broken.rotate(token.as_str(), None),
+        Err(StoreError::Random(_))
+    ));
+    assert_eq!(broken.len(), 1, "the old token must survive");
+}
+
+#[test]
+fn concurrent_rotations_of_one_token_succeed_exactly_once() {
+    let store = Arc::new(TokenStore::new(
+        LIFETIME,
+        ManualClock::new(0),
+        crate::random::OsRandom,
+    ));
+    let token = store.create(Meta::default()).unwrap().into_string();
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, token, barrier) = (store.clone(), token.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                store.rotate(&token, None).is_ok()
+            })
+        })
+        .collect();
+    let wins = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(wins, 1);
+    assert_eq!(store.len(), 1);
+}
