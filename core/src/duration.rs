@@ -26,7 +26,8 @@ pub enum DurationError {
 
 impl fmt::Display for DurationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const FORM: &str = "expected a number with a unit (ms, s, min, h, d), e.g. 90s, 30min, 1h30min";
+        const FORM: &str =
+            "expected a number with a unit (ms, s, min, h, d), e.g. 90s, 30min, 1h30min";
         match self {
             DurationError::Empty => write!(f, "empty duration: {FORM}"),
             DurationError::MissingUnit { input } => {
@@ -228,7 +229,15 @@ mod tests {
 
     #[test]
     fn format_round_trips() {
-        for text in ["1s", "1500ms", "30min", "2h", "96h", "1h30min", "1h1min1s1ms"] {
+        for text in [
+            "1s",
+            "1500ms",
+            "30min",
+            "2h",
+            "96h",
+            "1h30min",
+            "1h1min1s1ms",
+        ] {
             let parsed = parse_duration(text).unwrap();
             assert_eq!(parse_duration(&format_duration(parsed)), Ok(parsed));
         }

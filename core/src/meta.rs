@@ -120,7 +120,9 @@ mod tests {
 
     #[test]
     fn merge_replaces_adds_and_keeps_top_level_keys() {
-        let meta = Meta::from_map(&map(json!({"name": "My user", "year": 2022, "deep": {"a": 1, "b": 2}})));
+        let meta = Meta::from_map(&map(
+            json!({"name": "My user", "year": 2022, "deep": {"a": 1, "b": 2}}),
+        ));
         let merged = meta.merged(map(json!({"year": 2023, "period": 11, "deep": {"a": 9}})));
         assert_eq!(
             Value::Object(merged.to_map()),
@@ -141,6 +143,9 @@ mod tests {
     fn from_json_refuses_non_objects() {
         assert_eq!(Meta::from_json("3"), Err(MetaError::NotAnObject));
         assert!(matches!(Meta::from_json("{"), Err(MetaError::NotJson(_))));
-        assert_eq!(Meta::from_json(" {\"a\" : [1, 2]} ").unwrap().as_json(), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            Meta::from_json(" {\"a\" : [1, 2]} ").unwrap().as_json(),
+            r#"{"a":[1,2]}"#
+        );
     }
 }

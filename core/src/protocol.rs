@@ -136,7 +136,9 @@ impl RequestError {
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RequestError::NotFound => f.write_str("no such endpoint; try POST, PUT or DELETE /token"),
+            RequestError::NotFound => {
+                f.write_str("no such endpoint; try POST, PUT or DELETE /token")
+            }
             RequestError::MethodNotAllowed { allow } => {
                 write!(f, "method not allowed here; allowed: {allow}")
             }
@@ -144,7 +146,10 @@ impl fmt::Display for RequestError {
                 f.write_str("the request body must be sent with Content-Type: application/json")
             }
             RequestError::PayloadTooLarge { limit } => {
-                write!(f, "the request body is larger than the limit of {limit} bytes")
+                write!(
+                    f,
+                    "the request body is larger than the limit of {limit} bytes"
+                )
             }
             RequestError::MalformedJson(reason) => {
                 write!(f, "the request body is not valid JSON: {reason}")
@@ -152,9 +157,7 @@ impl fmt::Display for RequestError {
             RequestError::WrongShape(reason) => {
                 write!(f, "the request body has the wrong shape: {reason}")
             }
-            RequestError::Unavailable => {
-                f.write_str("no token could be made right now; try again")
-            }
+            RequestError::Unavailable => f.write_str("no token could be made right now; try again"),
         }
     }
 }

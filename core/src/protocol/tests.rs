@@ -14,7 +14,12 @@ fn service() -> (ManualClock, Service<ManualClock, SeededRandom>) {
     (clock, Service::new(store))
 }
 
-fn call(service: &Service<ManualClock, SeededRandom>, method: &str, path: &str, body: &str) -> Reply {
+fn call(
+    service: &Service<ManualClock, SeededRandom>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Reply {
     service.handle(&Request {
         method,
         path,
@@ -24,7 +29,12 @@ fn call(service: &Service<ManualClock, SeededRandom>, method: &str, path: &str, 
 }
 
 fn login(service: &Service<ManualClock, SeededRandom>, meta: Value) -> String {
-    let reply = call(service, "POST", "/token", &json!({ "meta": meta }).to_string());
+    let reply = call(
+        service,
+        "POST",
+        "/token",
+        &json!({ "meta": meta }).to_string(),
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.content_type, Some(TEXT_PLAIN));
     reply.body
@@ -43,22 +53,39 @@ fn the_seed_flow_works_end_to_end() {
     let token = login(&service, json!({"name": "My user", "year": 2022}));
 
     let first = put(&service, json!({ "token": token }));
-    assert_eq!(first["Ok"]["meta"], json!({"name": "My user", "year": 2022}));
+    assert_eq!(
+        first["Ok"]["meta"],
+        json!({"name": "My user", "year": 2022})
+    );
     let second_token = first["Ok"]["token"].as_str().unwrap().to_string();
     assert_ne!(second_token, token);
 
-    let second = put(&service, json!({ "token": second_token, "meta": {"period": 11, "year": 2023} }));
+    let second = put(
+        &service,
+        json!({ "token": second_token, "meta": {"period": 11, "year": 2023} }),
+    );
     assert_eq!(
         second["Ok"]["meta"],
         json!({"name": "My user", "year": 2023, "period": 11})
     );
 
-    assert_eq!(put(&service, json!({ "token": token })), json!({"Err": "InvalidToken"}));
+    assert_eq!(
+        put(&service, json!({ "token": token })),
+        json!({"Err": "InvalidToken"})
+    );
 
     let third = second["Ok"]["token"].as_str().unwrap();
-    let removed = call(&service, "DELETE", "/token", &json!({ "token": third }).to_string());
+    let removed = call(
+        &service,
+        "DELETE",
+        "/token",
+        &json!({ "token": third }).to_string(),
+    );
     assert_eq!((removed.status, removed.body.as_str()), (202, ""));
-    assert_eq!(put(&service, json!({ "token": third })), json!({"Err": "InvalidToken"}));
+    assert_eq!(
+        put(&service, json!({ "token": third })),
+        json!({"Err": "InvalidToken"})
+    );
 }
 
 #[test]
@@ -74,7 +101,10 @@ fn expired_tokens_are_refused_over_the_protocol() {
     let (clock, service) = service();
     let token = login(&service, json!({}));
     clock.advance(LIFETIME);
-    assert_eq!(put(&service, json!({ "token": token })), json!({"Err": "InvalidToken"}));
+    assert_eq!(
+        put(&service, json!({ "token": token })),
+        json!({"Err": "InvalidToken"})
+    );
 }
 
 #[test]
@@ -91,24 +121,84 @@ fn every_error_has_its_status_and_a_plain_sentence() {
         ("GET", "/token", Some("application/json"), "{}", 405),
         ("PATCH", "/token", Some("application/json"), "{}", 405),
         ("GET", "/", None, "", 404),
-        ("POST", "/tokens", Some("application/json"), r#"{"meta":{}}"#, 404),
-        ("POST", "/token/", Some("application/json"), r#"{"meta":{}}"#, 404),
+        (
+            "POST",
+            "/tokens",
+            Some("application/json"),
+            r#"{"meta":{}}"#,
+            404,
+        ),
+        (
+            "POST",
+            "/token/",
+            Some("application/json"),
+            r#"{"meta":{}}"#,
+            404,
+        ),
         ("HEAD", "/dump", None, "", 404),
         ("POST", "/token", None, r#"{"meta":{}}"#, 415),
         ("POST", "/token", Some("text/plain"), r#"{"meta":{}}"#, 415),
-        ("PUT", "/token", Some("application/jsonx"), r#"{"token":"x"}"#, 415),
+        (
+            "PUT",
+            "/token",
+            Some("application/jsonx"),
+            r#"{"token":"x"}"#,
+            415,
+        ),
         ("POST", "/token", Some("application/json"), "", 400),
         ("POST", "/token", Some("application/json"), "{meta:}", 400),
-        ("POST", "/token", Some("application/json"), r#"{"meta":{}"#, 400),
+        (
+            "POST",
+            "/token",
+            Some("application/json"),
+            r#"{"meta":{}"#,
+            400,
+        ),
         ("POST", "/token", Some("application/json"), "\u{0}", 400),
         ("POST", "/token", Some("application/json"), "{}", 422),
         ("POST", "/token", Some("application/json"), "[]", 422),
-        ("POST", "/token", Some("application/json"), r#"{"meta":[1]}"#, 422),
-        ("POST", "/token", Some("application/json"), r#"{"meta":"x"}"#, 422),
-        ("POST", "/token", Some("application/json"), r#"{"meta":null}"#, 422),
-        ("PUT", "/token", Some("application/json"), r#"{"meta":{}}"#, 422),
-        ("PUT", "/token", Some("application/json"), r#"{"token":5}"#, 422),
-        ("PUT", "/token", Some("application/json"), r#"{"token":"x","meta":3}"#, 422),
+        (
+            "POST",
+            "/token",
+            Some("application/json"),
+            r#"{"meta":[1]}"#,
+            422,
+        ),
+        (
+            "POST",
+            "/token",
+            Some("application/json"),
+            r#"{"meta":"x"}"#,
+            422,
+        ),
+        (
+            "POST",
+            "/token",
+            Some("application/json"),
+            r#"{"meta":null}"#,
+            422,
+        ),
+        (
+            "PUT",
+            "/token",
+            Some("application/json"),
+            r#"{"meta":{}}"#,
+            422,
+        ),
+        (
+            "PUT",
+            "/token",
+            Some("application/json"),
+            r#"{"token":5}"#,
+            422,
+        ),
+        (
+            "PUT",
+            "/token",
+            Some("application/json"),
+            r#"{"token":"x","meta":3}"#,
+            422,
+        ),
         ("DELETE", "/token", Some("application/json"), r#"{}"#, 422),
     ];
     for &(method, path, content_type, body, status) in cases {
@@ -118,11 +208,19 @@ fn every_error_has_its_status_and_a_plain_sentence() {
             content_type,
             body: Body::Complete(body.as_bytes()),
         });
-        assert_eq!(reply.status, status, "{method} {path} {content_type:?} {body:?}: {}", reply.body);
+        assert_eq!(
+            reply.status, status,
+            "{method} {path} {content_type:?} {body:?}: {}",
+            reply.body
+        );
         assert_eq!(reply.content_type, Some(TEXT_PLAIN));
         assert!(!reply.body.is_empty());
     }
-    assert_eq!(service.store().len(), 0, "no refused request may create a token");
+    assert_eq!(
+        service.store().len(),
+        0,
+        "no refused request may create a token"
+    );
 }
 
 #[test]
@@ -135,7 +233,11 @@ fn method_not_allowed_names_the_allowed_methods() {
 #[test]
 fn content_type_parameters_and_case_are_accepted() {
     let (_clock, service) = service();
-    for content_type in ["application/json; charset=utf-8", "Application/JSON", " application/json ;x=y"] {
+    for content_type in [
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        " application/json ;x=y",
+    ] {
         let reply = service.handle(&Request {
             method: "POST",
             path: "/token",
@@ -161,7 +263,10 @@ fn oversized_bodies_are_refused_with_413() {
     });
     assert_eq!(too_large.status, 413);
     // The token presented in the refused request is untouched.
-    assert_eq!(put(&service, json!({ "token": token }))["Ok"]["meta"], json!({"keep": 1}));
+    assert_eq!(
+        put(&service, json!({ "token": token }))["Ok"]["meta"],
+        json!({"keep": 1})
+    );
 }
 
 #[test]
@@ -193,7 +298,10 @@ fn refused_requests_leave_tokens_working() {
         body: Body::Complete(json!({ "token": token }).to_string().as_bytes()),
     });
     assert_eq!(reply.status, 415);
-    assert_eq!(put(&service, json!({ "token": token }))["Ok"]["meta"], json!({"user": "ann"}));
+    assert_eq!(
+        put(&service, json!({ "token": token }))["Ok"]["meta"],
+        json!({"user": "ann"})
+    );
 }
 
 #[test]
@@ -219,7 +327,12 @@ fn escaped_token_strings_are_understood() {
     // The same token with its first character written as a JSON unicode escape.
     let first = token.chars().next().unwrap();
     let escaped = format!("\\u{:04x}{}", first as u32, &token[1..]);
-    let reply = call(&service, "PUT", "/token", &format!(r#"{{"token":"{escaped}"}}"#));
+    let reply = call(
+        &service,
+        "PUT",
+        "/token",
+        &format!(r#"{{"token":"{escaped}"}}"#),
+    );
     let answer: Value = serde_json::from_str(&reply.body).unwrap();
     assert!(answer["Ok"].is_object(), "{answer}");
 }

@@ -91,7 +91,9 @@ fn each_token_works_once() {
 fn rotation_merges_top_level_keys_and_keeps_the_rest() {
     let (_clock, store) = store();
     let token = store
-        .create(meta(json!({"name": "My user", "year": 2022, "period": {"m": 11, "q": 4}})))
+        .create(meta(
+            json!({"name": "My user", "year": 2022, "period": {"m": 11, "q": 4}}),
+        ))
         .unwrap();
     let rotated = store
         .rotate(
@@ -206,7 +208,10 @@ fn seeded_sources_give_the_same_tokens() {
     let first = make();
     assert_eq!(first, make());
     let other = TokenStore::new(LIFETIME, ManualClock::new(0), SeededRandom::new(6));
-    assert_ne!(first[0], other.create(Meta::default()).unwrap().into_string());
+    assert_ne!(
+        first[0],
+        other.create(Meta::default()).unwrap().into_string()
+    );
 }
 
 #[test]

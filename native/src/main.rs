@@ -1,0 +1,78 @@
+//! `token-server`: the REST service of the token store, for operators.
+//!
+//! This file only wires things together: parse the command line, start logging, bind,
+//! and hand over to [`server::run`].
+
+mod cli;
+mod purge;
+mod server;
+mod shutdown;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
+use token_server_core::{OsRandom, SystemClock, TokenStore};
+
+fn main() -> ExitCode {
+    let config = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli::Command::Run(config)) => config,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(cli::Command::Version) => {
+            println!("token-server {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("token-server: {err}");
+            eprintln!("Try 'token-server --help' for the options and their ranges.");
+            return ExitCode::from(2);
+        }
+    };
+
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("token_server=info"),
+    )
+    .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            log::error!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: cli::Config) -> ExitCode {
+    let address = SocketAddr::new(config.bind, config.port);
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            log::error!("cannot listen on {address}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.dump && !log::log_enabled!(target: DUMP_LOG_TARGET, log::Level::Info) {
+        log::warn!(
+            "--dump is on, but the log level hides the dump; set RUST_LOG={DUMP_LOG_TARGET}=info"
+        );
+    }
+    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom);
+    let service = Arc::new(Service::new(store).with_dump(config.dump));
+    let _purge = purge::spawn(service.clone(), config.purge_interval);
+    match server::run(listener, service, shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
