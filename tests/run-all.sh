@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test of the project: unit, doc and black-box HTTP tests, and the wasm32 build
+# check of the core. Installs the toolchain pieces it needs on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+
+echo "== core builds for wasm32-unknown-unknown"
+cargo build -p token-server-core --target wasm32-unknown-unknown
+
+echo "== unit, doc and black-box tests (native host)"
+cargo test --workspace
