@@ -213,25 +213,32 @@ impl Server {
         response.json()
     }
 
-    /// Sends SIGTERM and waits for the exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    /// Sends SIGTERM without waiting for the exit.
+    pub fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(
             sent.is_ok_and(|status| status.success()),
             "kill -TERM failed"
         );
+    }
+
+    /// Waits up to ten seconds for the server to exit.
+    pub fn wait_for_exit(mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the server") {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
+            assert!(Instant::now() < deadline, "server did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(self) -> ExitStatus {
+        self.send_sigterm();
+        self.wait_for_exit()
     }
 }
 

@@ -231,6 +231,38 @@ fn sigterm_stops_the_server_with_status_zero() {
 }
 
 #[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    let token = server.login(json!({"user": "in flight"}));
+    let body = json!({ "token": token }).to_string();
+    let (first_half, second_half) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "PUT /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(first_half).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.send_sigterm();
+    server.wait_for_log("shutting down", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    stream.write_all(second_half).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""user":"in flight""#), "{response}");
+    assert_eq!(server.wait_for_exit().code(), Some(0));
+}
+
+#[test]
 fn the_default_address_is_loopback() {
     let server = Server::start(&[]);
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
@@ -326,6 +358,21 @@ mod cli {
         let (code, version, _) = run(&["-V"]);
         assert_eq!(code, 0);
         assert!(version.starts_with("token-server "), "{version}");
+    }
+
+    #[test]
+    fn the_purge_loop_runs_at_the_purge_interval_and_reports() {
+        if !native_only() {
+            return;
+        }
+        let server = Server::start_with_env(&["-P", "1s"], &[("RUST_LOG", "token_server=debug")]);
+        server.login(json!({}));
+        server.login(json!({}));
+        let line = server.wait_for_log("remaining", Duration::from_secs(5));
+        assert!(
+            line.contains("purge: 0 expired tokens dropped, 2 remaining"),
+            "{line}"
+        );
     }
 
     #[test]
