@@ -12,4 +12,7 @@ echo "== core builds for wasm32-unknown-unknown"
 cargo build -p token-server-core --target wasm32-unknown-unknown
 
 echo "== unit, doc and black-box tests (native host)"
+# cargo test builds a package's binary only for that package's own tests; the black-box
+# suite lives in another package, so build the binary it starts first.
+cargo build -p token-server --bin token-server
 cargo test --workspace

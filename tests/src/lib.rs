@@ -49,7 +49,13 @@ pub fn native_binary() -> PathBuf {
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
-    profile_dir.join(format!("token-server{}", std::env::consts::EXE_SUFFIX))
+    let binary = profile_dir.join(format!("token-server{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p token-server` first (tests/run-all.sh does)",
+        binary.display()
+    );
+    binary
 }
 
 /// The command that starts the server under test with `args`.
