@@ -7,13 +7,16 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::time::Duration;
 
 use js_sys::{Array, Function, Object, Uint8Array};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use token_server_core::config::{DEFAULT_TOKEN_LIFETIME, TOKEN_LIFETIME_RANGE};
+use token_server_core::config::{
+    DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, PURGE_INTERVAL_RANGE, TOKEN_LIFETIME_RANGE,
+};
 use token_server_core::duration::{check_range, parse_duration_in};
 use token_server_core::protocol::{Body, Request, Service};
 use token_server_core::{
@@ -135,7 +138,7 @@ impl JsClock {
             }
         };
         // Millisecond timestamps past 2^53 are not exact in JS anyway.
-        if !millis.is_finite() || millis < 0.0 || millis > MAX_SAFE_INTEGER {
+        if !(0.0..=MAX_SAFE_INTEGER).contains(&millis) {
             return Err(FacadeError::Clock(format!(
                 "it returned {millis}, not milliseconds since the epoch"
             )));
@@ -173,32 +176,61 @@ fn describe(value: &JsValue) -> String {
 /// The lifetime argument: milliseconds or a duration string, in the CLI's range; the
 /// CLI's default when absent.
 fn lifetime_from(value: &JsValue) -> Result<Duration, FacadeError> {
+    duration_from(
+        value,
+        "lifetime",
+        &TOKEN_LIFETIME_RANGE,
+        DEFAULT_TOKEN_LIFETIME,
+    )
+}
+
+/// A duration argument as the CLI takes it (a string such as "90s"), or whole
+/// milliseconds, checked against `range`; `default` when absent.
+fn duration_from(
+    value: &JsValue,
+    name: &str,
+    range: &RangeInclusive<Duration>,
+    default: Duration,
+) -> Result<Duration, FacadeError> {
     if value.is_undefined() || value.is_null() {
-        return Ok(DEFAULT_TOKEN_LIFETIME);
+        return Ok(default);
     }
     if let Some(text) = value.as_string() {
-        return parse_duration_in(&text, &TOKEN_LIFETIME_RANGE)
-            .map_err(|err| FacadeError::BadArgument(format!("lifetime {err}")));
+        return parse_duration_in(&text, range)
+            .map_err(|err| FacadeError::BadArgument(format!("{name} {err}")));
     }
     if let Some(millis) = value.as_f64() {
-        if !millis.is_finite() || millis < 0.0 || millis.fract() != 0.0 || millis > MAX_SAFE_INTEGER
-        {
+        if !(0.0..=MAX_SAFE_INTEGER).contains(&millis) || millis.fract() != 0.0 {
             return Err(FacadeError::BadArgument(format!(
-                "lifetime {millis} is not a whole number of milliseconds"
+                "{name} {millis} is not a whole number of milliseconds"
             )));
         }
         let millis = millis as u64;
-        return check_range(
-            &format!("{millis}ms"),
-            Duration::from_millis(millis),
-            &TOKEN_LIFETIME_RANGE,
-        )
-        .map_err(|err| FacadeError::BadArgument(format!("lifetime {err}")));
+        return check_range(&format!("{millis}ms"), Duration::from_millis(millis), range)
+            .map_err(|err| FacadeError::BadArgument(format!("{name} {err}")));
     }
     Err(FacadeError::BadArgument(format!(
-        "lifetime must be milliseconds or a duration such as \"2h\", not {}",
+        "{name} must be milliseconds or a duration such as \"2h\", not {}",
         describe(value)
     )))
+}
+
+/// The purge interval a host should use, in milliseconds: `value` is a duration such as
+/// "1min" or milliseconds, in the CLI's range (1s to 90min); the CLI's default (1min) when
+/// absent. Lets JS hosts take `--purge-interval` exactly as the native CLI does.
+#[wasm_bindgen(js_name = purgeIntervalMillis)]
+pub fn purge_interval_millis(
+    #[wasm_bindgen(unchecked_param_type = "number | string | undefined")] value: JsValue,
+) -> Result<f64, JsError> {
+    let interval = duration_from(
+        &value,
+        "purge interval",
+        &PURGE_INTERVAL_RANGE,
+        DEFAULT_PURGE_INTERVAL,
+    )
+    .map_err(js_error)?;
+    // At most 90min, so exact as a JS number.
+    Ok(interval.as_millis() as f64)
 }
 
 /// Metadata from a plain JS object; arrays, null, class instances and primitives are
