@@ -48,7 +48,7 @@ export interface HttpReply {
 
 /// Shows Rust panics as readable JS exceptions with the panic message, not "unreachable".
 #[wasm_bindgen(start)]
-pub fn start() {
+fn start() {
     console_error_panic_hook::set_once();
 }
 
@@ -220,7 +220,7 @@ fn duration_from(
 /// absent. Lets JS hosts take `--purge-interval` exactly as the native CLI does.
 #[wasm_bindgen(js_name = purgeIntervalMillis)]
 pub fn purge_interval_millis(
-    #[wasm_bindgen(unchecked_param_type = "number | string | undefined")] value: JsValue,
+    #[wasm_bindgen(unchecked_optional_param_type = "number | string")] value: JsValue,
 ) -> Result<f64, JsError> {
     let interval = duration_from(
         &value,
@@ -256,6 +256,15 @@ fn map_from(value: JsValue, what: &str) -> Result<Map<String, Value>, FacadeErro
     }
     serde_wasm_bindgen::from_value(value)
         .map_err(|err| FacadeError::BadArgument(format!("{what} is not JSON-like: {err}")))
+}
+
+fn flag_from(value: &JsValue, what: &str) -> Result<bool, FacadeError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(false);
+    }
+    value.as_bool().ok_or_else(|| {
+        FacadeError::BadArgument(format!("{what} must be a boolean, not {}", describe(value)))
+    })
 }
 
 fn token_from(value: &JsValue) -> Result<String, FacadeError> {
@@ -353,8 +362,8 @@ impl TokenStore {
     /// default 2h), reading time from `clock` (default `Date.now`).
     #[wasm_bindgen(constructor)]
     pub fn new(
-        #[wasm_bindgen(unchecked_param_type = "Lifetime | undefined")] lifetime: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "ClockFn | undefined")] clock: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "Lifetime")] lifetime: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "ClockFn")] clock: JsValue,
     ) -> Result<TokenStore, JsError> {
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
@@ -382,7 +391,7 @@ impl TokenStore {
     pub fn rotate(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "Meta | undefined")] meta: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "Meta | null")] meta: JsValue,
     ) -> Result<JsValue, JsError> {
         self.rotate_inner(token, meta).map_err(js_error)
     }
@@ -456,14 +465,15 @@ impl TokenService {
     /// `clock`, with `HEAD /dump` on when `dump` is true.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        #[wasm_bindgen(unchecked_param_type = "Lifetime | undefined")] lifetime: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "ClockFn | undefined")] clock: JsValue,
-        dump: Option<bool>,
+        #[wasm_bindgen(unchecked_optional_param_type = "Lifetime")] lifetime: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "ClockFn")] clock: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "boolean")] dump: JsValue,
     ) -> Result<TokenService, JsError> {
+        let dump = flag_from(&dump, "dump").map_err(js_error)?;
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
         let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
-        let service = Service::new(store).with_dump(dump.unwrap_or(false));
+        let service = Service::new(store).with_dump(dump);
         Ok(TokenService { clock, service })
     }
 
@@ -474,9 +484,8 @@ impl TokenService {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string | null | undefined")] content_type: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | null | undefined")]
-        body: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
     ) -> Result<JsValue, JsError> {
         let bytes = body_from(&body).map_err(js_error)?;
         self.answer(method, path, content_type, Body::Complete(&bytes))
@@ -490,7 +499,7 @@ impl TokenService {
         &self,
         #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "string | null | undefined")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
     ) -> Result<JsValue, JsError> {
         self.answer(method, path, content_type, Body::TooLarge)
             .map_err(js_error)

@@ -318,7 +318,7 @@ fn handle(service: &TokenService, method: &str, path: &str, body: &str) -> JsVal
 #[wasm_bindgen_test]
 fn service_speaks_the_rest_protocol() {
     let clock = FakeClock::at(START);
-    let service = TokenService::new("2h".into(), clock.js(), Some(false)).unwrap();
+    let service = TokenService::new("2h".into(), clock.js(), JsValue::FALSE).unwrap();
     let created = handle(&service, "POST", "/token", r#"{"meta":{"name":"My user"}}"#);
     assert_eq!(get(&created, "status"), JsValue::from_f64(200.0));
     assert_eq!(
@@ -383,7 +383,7 @@ fn service_speaks_the_rest_protocol() {
 #[wasm_bindgen_test]
 fn service_refusals_match_the_core_protocol_exactly() {
     let clock = FakeClock::at(START);
-    let service = TokenService::new("2h".into(), clock.js(), Some(true)).unwrap();
+    let service = TokenService::new("2h".into(), clock.js(), JsValue::TRUE).unwrap();
     let core = Service::new(CoreStore::new(
         Duration::from_secs(7200),
         ManualClock::new(0),
