@@ -13,8 +13,12 @@ import { parseArgs } from "node:util";
 // The nodejs glue wasm-bindgen emits is CommonJS.
 const require = createRequire(import.meta.url);
 
-const USAGE =
-  "usage: node wasm/edge/server.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]";
+const USAGE = `usage: node wasm/edge/server.mjs [options]
+  -p, --port N             port on 127.0.0.1, 0 for a free one (default 3666)
+  -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
+  -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
+      --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
+  -h, --help               this text`;
 const HOST = "127.0.0.1";
 const DEFAULT_PORT = 3666;
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
@@ -47,9 +51,10 @@ function parseCli(TokenService, purgeIntervalMillis) {
   try {
     ({ values } = parseArgs({
       options: {
-        port: { type: "string" },
-        "token-lifetime": { type: "string" },
-        "purge-interval": { type: "string" },
+        // The native CLI's short forms too, so scripts can switch hosts unchanged.
+        port: { type: "string", short: "p" },
+        "token-lifetime": { type: "string", short: "t" },
+        "purge-interval": { type: "string", short: "P" },
         dump: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -163,7 +168,10 @@ function main() {
   const purgeTimer = setInterval(() => {
     try {
       const { purged, remaining } = service.purge();
-      if (purged > 0) process.stderr.write(`purged ${purged} expired tokens, ${remaining} remain\n`);
+      // The native host's wording; only when something happened, as there are no log levels.
+      if (purged > 0) {
+        process.stderr.write(`purge: ${purged} expired tokens dropped, ${remaining} remaining\n`);
+      }
     } catch (err) {
       process.stderr.write(`purge failed: ${err.message}\n`);
     }
