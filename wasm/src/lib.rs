@@ -137,7 +137,7 @@ impl JsClock {
                 })?
             }
         };
-        // Millisecond timestamps past 2^53 are not exact in JS anyway.
+        // Also refuses NaN and infinities; timestamps past 2^53 are not exact in JS anyway.
         if !(0.0..=MAX_SAFE_INTEGER).contains(&millis) {
             return Err(FacadeError::Clock(format!(
                 "it returned {millis}, not milliseconds since the epoch"
