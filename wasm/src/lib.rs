@@ -1,0 +1,580 @@
+//! JS facade of the token server: the core store and REST protocol as a WebAssembly package.
+//!
+//! Everything here only converts between JS values and the core's types; the store, the
+//! merge rule and every HTTP answer live in `token_server_core`, so this host answers
+//! exactly like the native one. Time comes from a JS function (default `Date.now`), which
+//! lets JS tests drive expiry; randomness from `crypto.getRandomValues` through the core.
+
+use std::cell::Cell;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::time::Duration;
+
+use js_sys::{Array, Function, Object, Uint8Array};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use token_server_core::config::{
+    DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, PURGE_INTERVAL_RANGE, TOKEN_LIFETIME_RANGE,
+};
+use token_server_core::duration::{check_range, parse_duration_in};
+use token_server_core::protocol::{Body, Request, Service};
+use token_server_core::{
+    Clock, DumpEntry, Meta, OsRandom, PurgeReport, StoreError, Timestamp, TokenStore as Store,
+};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &str = r#"
+/** Metadata bound to a token: any plain JSON object. */
+export type Meta = { [key: string]: unknown };
+/** A token lifetime: milliseconds, or a duration such as "2h" or "1h30min" (30min to 96h). */
+export type Lifetime = number | string;
+/** Milliseconds since the Unix epoch, e.g. `Date.now`. */
+export type ClockFn = () => number;
+export type RotateResult =
+  | { ok: true; token: string; meta: Meta }
+  | { ok: false; error: "InvalidToken" };
+export interface PurgeResult { purged: number; remaining: number }
+export interface DumpEntry { expires: number; expiresAt: string; meta: Meta }
+export interface HttpReply {
+  status: number;
+  contentType: string | null;
+  body: string;
+  allow: string | null;
+}
+"#;
+
+/// Shows Rust panics as readable JS exceptions with the panic message, not "unreachable".
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Why a call from JS was refused; becomes the message of the JS `Error` thrown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FacadeError {
+    /// An argument has the wrong type or value; says which and what was expected.
+    BadArgument(String),
+    /// The JS clock threw or did not return a usable time.
+    Clock(String),
+    /// The store could not issue a token (no randomness).
+    Store(String),
+}
+
+impl fmt::Display for FacadeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FacadeError::BadArgument(reason) => f.write_str(reason),
+            FacadeError::Clock(reason) => write!(f, "the clock failed: {reason}"),
+            FacadeError::Store(reason) => write!(f, "the store failed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for FacadeError {}
+
+/// The one place errors become JS `Error`s, so every throw carries a message.
+fn js_error(err: FacadeError) -> JsError {
+    JsError::new(&err.to_string())
+}
+
+/// The time the store sees: set by the facade right before each store call.
+///
+/// The core's `Clock` cannot fail, but a JS clock can throw. So the facade reads the JS
+/// clock first, refusing the call on failure before any token changes, and the store
+/// then reads this snapshot.
+#[derive(Clone, Default)]
+struct Snapshot(Rc<Cell<Timestamp>>);
+
+impl Clock for Snapshot {
+    fn now(&self) -> Timestamp {
+        self.0.get()
+    }
+}
+
+/// Where the current time comes from: a JS function, or `Date.now()` when none is given.
+struct JsClock {
+    function: Option<Function>,
+    snapshot: Snapshot,
+}
+
+impl JsClock {
+    fn new(clock: JsValue) -> Result<Self, FacadeError> {
+        let function = if clock.is_undefined() || clock.is_null() {
+            None
+        } else {
+            let function = clock.dyn_into::<Function>().map_err(|_| {
+                FacadeError::BadArgument(
+                    "clock must be a function returning milliseconds since the epoch".into(),
+                )
+            })?;
+            Some(function)
+        };
+        let clock = JsClock {
+            function,
+            snapshot: Snapshot::default(),
+        };
+        // Read once now so a broken clock is reported by the constructor, not later.
+        clock.tick()?;
+        Ok(clock)
+    }
+
+    /// Reads the JS clock into the snapshot the store sees.
+    fn tick(&self) -> Result<(), FacadeError> {
+        let millis = match &self.function {
+            None => js_sys::Date::now(),
+            Some(function) => {
+                let value = function
+                    .call0(&JsValue::UNDEFINED)
+                    .map_err(|err| FacadeError::Clock(describe(&err)))?;
+                value.as_f64().ok_or_else(|| {
+                    FacadeError::Clock(format!(
+                        "it returned {} instead of a number",
+                        describe(&value)
+                    ))
+                })?
+            }
+        };
+        // Also refuses NaN and infinities; timestamps past 2^53 are not exact in JS anyway.
+        if !(0.0..=MAX_SAFE_INTEGER).contains(&millis) {
+            return Err(FacadeError::Clock(format!(
+                "it returned {millis}, not milliseconds since the epoch"
+            )));
+        }
+        // Truncation is intended: a clock such as performance.timeOrigin + now() has
+        // sub-millisecond digits the store does not use.
+        self.snapshot.0.set(Timestamp(millis as u64));
+        Ok(())
+    }
+}
+
+/// `Number.MAX_SAFE_INTEGER`: the largest integer a JS number holds exactly.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// A short description of a JS value for an error message.
+fn describe(value: &JsValue) -> String {
+    if let Some(error) = value.dyn_ref::<js_sys::Error>() {
+        return String::from(error.message());
+    }
+    if let Some(text) = value.as_string() {
+        return format!("the string {text:?}");
+    }
+    if value.is_null() {
+        return "null".into();
+    }
+    if Array::is_array(value) {
+        return "an array".into();
+    }
+    value
+        .js_typeof()
+        .as_string()
+        .unwrap_or_else(|| "a value".into())
+}
+
+/// The lifetime argument: milliseconds or a duration string, in the CLI's range; the
+/// CLI's default when absent.
+fn lifetime_from(value: &JsValue) -> Result<Duration, FacadeError> {
+    duration_from(
+        value,
+        "lifetime",
+        &TOKEN_LIFETIME_RANGE,
+        DEFAULT_TOKEN_LIFETIME,
+    )
+}
+
+/// A duration argument as the CLI takes it (a string such as "90s"), or whole
+/// milliseconds, checked against `range`; `default` when absent.
+fn duration_from(
+    value: &JsValue,
+    name: &str,
+    range: &RangeInclusive<Duration>,
+    default: Duration,
+) -> Result<Duration, FacadeError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(default);
+    }
+    if let Some(text) = value.as_string() {
+        return parse_duration_in(&text, range)
+            .map_err(|err| FacadeError::BadArgument(format!("{name} {err}")));
+    }
+    if let Some(millis) = value.as_f64() {
+        if !(0.0..=MAX_SAFE_INTEGER).contains(&millis) || millis.fract() != 0.0 {
+            return Err(FacadeError::BadArgument(format!(
+                "{name} {millis} is not a whole number of milliseconds"
+            )));
+        }
+        let millis = millis as u64;
+        return check_range(&format!("{millis}ms"), Duration::from_millis(millis), range)
+            .map_err(|err| FacadeError::BadArgument(format!("{name} {err}")));
+    }
+    Err(FacadeError::BadArgument(format!(
+        "{name} must be milliseconds or a duration such as \"2h\", not {}",
+        describe(value)
+    )))
+}
+
+/// The purge interval a host should use, in milliseconds: `value` is a duration such as
+/// "1min" or milliseconds, in the CLI's range (1s to 90min); the CLI's default (1min) when
+/// absent. Lets JS hosts take `--purge-interval` exactly as the native CLI does.
+#[wasm_bindgen(js_name = purgeIntervalMillis)]
+pub fn purge_interval_millis(
+    #[wasm_bindgen(unchecked_optional_param_type = "number | string")] value: JsValue,
+) -> Result<f64, JsError> {
+    let interval = duration_from(
+        &value,
+        "purge interval",
+        &PURGE_INTERVAL_RANGE,
+        DEFAULT_PURGE_INTERVAL,
+    )
+    .map_err(js_error)?;
+    // At most 90min, so exact as a JS number.
+    Ok(interval.as_millis() as f64)
+}
+
+/// Metadata from a plain JS object; arrays, null, class instances and primitives are
+/// refused because the seed's metadata is a JSON object.
+fn map_from(value: JsValue, what: &str) -> Result<Map<String, Value>, FacadeError> {
+    let refuse = |value: &JsValue| {
+        FacadeError::BadArgument(format!(
+            "{what} must be a plain object, not {}",
+            describe(value)
+        ))
+    };
+    if !value.is_object() || Array::is_array(&value) {
+        return Err(refuse(&value));
+    }
+    // A plain object's prototype is Object.prototype (or null); a Date, Map or typed
+    // array would otherwise be turned into something the caller did not mean.
+    let prototype = Object::get_prototype_of(&value);
+    let plain = prototype.is_null() || Object::get_prototype_of(&prototype).is_null();
+    if !plain {
+        return Err(FacadeError::BadArgument(format!(
+            "{what} must be a plain object, not an instance of a class"
+        )));
+    }
+    serde_wasm_bindgen::from_value(value)
+        .map_err(|err| FacadeError::BadArgument(format!("{what} is not JSON-like: {err}")))
+}
+
+fn flag_from(value: &JsValue, what: &str) -> Result<bool, FacadeError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(false);
+    }
+    value.as_bool().ok_or_else(|| {
+        FacadeError::BadArgument(format!("{what} must be a boolean, not {}", describe(value)))
+    })
+}
+
+fn token_from(value: &JsValue) -> Result<String, FacadeError> {
+    value.as_string().ok_or_else(|| {
+        FacadeError::BadArgument(format!("token must be a string, not {}", describe(value)))
+    })
+}
+
+fn text_from(value: &JsValue, what: &str) -> Result<String, FacadeError> {
+    value.as_string().ok_or_else(|| {
+        FacadeError::BadArgument(format!("{what} must be a string, not {}", describe(value)))
+    })
+}
+
+/// Plain objects (not `Map`s) and `null` for `None`, as JSON would give them.
+fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, FacadeError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|err| FacadeError::Store(format!("cannot convert the result to JS: {err}")))
+}
+
+fn store_error(err: StoreError) -> FacadeError {
+    FacadeError::Store(err.to_string())
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RotateOut {
+    Ok {
+        ok: bool,
+        token: String,
+        meta: Map<String, Value>,
+    },
+    Err {
+        ok: bool,
+        error: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct PurgeOut {
+    purged: usize,
+    remaining: usize,
+}
+
+impl From<PurgeReport> for PurgeOut {
+    fn from(report: PurgeReport) -> Self {
+        PurgeOut {
+            purged: report.purged,
+            remaining: report.remaining,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DumpOut {
+    expires: u64,
+    expires_at: String,
+    meta: Map<String, Value>,
+}
+
+fn dump_out(entries: Vec<DumpEntry>) -> Vec<DumpOut> {
+    entries
+        .into_iter()
+        .map(|entry| DumpOut {
+            expires: entry.expires.as_millis(),
+            expires_at: entry.expires.to_rfc3339(),
+            meta: entry.meta.to_map(),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplyOut<'a> {
+    status: u16,
+    content_type: Option<&'a str>,
+    body: &'a str,
+    allow: Option<&'a str>,
+}
+
+type CoreStore = Store<Snapshot, OsRandom>;
+
+/// A store of one-time tokens bound to metadata.
+#[wasm_bindgen(js_name = TokenStore)]
+pub struct TokenStore {
+    clock: JsClock,
+    store: CoreStore,
+}
+
+#[wasm_bindgen(js_class = TokenStore)]
+impl TokenStore {
+    /// A store whose tokens live for `lifetime` (milliseconds or e.g. "2h"; 30min to 96h;
+    /// default 2h), reading time from `clock` (default `Date.now`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_optional_param_type = "Lifetime")] lifetime: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "ClockFn")] clock: JsValue,
+    ) -> Result<TokenStore, JsError> {
+        let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
+        let clock = JsClock::new(clock).map_err(js_error)?;
+        let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
+        Ok(TokenStore { clock, store })
+    }
+
+    /// Issues a token bound to `meta`.
+    pub fn create(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Meta")] meta: JsValue,
+    ) -> Result<String, JsError> {
+        let meta = map_from(meta, "meta").map_err(js_error)?;
+        self.clock.tick().map_err(js_error)?;
+        let token = self
+            .store
+            .create(Meta::from_map(&meta))
+            .map_err(|err| js_error(store_error(err)))?;
+        Ok(token.into_string())
+    }
+
+    /// Consumes `token` for a new one, merging `meta` in (top-level keys replace).
+    /// A token that does not work is an `{ok: false}` value, not an exception.
+    #[wasm_bindgen(unchecked_return_type = "RotateResult")]
+    pub fn rotate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "Meta | null")] meta: JsValue,
+    ) -> Result<JsValue, JsError> {
+        self.rotate_inner(token, meta).map_err(js_error)
+    }
+
+    /// Removes `token`; returns whether it was a live token.
+    pub fn remove(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] token: JsValue,
+    ) -> Result<bool, JsError> {
+        let token = token_from(&token).map_err(js_error)?;
+        self.clock.tick().map_err(js_error)?;
+        Ok(self.store.remove(&token))
+    }
+
+    /// Drops expired tokens.
+    #[wasm_bindgen(unchecked_return_type = "PurgeResult")]
+    pub fn purge(&self) -> Result<JsValue, JsError> {
+        self.clock.tick().map_err(js_error)?;
+        to_js(&PurgeOut::from(self.store.purge())).map_err(js_error)
+    }
+
+    /// Tokens held, including expired ones not purged yet.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Every live token's expiry and metadata, earliest first; never the tokens.
+    #[wasm_bindgen(unchecked_return_type = "DumpEntry[]")]
+    pub fn dump(&self) -> Result<JsValue, JsError> {
+        self.clock.tick().map_err(js_error)?;
+        to_js(&dump_out(self.store.dump())).map_err(js_error)
+    }
+}
+
+impl TokenStore {
+    fn rotate_inner(&self, token: JsValue, meta: JsValue) -> Result<JsValue, FacadeError> {
+        let token = token_from(&token)?;
+        let update = if meta.is_undefined() || meta.is_null() {
+            None
+        } else {
+            Some(map_from(meta, "meta")?)
+        };
+        self.clock.tick()?;
+        let out = match self.store.rotate(&token, update) {
+            Ok(rotated) => RotateOut::Ok {
+                ok: true,
+                token: rotated.token.into_string(),
+                meta: rotated.meta.to_map(),
+            },
+            Err(StoreError::InvalidToken) => RotateOut::Err {
+                ok: false,
+                error: "InvalidToken",
+            },
+            Err(err) => return Err(store_error(err)),
+        };
+        to_js(&out)
+    }
+}
+
+/// The REST service: answers HTTP requests exactly as the native server does.
+#[wasm_bindgen(js_name = TokenService)]
+pub struct TokenService {
+    clock: JsClock,
+    service: Service<Snapshot, OsRandom>,
+}
+
+#[wasm_bindgen(js_class = TokenService)]
+impl TokenService {
+    /// A service whose tokens live for `lifetime` (as for `TokenStore`), reading time from
+    /// `clock`, with `HEAD /dump` on when `dump` is true.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_optional_param_type = "Lifetime")] lifetime: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "ClockFn")] clock: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "boolean")] dump: JsValue,
+    ) -> Result<TokenService, JsError> {
+        let dump = flag_from(&dump, "dump").map_err(js_error)?;
+        let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
+        let clock = JsClock::new(clock).map_err(js_error)?;
+        let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
+        let service = Service::new(store).with_dump(dump);
+        Ok(TokenService { clock, service })
+    }
+
+    /// Answers one request. `body` is the whole body as text or bytes (absent: empty);
+    /// a body over `maxBodyBytes` is answered 413.
+    #[wasm_bindgen(unchecked_return_type = "HttpReply")]
+    pub fn handle(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+    ) -> Result<JsValue, JsError> {
+        let bytes = body_from(&body).map_err(js_error)?;
+        self.answer(method, path, content_type, Body::Complete(&bytes))
+            .map_err(js_error)
+    }
+
+    /// Answers a request whose body the host stopped reading past `maxBodyBytes`, so a
+    /// huge upload is refused (413) without being buffered.
+    #[wasm_bindgen(js_name = handleOversized, unchecked_return_type = "HttpReply")]
+    pub fn handle_oversized(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+    ) -> Result<JsValue, JsError> {
+        self.answer(method, path, content_type, Body::TooLarge)
+            .map_err(js_error)
+    }
+
+    /// The largest body accepted, in bytes (64 KiB).
+    #[wasm_bindgen(getter, js_name = maxBodyBytes)]
+    pub fn max_body_bytes(&self) -> usize {
+        self.service.max_body_bytes()
+    }
+
+    /// Drops expired tokens; for the host's purge timer.
+    #[wasm_bindgen(unchecked_return_type = "PurgeResult")]
+    pub fn purge(&self) -> Result<JsValue, JsError> {
+        self.clock.tick().map_err(js_error)?;
+        to_js(&PurgeOut::from(self.service.store().purge())).map_err(js_error)
+    }
+
+    /// Tokens held, including expired ones not purged yet.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.service.store().len()
+    }
+
+    /// Every live token's expiry and metadata, for the host to log on `HEAD /dump`.
+    #[wasm_bindgen(unchecked_return_type = "DumpEntry[]")]
+    pub fn dump(&self) -> Result<JsValue, JsError> {
+        self.clock.tick().map_err(js_error)?;
+        to_js(&dump_out(self.service.store().dump())).map_err(js_error)
+    }
+}
+
+impl TokenService {
+    fn answer(
+        &self,
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+        body: Body<'_>,
+    ) -> Result<JsValue, FacadeError> {
+        let method = text_from(&method, "method")?;
+        let path = text_from(&path, "path")?;
+        let content_type = if content_type.is_undefined() || content_type.is_null() {
+            None
+        } else {
+            Some(text_from(&content_type, "contentType")?)
+        };
+        self.clock.tick()?;
+        let reply = self.service.handle(&Request {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            body,
+        });
+        to_js(&ReplyOut {
+            status: reply.status,
+            content_type: reply.content_type,
+            body: &reply.body,
+            allow: reply.allow,
+        })
+    }
+}
+
+fn body_from(body: &JsValue) -> Result<Vec<u8>, FacadeError> {
+    if body.is_undefined() || body.is_null() {
+        return Ok(Vec::new());
+    }
+    if let Some(text) = body.as_string() {
+        return Ok(text.into_bytes());
+    }
+    if let Some(bytes) = body.dyn_ref::<Uint8Array>() {
+        return Ok(bytes.to_vec());
+    }
+    Err(FacadeError::BadArgument(format!(
+        "body must be a string or a Uint8Array, not {}",
+        describe(body)
+    )))
+}

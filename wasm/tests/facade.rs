@@ -1,0 +1,456 @@
+//! The JS facade as JS sees it, run in Node by wasm-bindgen-test-runner.
+//!
+//! Only meaningful on wasm32: natively there is no JS engine behind `JsValue`.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use js_sys::{Array, Function, Reflect, Uint8Array, JSON};
+use token_server_core::protocol::{Body, Request, Service};
+use token_server_core::{ManualClock, SeededRandom, TokenStore as CoreStore, TOKEN_LEN};
+use token_server_wasm::{TokenService, TokenStore};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::wasm_bindgen_test;
+
+const START: f64 = 1_667_653_449_250.0;
+const HALF_HOUR: f64 = 1_800_000.0;
+
+/// A JS clock function whose time the test sets.
+struct FakeClock {
+    now: Rc<Cell<f64>>,
+    function: Closure<dyn Fn() -> f64>,
+}
+
+impl FakeClock {
+    fn at(millis: f64) -> FakeClock {
+        let now = Rc::new(Cell::new(millis));
+        let read = now.clone();
+        let function = Closure::<dyn Fn() -> f64>::new(move || read.get());
+        FakeClock { now, function }
+    }
+
+    fn js(&self) -> JsValue {
+        self.function.as_ref().clone()
+    }
+
+    fn set(&self, millis: f64) {
+        self.now.set(millis);
+    }
+}
+
+fn obj(json: &str) -> JsValue {
+    JSON::parse(json).expect("test JSON parses")
+}
+
+fn json(value: &JsValue) -> String {
+    JSON::stringify(value)
+        .expect("value stringifies")
+        .as_string()
+        .expect("stringify gives a string")
+}
+
+fn get(value: &JsValue, key: &str) -> JsValue {
+    Reflect::get(value, &JsValue::from_str(key)).expect("property readable")
+}
+
+/// The message of the JS `Error` a call threw; fails the test if it was anything else.
+fn message(err: JsError) -> String {
+    let value = JsValue::from(err);
+    let error = value
+        .dyn_into::<js_sys::Error>()
+        .expect("a JS Error was thrown");
+    String::from(error.message())
+}
+
+fn store_at(lifetime: &str, clock: &FakeClock) -> TokenStore {
+    TokenStore::new(lifetime.into(), clock.js()).expect("store builds")
+}
+
+fn rotated_token(result: &JsValue) -> String {
+    assert_eq!(
+        get(result, "ok"),
+        JsValue::TRUE,
+        "rotation failed: {}",
+        json(result)
+    );
+    get(result, "token").as_string().expect("token is a string")
+}
+
+#[wasm_bindgen_test]
+fn create_rotate_remove_round_trip() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let first = store.create(obj(r#"{"name":"My user"}"#)).unwrap();
+    assert_eq!(first.len(), TOKEN_LEN);
+    assert_eq!(store.size(), 1);
+
+    let result = store
+        .rotate(first.clone().into(), JsValue::UNDEFINED)
+        .unwrap();
+    let second = rotated_token(&result);
+    assert_ne!(second, first);
+    assert_eq!(json(&get(&result, "meta")), r#"{"name":"My user"}"#);
+
+    // One use only: the old token is now a value saying so, not an exception.
+    let again = store.rotate(first.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(json(&again), r#"{"ok":false,"error":"InvalidToken"}"#);
+
+    assert!(store.remove(second.clone().into()).unwrap());
+    assert!(!store.remove(second.clone().into()).unwrap());
+    assert_eq!(store.size(), 0);
+    let gone = store.rotate(second.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(get(&gone, "ok"), JsValue::FALSE);
+}
+
+#[wasm_bindgen_test]
+fn tokens_expire_exactly_at_the_lifetime() {
+    let clock = FakeClock::at(START);
+    let store = store_at("30min", &clock);
+    let early = store.create(obj("{}")).unwrap();
+    let exact = store.create(obj("{}")).unwrap();
+    let late = store.create(obj("{}")).unwrap();
+
+    clock.set(START + HALF_HOUR - 1.0);
+    let result = store.rotate(early.into(), JsValue::UNDEFINED).unwrap();
+    rotated_token(&result);
+
+    clock.set(START + HALF_HOUR);
+    let result = store.rotate(exact.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(
+        get(&result, "ok"),
+        JsValue::FALSE,
+        "alive at its expiry instant"
+    );
+
+    clock.set(START + HALF_HOUR + 1.0);
+    let result = store
+        .rotate(late.clone().into(), JsValue::UNDEFINED)
+        .unwrap();
+    assert_eq!(
+        get(&result, "ok"),
+        JsValue::FALSE,
+        "alive after its lifetime"
+    );
+    assert!(!store.remove(late.into()).unwrap());
+}
+
+#[wasm_bindgen_test]
+fn rotation_restarts_the_lifetime() {
+    let clock = FakeClock::at(START);
+    let store = TokenStore::new(JsValue::from_f64(HALF_HOUR), clock.js()).unwrap();
+    let token = store.create(obj("{}")).unwrap();
+    clock.set(START + HALF_HOUR - 1.0);
+    let token = rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+    clock.set(START + 2.0 * HALF_HOUR - 2.0);
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+}
+
+#[wasm_bindgen_test]
+fn purge_drops_only_expired_tokens() {
+    let clock = FakeClock::at(START);
+    let store = store_at("30min", &clock);
+    for _ in 0..3 {
+        store.create(obj("{}")).unwrap();
+    }
+    clock.set(START + 10.0 * 60_000.0);
+    let survivor = store.create(obj(r#"{"keep":true}"#)).unwrap();
+
+    clock.set(START + HALF_HOUR - 1.0);
+    assert_eq!(
+        json(&store.purge().unwrap()),
+        r#"{"purged":0,"remaining":4}"#
+    );
+    clock.set(START + HALF_HOUR);
+    assert_eq!(
+        json(&store.purge().unwrap()),
+        r#"{"purged":3,"remaining":1}"#
+    );
+    assert_eq!(store.size(), 1);
+    rotated_token(&store.rotate(survivor.into(), JsValue::UNDEFINED).unwrap());
+}
+
+#[wasm_bindgen_test]
+fn rotation_merges_top_level_keys() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let token = store
+        .create(obj(
+            r#"{"name":"My user","year":2022,"deep":{"a":1,"b":2}}"#,
+        ))
+        .unwrap();
+    let result = store
+        .rotate(
+            token.into(),
+            obj(r#"{"year":2023,"deep":{"a":9},"period":11}"#),
+        )
+        .unwrap();
+    assert_eq!(
+        json(&get(&result, "meta")),
+        r#"{"deep":{"a":9},"name":"My user","period":11,"year":2023}"#
+    );
+    // No update, or null, keeps the metadata as it is.
+    let token = rotated_token(&result);
+    let result = store.rotate(token.into(), JsValue::NULL).unwrap();
+    assert_eq!(
+        get(&get(&result, "meta"), "year"),
+        JsValue::from_f64(2023.0)
+    );
+}
+
+#[wasm_bindgen_test]
+fn dump_shows_expiry_and_meta_but_never_tokens() {
+    let clock = FakeClock::at(0.0);
+    let store = store_at("1h", &clock);
+    let token = store.create(obj(r#"{"n":1}"#)).unwrap();
+    clock.set(250.0);
+    store.create(obj(r#"{"n":2}"#)).unwrap();
+    let dump = store.dump().unwrap();
+    assert_eq!(
+        json(&dump),
+        r#"[{"expires":3600000,"expiresAt":"1970-01-01T01:00:00.000Z","meta":{"n":1}},{"expires":3600250,"expiresAt":"1970-01-01T01:00:00.250Z","meta":{"n":2}}]"#
+    );
+    assert!(!json(&dump).contains(&token));
+}
+
+#[wasm_bindgen_test]
+fn bad_arguments_throw_errors_that_say_what_is_wrong() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let date = js_sys::Date::new_0();
+    for meta in [
+        Array::new().into(),
+        JsValue::NULL,
+        JsValue::UNDEFINED,
+        JsValue::from_f64(42.0),
+        JsValue::from_str("{}"),
+        date.into(),
+    ] {
+        let err = store.create(meta.clone()).expect_err("bad meta accepted");
+        assert!(
+            message(err).starts_with("meta must be a plain object"),
+            "for {meta:?}"
+        );
+    }
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.clone().into(), Array::new().into())
+        .unwrap_err();
+    assert!(message(err).contains("meta must be a plain object, not an array"));
+    // A refused rotation does not consume the token.
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+
+    let err = store
+        .rotate(JsValue::from_f64(7.0), JsValue::UNDEFINED)
+        .unwrap_err();
+    assert_eq!(message(err), "token must be a string, not number");
+    let err = store.remove(JsValue::NULL).unwrap_err();
+    assert_eq!(message(err), "token must be a string, not null");
+    assert_eq!(store.size(), 1);
+}
+
+#[wasm_bindgen_test]
+fn lifetimes_outside_the_cli_range_are_refused() {
+    let clock = FakeClock::at(START);
+    let refused = |lifetime: JsValue| {
+        message(
+            TokenStore::new(lifetime, clock.js())
+                .err()
+                .expect("lifetime accepted"),
+        )
+    };
+    assert_eq!(
+        refused("29min".into()),
+        "lifetime '29min' is out of range: allowed is 30min to 96h"
+    );
+    assert_eq!(
+        refused(JsValue::from_f64(96.0 * 3_600_000.0 + 1.0)),
+        "lifetime '345600001ms' is out of range: allowed is 30min to 96h"
+    );
+    assert!(refused("2 h".into()).contains("is not a duration"));
+    assert!(refused(JsValue::from_f64(1.5)).contains("whole number of milliseconds"));
+    assert!(refused(JsValue::TRUE).contains("lifetime must be milliseconds or a duration"));
+    // Both ends are allowed, as on the CLI; absent means the CLI default.
+    assert!(TokenStore::new("30min".into(), clock.js()).is_ok());
+    assert!(TokenStore::new("96h".into(), clock.js()).is_ok());
+    assert!(TokenStore::new(JsValue::UNDEFINED, JsValue::UNDEFINED).is_ok());
+}
+
+#[wasm_bindgen_test]
+fn a_broken_clock_is_an_error_not_a_wrong_time() {
+    let err = TokenStore::new("2h".into(), JsValue::from_f64(5.0))
+        .err()
+        .unwrap();
+    assert!(message(err).starts_with("clock must be a function"));
+    let text = Function::new_no_args("return 'noon';");
+    let err = TokenStore::new("2h".into(), text.into()).err().unwrap();
+    assert_eq!(
+        message(err),
+        "the clock failed: it returned the string \"noon\" instead of a number"
+    );
+
+    // A clock that starts failing later refuses the call and leaves the token alone.
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let token = store.create(obj("{}")).unwrap();
+    clock.set(f64::NAN);
+    let err = store
+        .rotate(token.clone().into(), JsValue::UNDEFINED)
+        .unwrap_err();
+    assert!(message(err).starts_with("the clock failed"));
+    clock.set(START + 1.0);
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+}
+
+fn handle(service: &TokenService, method: &str, path: &str, body: &str) -> JsValue {
+    service
+        .handle(
+            method.into(),
+            path.into(),
+            "application/json".into(),
+            body.into(),
+        )
+        .unwrap()
+}
+
+#[wasm_bindgen_test]
+fn service_speaks_the_rest_protocol() {
+    let clock = FakeClock::at(START);
+    let service = TokenService::new("2h".into(), clock.js(), JsValue::FALSE).unwrap();
+    let created = handle(&service, "POST", "/token", r#"{"meta":{"name":"My user"}}"#);
+    assert_eq!(get(&created, "status"), JsValue::from_f64(200.0));
+    assert_eq!(
+        get(&created, "contentType"),
+        JsValue::from_str("text/plain; charset=utf-8")
+    );
+    assert_eq!(get(&created, "allow"), JsValue::NULL);
+    let token = get(&created, "body").as_string().unwrap();
+    assert_eq!(token.len(), TOKEN_LEN);
+
+    // Bytes work like text.
+    let bytes = Uint8Array::from(format!(r#"{{"token":"{token}","meta":{{"y":1}}}}"#).as_bytes());
+    let rotated = service
+        .handle(
+            "PUT".into(),
+            "/token".into(),
+            "application/json".into(),
+            bytes.into(),
+        )
+        .unwrap();
+    assert_eq!(
+        get(&rotated, "contentType"),
+        JsValue::from_str("application/json")
+    );
+    let body = get(&rotated, "body").as_string().unwrap();
+    assert!(body.starts_with(r#"{"Ok":{"token":""#), "{body}");
+    assert!(
+        body.ends_with(r#"","meta":{"name":"My user","y":1}}}"#),
+        "{body}"
+    );
+
+    let old = handle(
+        &service,
+        "PUT",
+        "/token",
+        &format!(r#"{{"token":"{token}"}}"#),
+    );
+    assert_eq!(
+        get(&old, "body"),
+        JsValue::from_str(r#"{"Err":"InvalidToken"}"#)
+    );
+
+    let removed = handle(
+        &service,
+        "DELETE",
+        "/token",
+        &format!(r#"{{"token":"{token}"}}"#),
+    );
+    assert_eq!(
+        json(&removed),
+        r#"{"status":202,"contentType":null,"body":"","allow":null}"#
+    );
+
+    let oversized = service
+        .handle_oversized("POST".into(), "/token".into(), "application/json".into())
+        .unwrap();
+    assert_eq!(get(&oversized, "status"), JsValue::from_f64(413.0));
+    assert_eq!(service.size(), 1);
+    assert_eq!(service.max_body_bytes(), 64 * 1024);
+}
+
+#[wasm_bindgen_test]
+fn service_refusals_match_the_core_protocol_exactly() {
+    let clock = FakeClock::at(START);
+    let service = TokenService::new("2h".into(), clock.js(), JsValue::TRUE).unwrap();
+    let core = Service::new(CoreStore::new(
+        Duration::from_secs(7200),
+        ManualClock::new(0),
+        SeededRandom::new(1),
+    ))
+    .with_dump(true);
+    let big = format!(r#"{{"meta":{{"x":"{}"}}}}"#, "a".repeat(64 * 1024));
+    let cases: [(&str, &str, Option<&str>, &str); 9] = [
+        ("GET", "/token", Some("application/json"), "{}"),
+        ("GET", "/", None, ""),
+        ("GET", "/dump", None, ""),
+        ("HEAD", "/dump", None, ""),
+        ("POST", "/token", Some("text/plain"), "{}"),
+        ("POST", "/token", Some("application/json"), "{"),
+        ("POST", "/token", Some("application/json"), r#"{"meta":[]}"#),
+        (
+            "PUT",
+            "/token",
+            Some("Application/JSON; charset=utf-8"),
+            r#"{"token":"x"}"#,
+        ),
+        ("POST", "/token", Some("application/json"), &big),
+    ];
+    for (method, path, content_type, body) in cases {
+        let expected = core.handle(&Request {
+            method,
+            path,
+            content_type,
+            body: Body::Complete(body.as_bytes()),
+        });
+        let reply = service
+            .handle(
+                method.into(),
+                path.into(),
+                content_type.map_or(JsValue::NULL, JsValue::from_str),
+                body.into(),
+            )
+            .unwrap();
+        let context = format!("{method} {path} {content_type:?}");
+        assert_eq!(
+            get(&reply, "status"),
+            JsValue::from(expected.status),
+            "{context}"
+        );
+        assert_eq!(
+            get(&reply, "body"),
+            JsValue::from_str(&expected.body),
+            "{context}"
+        );
+        assert_eq!(
+            get(&reply, "contentType").as_string().as_deref(),
+            expected.content_type,
+            "{context}"
+        );
+        assert_eq!(
+            get(&reply, "allow").as_string().as_deref(),
+            expected.allow,
+            "{context}"
+        );
+    }
+    let err = service
+        .handle(
+            JsValue::from_f64(1.0),
+            "/".into(),
+            JsValue::NULL,
+            JsValue::NULL,
+        )
+        .unwrap_err();
+    assert_eq!(message(err), "method must be a string, not number");
+}
