@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of the project: unit, doc and black-box HTTP tests, and the wasm32 build
-# check of the core. Installs the toolchain pieces it needs on a fresh machine.
+# Runs every test of the project: unit, doc and black-box HTTP tests against both hosts, the
+# wasm-bindgen tests in Node, and the wasm32 build check of the core. Installs the toolchain
+# pieces it needs on a fresh machine (wasm32 target, wasm-bindgen-cli).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +17,9 @@ echo "== unit, doc and black-box tests (native host)"
 # suite lives in another package, so build the binary it starts first.
 cargo build -p token-server --bin token-server
 cargo test --workspace
+
+echo "== wasm host: wasm-bindgen-test in Node, package build, edge smoke tests"
+bash wasm/test.sh
+
+echo "== black-box HTTP tests against the edge host (node wasm/edge/server.mjs)"
+TOKEN_SERVER_HOST=edge cargo test -p token-server-tests --test http
