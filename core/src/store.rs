@@ -14,10 +14,10 @@ use crate::token::{BuildKeyHasher, Token, TokenKey, TOKEN_BYTES};
 
 /// Number of independently locked parts of the store.
 ///
-/// A power of two indexed by the token's first random byte. 256 keeps each lock's hold
-/// and each map's rehash small (a million tokens are ~4,000 per shard) while costing only
-/// a few kilobytes when empty.
-const SHARDS: usize = 256;
+/// A power of two indexed by the token's first two random bytes. 1024 keeps each lock's
+/// hold and each map's rehash small (a million tokens are ~1,000 per shard, swept in well
+/// under a millisecond) while costing only some 50 KiB when empty.
+const SHARDS: usize = 1024;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,20 +233,28 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let Some(shard) = self.shards.get(index) else {
             return report;
         };
-        let mut shard = lock(shard);
-        let before = shard.len();
-        shard.retain(|_, entry| {
-            let live = now < entry.expires;
-            if live {
-                report.next_expiry = Some(match report.next_expiry {
-                    Some(next) => next.min(entry.expires),
-                    None => entry.expires,
-                });
-            }
-            live
-        });
-        report.purged = before - shard.len();
-        report.remaining = shard.len();
+        // Expired metadata is moved out under the lock and freed after it is released:
+        // the frees are most of a sweep's cost.
+        let mut expired = Vec::new();
+        {
+            let mut shard = lock(shard);
+            let before = shard.len();
+            shard.retain(|_, entry| {
+                let live = now < entry.expires;
+                if live {
+                    report.next_expiry = Some(match report.next_expiry {
+                        Some(next) => next.min(entry.expires),
+                        None => entry.expires,
+                    });
+                } else {
+                    expired.push(entry.meta.take());
+                }
+                live
+            });
+            report.purged = before - shard.len();
+            report.remaining = shard.len();
+        }
+        drop(expired);
         report
     }
 
@@ -281,7 +289,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     }
 
     fn shard(&self, key: &TokenKey) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[usize::from(key.0[0]) % SHARDS])
+        lock(&self.shards[(usize::from(key.0[0]) | usize::from(key.0[1]) << 8) % SHARDS])
     }
 
     fn fresh_key(&self) -> Result<TokenKey, RandomError> {
