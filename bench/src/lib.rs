@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmark binaries: RSS readings and latency percentiles.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use token_server_core::{Clock, TokenSource, TokenStore};
 
 /// The metadata every benchmark binds to its tokens, as in issue 4.
 pub const BENCH_META: &str = r#"{"name":"bench user","year":2026,"period":11}"#;
@@ -12,6 +14,40 @@ pub fn rss_kib() -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU time this thread has run, which unlike wall time leaves out the time the thread was
+/// preempted: on a shared two-core machine a lock holder can lose the CPU for several
+/// milliseconds, which says nothing about the work done under the lock.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel
+    // has supported since Linux 2.6.12.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Purges `store` shard by shard, timing each shard's sweep in wall time and in this
+/// thread's CPU time; returns (tokens purged, wall times, CPU times).
+pub fn purge_timed<C: Clock, R: TokenSource>(
+    store: &TokenStore<C, R>,
+) -> (usize, Vec<Duration>, Vec<Duration>) {
+    let mut purged = 0;
+    let mut wall = Vec::with_capacity(store.shard_count());
+    let mut cpu = Vec::with_capacity(store.shard_count());
+    for index in 0..store.shard_count() {
+        let (wall_start, cpu_start) = (Instant::now(), thread_cpu_time());
+        purged += store.purge_shard(index).purged;
+        cpu.push(thread_cpu_time().saturating_sub(cpu_start));
+        wall.push(wall_start.elapsed());
+    }
+    (purged, wall, cpu)
 }
 
 /// The `p`-th percentile (0..=100) of `samples`, sorting them in place.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use token_server_bench::{figure, percentile, rss_kib, BENCH_META};
+use token_server_bench::{figure, percentile, purge_timed, rss_kib, BENCH_META};
 use token_server_core::{ManualClock, Meta, OsRandom, Token, TokenStore};
 
 const LIFETIME: Duration = Duration::from_secs(2 * 3600);
@@ -130,14 +130,8 @@ fn purge_under_rotation(tokens: usize, meta: &Meta) {
     };
     // Let the rotator get going before the purge starts.
     std::thread::sleep(Duration::from_millis(20));
-    let mut holds = Vec::with_capacity(store.shard_count());
     let started = Instant::now();
-    let mut purged = 0;
-    for index in 0..store.shard_count() {
-        let hold = Instant::now();
-        purged += store.purge_shard(index).purged;
-        holds.push(hold.elapsed());
-    }
+    let (purged, mut holds, mut holds_cpu) = purge_timed(&store);
     let total = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let mut samples = rotator.join().expect("rotator thread");
@@ -146,8 +140,18 @@ fn purge_under_rotation(tokens: usize, meta: &Meta) {
 
     figure("core_purge_total_ms", total.as_secs_f64() * 1e3, "ms");
     figure(
+        "core_purge_p99_shard_us",
+        percentile(&mut holds, 99.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure(
         "core_purge_max_shard_us",
         percentile(&mut holds, 100.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure(
+        "core_purge_max_shard_cpu_us",
+        percentile(&mut holds_cpu, 100.0).as_secs_f64() * 1e6,
         "us",
     );
     figure("core_purge_rotations", samples.len() as f64, "ops");
