@@ -28,7 +28,7 @@ BIN="$CARGO_TARGET_DIR/release"
 if [ "$QUICK" = 1 ]; then
   TOKENS=20000; OPS=20000; DURATION=2; PAIRS=1; PURGE_RUN=2
 else
-  TOKENS=1000000; OPS=200000; DURATION=6; PAIRS=3; PURGE_RUN=4
+  TOKENS=1000000; OPS=200000; DURATION=4; PAIRS=5; PURGE_RUN=4
 fi
 THREADS=2; CONNS=16
 
@@ -93,6 +93,7 @@ CORE=$("$BIN/core-micro" --tokens "$TOKENS" --ops "$OPS")
 core() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$CORE"; }
 for name in create rotate rotate_merge remove; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
 info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
+info "core getrandom of 16 bytes (part of create/rotate)" "$(core core_getrandom_ns)" "ns/op"
 
 echo "== wasm micro-benchmarks (Node)"
 if [ -f wasm/pkg/token_server_wasm.js ]; then

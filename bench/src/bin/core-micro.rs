@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use token_server_bench::{figure, percentile, purge_timed, rss_kib, BENCH_META};
-use token_server_core::{ManualClock, Meta, OsRandom, Token, TokenStore};
+use token_server_core::{ManualClock, Meta, OsRandom, Token, TokenSource, TokenStore};
 
 const LIFETIME: Duration = Duration::from_secs(2 * 3600);
 const START_MS: u64 = 1_700_000_000_000;
@@ -44,6 +44,14 @@ fn main() {
         let per_token = (after.saturating_sub(before) * 1024) as f64 / tokens as f64;
         figure("core_rss_bytes_per_token", per_token, "B");
     }
+
+    // What one OS randomness call costs, for judging a batch buffer of random bytes.
+    let mut bytes = [0u8; 16];
+    let started = Instant::now();
+    for _ in 0..ops {
+        OsRandom.fill(&mut bytes).expect("getrandom");
+    }
+    figure("core_getrandom_ns", ns_per(started.elapsed(), ops), "ns/op");
 
     // Target 5: ns per operation, each token used exactly once.
     let clock = ManualClock::new(START_MS);
