@@ -76,6 +76,17 @@ pub struct DumpEntry {
     pub meta: Meta,
 }
 
+/// The metadata of the tokens a [`TokenStore::sweep_shard`] dropped, freed when this is
+/// dropped.
+#[must_use = "dropping it frees the swept metadata; keep it only to free it later"]
+pub struct Swept(Vec<Meta>);
+
+impl fmt::Debug for Swept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Swept({} entries)", self.0.len())
+    }
+}
+
 struct Entry {
     expires: Timestamp,
     meta: Meta,
@@ -224,38 +235,44 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     ///
     /// [`shard_count`]: TokenStore::shard_count
     pub fn purge_shard(&self, index: usize) -> PurgeReport {
+        let (report, swept) = self.sweep_shard(index);
+        drop(swept);
+        report
+    }
+
+    /// [`purge_shard`](TokenStore::purge_shard), except that the expired metadata is
+    /// handed back instead of freed: the lock is released when this returns and the memory
+    /// when the caller drops the [`Swept`], so the two can be timed apart.
+    pub fn sweep_shard(&self, index: usize) -> (PurgeReport, Swept) {
         let now = self.clock.now();
         let mut report = PurgeReport {
             purged: 0,
             remaining: 0,
             next_expiry: None,
         };
+        let mut expired = Vec::new();
         let Some(shard) = self.shards.get(index) else {
-            return report;
+            return (report, Swept(expired));
         };
         // Expired metadata is moved out under the lock and freed after it is released:
         // the frees are most of a sweep's cost.
-        let mut expired = Vec::new();
-        {
-            let mut shard = lock(shard);
-            let before = shard.len();
-            shard.retain(|_, entry| {
-                let live = now < entry.expires;
-                if live {
-                    report.next_expiry = Some(match report.next_expiry {
-                        Some(next) => next.min(entry.expires),
-                        None => entry.expires,
-                    });
-                } else {
-                    expired.push(entry.meta.take());
-                }
-                live
-            });
-            report.purged = before - shard.len();
-            report.remaining = shard.len();
-        }
-        drop(expired);
-        report
+        let mut shard = lock(shard);
+        let before = shard.len();
+        shard.retain(|_, entry| {
+            let live = now < entry.expires;
+            if live {
+                report.next_expiry = Some(match report.next_expiry {
+                    Some(next) => next.min(entry.expires),
+                    None => entry.expires,
+                });
+            } else {
+                expired.push(entry.meta.take());
+            }
+            live
+        });
+        report.purged = before - shard.len();
+        report.remaining = shard.len();
+        (report, Swept(expired))
     }
 
     /// Every live token's expiry and metadata, earliest expiry first; never the tokens.

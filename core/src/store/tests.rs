@@ -315,3 +315,21 @@ fn purging_shard_by_shard_adds_up_to_a_whole_purge() {
     let past_the_end = store.purge_shard(store.shard_count());
     assert_eq!((past_the_end.purged, past_the_end.remaining), (0, 0));
 }
+
+#[test]
+fn sweeping_a_shard_hands_back_what_purging_it_drops() {
+    let (clock, store) = store();
+    for _ in 0..200 {
+        store.create(meta(json!({"old": true}))).unwrap();
+    }
+    clock.advance(LIFETIME);
+    let mut purged = 0;
+    for index in 0..store.shard_count() {
+        let (report, swept) = store.sweep_shard(index);
+        assert_eq!(report.remaining, 0);
+        assert_eq!(swept.0.len(), report.purged);
+        purged += report.purged;
+    }
+    assert_eq!(purged, 200);
+    assert!(store.is_empty());
+}
