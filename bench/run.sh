@@ -8,10 +8,10 @@
 # exits non-zero when a target is missed. --quick uses small sizes and short runs, never
 # asserts timing targets and fails only when something is broken (for CI).
 #
-# A shard's lock hold is bounded by the time of its whole purge_shard call, which also
-# frees the expired metadata after unlocking; it is asserted in the purging thread's CPU
-# time, since wall time on a shared machine adds whatever preemption the holder suffered
-# (shown beside it).
+# A shard's lock hold is the time of its sweep_shard call (the swept metadata is freed
+# after unlocking, timed apart); it is asserted in the purging thread's CPU time, since
+# wall time on a shared machine adds whatever preemption the holder suffered (shown
+# beside it).
 set -euo pipefail
 
 QUICK=0
@@ -150,8 +150,9 @@ info "core purge of $TOKENS, total" "$(core core_purge_total_ms)" "ms"
 info "core rotations during the purge" "$(core core_purge_rotations)" "ops"
 info "core rotation max during the purge" "$(core core_purge_rotate_max_us)" "us"
 check "4. core rotation p99 during the purge" "$(core core_purge_rotate_p99_us)" "<=" "$MAX_P99_US" "us"
-info "core shard sweep p99 / max (wall time)" "$(core core_purge_p99_shard_us) / $(core core_purge_max_shard_us)" "us"
-check "4. core longest shard sweep (CPU time)" "$(core core_purge_max_shard_cpu_us)" "<=" "$MAX_SHARD_US" "us"
+info "core shard lock hold p99 / max (wall time)" "$(core core_purge_p99_shard_us) / $(core core_purge_max_shard_us)" "us"
+info "core longest free after unlock (wall time)" "$(core core_purge_max_free_us)" "us"
+check "4. core longest shard lock hold (CPU time)" "$(core core_purge_max_shard_cpu_us)" "<=" "$MAX_SHARD_US" "us"
 start purge "$BIN/bench-server" --prefill "$TOKENS"
 wrk -t$THREADS -c$CONNS -d${PURGE_RUN}s -s bench/lua/rotate.lua "http://127.0.0.1:$PORT/" >"$WORK/purge.wrk" &
 WRK=$!
@@ -167,9 +168,10 @@ echo "  $line"; echo "  $purge"
 info "HTTP purge of $TOKENS, total" "$(field "$purge" total_ms)" "ms"
 info "HTTP rotation max during a ${PURGE_RUN}s run" "$(field "$line" max_us)" "us"
 info "baseline: trivial handler p99 (target 1 runs)" "$A99" "us"
-info "HTTP shard sweep p99 / max (wall time)" "$(field "$purge" p99_shard_us) / $(field "$purge" max_shard_us)" "us"
+info "HTTP shard lock hold p99 / max (wall time)" "$(field "$purge" p99_shard_us) / $(field "$purge" max_shard_us)" "us"
+info "HTTP longest free after unlock (wall time)" "$(field "$purge" max_free_us)" "us"
 check "4. HTTP rotation p99 (${PURGE_RUN}s run, purge at 1s)" "$(field "$line" p99_us)" "<=" "$MAX_P99_US" "us"
-check "4. HTTP longest shard sweep (CPU time)" "$(field "$purge" max_shard_cpu_us)" "<=" "$MAX_SHARD_US" "us"
+check "4. HTTP longest shard lock hold (CPU time)" "$(field "$purge" max_shard_cpu_us)" "<=" "$MAX_SHARD_US" "us"
 
 echo "=="
 if [ "$BROKEN" = 1 ]; then echo "RESULT: broken (see BROKEN above)"; exit 1; fi

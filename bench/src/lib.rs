@@ -33,21 +33,37 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Purges `store` shard by shard, timing each shard's sweep in wall time and in this
-/// thread's CPU time; returns (tokens purged, wall times, CPU times).
-pub fn purge_timed<C: Clock, R: TokenSource>(
-    store: &TokenStore<C, R>,
-) -> (usize, Vec<Duration>, Vec<Duration>) {
-    let mut purged = 0;
-    let mut wall = Vec::with_capacity(store.shard_count());
-    let mut cpu = Vec::with_capacity(store.shard_count());
+/// Purges `store` shard by shard, timing each shard's lock hold (the sweep, before the
+/// swept metadata is freed) in wall time and in this thread's CPU time, and the frees
+/// after it in wall time; returns (tokens purged, holds, hold CPU times, frees).
+pub fn purge_timed<C: Clock, R: TokenSource>(store: &TokenStore<C, R>) -> PurgeTimes {
+    let mut times = PurgeTimes::default();
     for index in 0..store.shard_count() {
         let (wall_start, cpu_start) = (Instant::now(), thread_cpu_time());
-        purged += store.purge_shard(index).purged;
-        cpu.push(thread_cpu_time().saturating_sub(cpu_start));
-        wall.push(wall_start.elapsed());
+        let (report, swept) = store.sweep_shard(index);
+        times
+            .hold_cpu
+            .push(thread_cpu_time().saturating_sub(cpu_start));
+        times.hold.push(wall_start.elapsed());
+        let free_start = Instant::now();
+        drop(swept);
+        times.free.push(free_start.elapsed());
+        times.purged += report.purged;
     }
-    (purged, wall, cpu)
+    times
+}
+
+/// What [`purge_timed`] measured, one entry per shard.
+#[derive(Debug, Default)]
+pub struct PurgeTimes {
+    /// Tokens purged.
+    pub purged: usize,
+    /// Wall time of each lock hold (the sweep).
+    pub hold: Vec<Duration>,
+    /// CPU time of each lock hold.
+    pub hold_cpu: Vec<Duration>,
+    /// Wall time of freeing each shard's swept metadata, after unlocking.
+    pub free: Vec<Duration>,
 }
 
 /// The `p`-th percentile (0..=100) of `samples`, sorting them in place.

@@ -61,26 +61,28 @@ async fn purge_on_sigusr1(service: Arc<Service<ManualClock, OsRandom>>, clock: M
         let service = service.clone();
         let report = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let (purged, mut wall, mut cpu) = purge_timed(service.store());
+            let mut times = purge_timed(service.store());
             let total = started.elapsed();
             (
-                purged,
+                times.purged,
                 total,
-                percentile(&mut wall, 99.0),
-                percentile(&mut wall, 100.0),
-                percentile(&mut cpu, 100.0),
+                percentile(&mut times.hold, 99.0),
+                percentile(&mut times.hold, 100.0),
+                percentile(&mut times.hold_cpu, 100.0),
+                percentile(&mut times.free, 100.0),
                 service.store().len(),
             )
         })
         .await
         .expect("purge task");
-        let (purged, total, p99_shard, max_shard, max_cpu, remaining) = report;
+        let (purged, total, p99_shard, max_shard, max_cpu, max_free, remaining) = report;
         println!(
-            "PURGE purged={purged} remaining={remaining} total_ms={:.1} p99_shard_us={:.0} max_shard_us={:.0} max_shard_cpu_us={:.0}",
+            "PURGE purged={purged} remaining={remaining} total_ms={:.1} p99_shard_us={:.0} max_shard_us={:.0} max_shard_cpu_us={:.0} max_free_us={:.0}",
             total.as_secs_f64() * 1e3,
             p99_shard.as_secs_f64() * 1e6,
             max_shard.as_secs_f64() * 1e6,
-            max_cpu.as_secs_f64() * 1e6
+            max_cpu.as_secs_f64() * 1e6,
+            max_free.as_secs_f64() * 1e6
         );
     }
 }
