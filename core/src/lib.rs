@@ -36,5 +36,5 @@ pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use meta::{Meta, MetaError};
 pub use random::{OsRandom, RandomError, SeededRandom, TokenSource};
-pub use store::{DumpEntry, PurgeReport, Rotated, StoreError, TokenStore};
+pub use store::{DumpEntry, PurgeReport, Rotated, StoreError, Swept, TokenStore};
 pub use token::{Token, TOKEN_BYTES, TOKEN_LEN};

@@ -88,6 +88,14 @@ impl Meta {
     }
 }
 
+impl Meta {
+    /// Moves the text out, leaving an empty (unallocated) text behind; only for an entry
+    /// that is being dropped, so its memory can be freed outside a lock.
+    pub(crate) fn take(&mut self) -> Meta {
+        Meta(std::mem::take(&mut self.0))
+    }
+}
+
 impl Default for Meta {
     fn default() -> Self {
         Meta("{}".into())

@@ -85,7 +85,7 @@ impl TokenKey {
         Some(TokenKey(bytes))
     }
 
-    /// Bytes 8..16, which the map hashes with (the shard index uses byte 0).
+    /// Bytes 8..16, which the map hashes with (the shard index uses bytes 0 and 1).
     fn hash_word(&self) -> u64 {
         let mut word = [0u8; 8];
         word.copy_from_slice(&self.0[8..16]);

@@ -3,15 +3,11 @@
 //! This file only wires things together: parse the command line, start logging, bind,
 //! and hand over to [`server::run`].
 
-mod cli;
-mod purge;
-mod server;
-mod shutdown;
-
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use token_server::{cli, purge, server, shutdown};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
 use token_server_core::{OsRandom, SystemClock, TokenStore};
 

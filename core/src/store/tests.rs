@@ -285,3 +285,51 @@ fn concurrent_rotations_of_one_token_succeed_exactly_once() {
     assert_eq!(wins, 1);
     assert_eq!(store.len(), 1);
 }
+
+#[test]
+fn purging_shard_by_shard_adds_up_to_a_whole_purge() {
+    let (clock, store) = store();
+    for _ in 0..300 {
+        store.create(meta(json!({"old": true}))).unwrap();
+    }
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..50 {
+        store.create(meta(json!({"old": false}))).unwrap();
+    }
+    let young_expiry = clock.now().saturating_add(LIFETIME);
+    clock.advance(LIFETIME - Duration::from_secs(60));
+
+    let (mut purged, mut remaining, mut next) = (0, 0, None::<Timestamp>);
+    for index in 0..store.shard_count() {
+        let part = store.purge_shard(index);
+        purged += part.purged;
+        remaining += part.remaining;
+        next = match (next, part.next_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    assert_eq!((purged, remaining), (300, 50));
+    assert_eq!(next, Some(young_expiry));
+    assert_eq!(store.len(), 50);
+    let past_the_end = store.purge_shard(store.shard_count());
+    assert_eq!((past_the_end.purged, past_the_end.remaining), (0, 0));
+}
+
+#[test]
+fn sweeping_a_shard_hands_back_what_purging_it_drops() {
+    let (clock, store) = store();
+    for _ in 0..200 {
+        store.create(meta(json!({"old": true}))).unwrap();
+    }
+    clock.advance(LIFETIME);
+    let mut purged = 0;
+    for index in 0..store.shard_count() {
+        let (report, swept) = store.sweep_shard(index);
+        assert_eq!(report.remaining, 0);
+        assert_eq!(swept.0.len(), report.purged);
+        purged += report.purged;
+    }
+    assert_eq!(purged, 200);
+    assert!(store.is_empty());
+}

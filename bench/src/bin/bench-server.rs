@@ -1,0 +1,88 @@
+//! The shipped HTTP stack serving a store on a manual clock, for the wrk benchmarks.
+//!
+//! `bench-server [--prefill N]`: listens on a free port on 127.0.0.1 (logged as
+//! `listening on 127.0.0.1:PORT`), tokens live 2 h. `--prefill N` files N tokens before
+//! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
+//! so exactly those expire, and the store is purged shard by shard off the request
+//! workers, timing each shard's sweep (`PURGE ...` on stdout). SIGINT/SIGTERM stop it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use token_server::{server, shutdown};
+use token_server_bench::{percentile, purge_timed, BENCH_META};
+use token_server_core::protocol::Service;
+use token_server_core::{ManualClock, Meta, OsRandom, TokenStore};
+
+const LIFETIME: Duration = Duration::from_secs(2 * 3600);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let prefill: usize = args
+        .iter()
+        .position(|a| a == "--prefill")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("--prefill takes a count"))
+        .unwrap_or(0);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = TokenStore::new(LIFETIME, clock.clone(), OsRandom);
+    if prefill > 0 {
+        let meta = Meta::from_json(BENCH_META).expect("bench meta is JSON");
+        for _ in 0..prefill {
+            store.create(meta.clone()).expect("create");
+        }
+        clock.advance(LIFETIME - Duration::from_secs(60));
+        log::info!("prefilled {prefill} tokens, 60 s left");
+    }
+    let service = Arc::new(Service::new(store));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        tokio::spawn(purge_on_sigusr1(service.clone(), clock));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        server::run(listener, service, shutdown::signal())
+            .await
+            .expect("serve");
+    });
+}
+
+async fn purge_on_sigusr1(service: Arc<Service<ManualClock, OsRandom>>, clock: ManualClock) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    while usr1.recv().await.is_some() {
+        clock.advance(Duration::from_secs(120));
+        let service = service.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut times = purge_timed(service.store());
+            let total = started.elapsed();
+            (
+                times.purged,
+                total,
+                percentile(&mut times.hold, 99.0),
+                percentile(&mut times.hold, 100.0),
+                percentile(&mut times.hold_cpu, 100.0),
+                percentile(&mut times.free, 100.0),
+                service.store().len(),
+            )
+        })
+        .await
+        .expect("purge task");
+        let (purged, total, p99_shard, max_shard, max_cpu, max_free, remaining) = report;
+        println!(
+            "PURGE purged={purged} remaining={remaining} total_ms={:.1} p99_shard_us={:.0} max_shard_us={:.0} max_shard_cpu_us={:.0} max_free_us={:.0}",
+            total.as_secs_f64() * 1e3,
+            p99_shard.as_secs_f64() * 1e6,
+            max_shard.as_secs_f64() * 1e6,
+            max_cpu.as_secs_f64() * 1e6,
+            max_free.as_secs_f64() * 1e6
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Core micro-benchmarks (issue 4, targets 3, 4 and 5): ns per create, rotate, remove and
+//! purged token, RSS per live token, and shard-by-shard purge of a store whose tokens all
+//! expire together while another thread keeps rotating.
+//!
+//! `core-micro [--tokens N] [--ops M]`; prints `FIGURE name value unit` lines.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use token_server_bench::{figure, percentile, purge_timed, rss_kib, BENCH_META};
+use token_server_core::{ManualClock, Meta, OsRandom, Token, TokenSource, TokenStore};
+
+const LIFETIME: Duration = Duration::from_secs(2 * 3600);
+const START_MS: u64 = 1_700_000_000_000;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("numeric argument"))
+        .unwrap_or(default)
+}
+
+fn ns_per(elapsed: Duration, n: usize) -> f64 {
+    elapsed.as_nanos() as f64 / n.max(1) as f64
+}
+
+fn main() {
+    let tokens = arg("--tokens", 1_000_000);
+    let ops = arg("--ops", 200_000);
+    let meta = Meta::from_json(BENCH_META).expect("bench meta is JSON");
+
+    // Target 3 first, while the heap is still small: RSS growth per live token.
+    {
+        let clock = ManualClock::new(START_MS);
+        let store = TokenStore::new(LIFETIME, clock, OsRandom);
+        let before = rss_kib().expect("VmRSS");
+        for _ in 0..tokens {
+            store.create(meta.clone()).expect("create");
+        }
+        let after = rss_kib().expect("VmRSS");
+        let per_token = (after.saturating_sub(before) * 1024) as f64 / tokens as f64;
+        figure("core_rss_bytes_per_token", per_token, "B");
+    }
+
+    // What one OS randomness call costs, for judging a batch buffer of random bytes.
+    let mut bytes = [0u8; 16];
+    let started = Instant::now();
+    for _ in 0..ops {
+        OsRandom.fill(&mut bytes).expect("getrandom");
+    }
+    figure("core_getrandom_ns", ns_per(started.elapsed(), ops), "ns/op");
+
+    // Target 5: ns per operation, each token used exactly once.
+    let clock = ManualClock::new(START_MS);
+    let store = TokenStore::new(LIFETIME, clock.clone(), OsRandom);
+    let started = Instant::now();
+    let created: Vec<Token> = (0..ops)
+        .map(|_| store.create(meta.clone()).expect("create"))
+        .collect();
+    figure("core_create_ns", ns_per(started.elapsed(), ops), "ns/op");
+
+    let started = Instant::now();
+    let rotated: Vec<Token> = created
+        .iter()
+        .map(|t| store.rotate(t.as_str(), None).expect("rotate").token)
+        .collect();
+    figure("core_rotate_ns", ns_per(started.elapsed(), ops), "ns/op");
+
+    let update = serde_json::from_str(r#"{"year":2027}"#).expect("update is JSON");
+    let started = Instant::now();
+    let merged: Vec<Token> = rotated
+        .iter()
+        .map(|t| {
+            store
+                .rotate(t.as_str(), Some(serde_json::Map::clone(&update)))
+                .expect("rotate")
+                .token
+        })
+        .collect();
+    figure(
+        "core_rotate_merge_ns",
+        ns_per(started.elapsed(), ops),
+        "ns/op",
+    );
+
+    let started = Instant::now();
+    for t in &merged {
+        assert!(store.remove(t.as_str()));
+    }
+    figure("core_remove_ns", ns_per(started.elapsed(), ops), "ns/op");
+
+    for _ in 0..ops {
+        store.create(meta.clone()).expect("create");
+    }
+    clock.advance(LIFETIME);
+    let started = Instant::now();
+    let report = store.purge();
+    assert_eq!(report.purged, ops);
+    figure(
+        "core_purge_ns_per_token",
+        ns_per(started.elapsed(), ops),
+        "ns/op",
+    );
+    drop(store);
+
+    purge_under_rotation(tokens, &meta);
+}
+
+/// Target 4: `tokens` tokens expire together and are purged shard by shard while another
+/// thread rotates a live chain of tokens, timing each rotation.
+fn purge_under_rotation(tokens: usize, meta: &Meta) {
+    let clock = ManualClock::new(START_MS);
+    let store = Arc::new(TokenStore::new(LIFETIME, clock.clone(), OsRandom));
+    for _ in 0..tokens {
+        store.create(meta.clone()).expect("create");
+    }
+    // The chain is issued 60 s before the bulk expires, so it survives the purge.
+    clock.advance(LIFETIME - Duration::from_secs(60));
+    let chain = store.create(meta.clone()).expect("create");
+    clock.advance(Duration::from_secs(120));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let rotator = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut token = chain;
+            let mut samples = Vec::with_capacity(1 << 20);
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                token = store.rotate(token.as_str(), None).expect("rotate").token;
+                samples.push(started.elapsed());
+            }
+            samples
+        })
+    };
+    // Let the rotator get going before the purge starts.
+    std::thread::sleep(Duration::from_millis(20));
+    let started = Instant::now();
+    let mut times = purge_timed(&store);
+    let purged = times.purged;
+
+    let total = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut samples = rotator.join().expect("rotator thread");
+    assert_eq!(purged, tokens);
+    assert_eq!(store.len(), 1);
+
+    figure("core_purge_total_ms", total.as_secs_f64() * 1e3, "ms");
+    figure(
+        "core_purge_p99_shard_us",
+        percentile(&mut times.hold, 99.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure(
+        "core_purge_max_shard_us",
+        percentile(&mut times.hold, 100.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure(
+        "core_purge_max_shard_cpu_us",
+        percentile(&mut times.hold_cpu, 100.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure(
+        "core_purge_max_free_us",
+        percentile(&mut times.free, 100.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure("core_purge_rotations", samples.len() as f64, "ops");
+    figure(
+        "core_purge_rotate_p99_us",
+        percentile(&mut samples, 99.0).as_secs_f64() * 1e6,
+        "us",
+    );
+    figure(
+        "core_purge_rotate_max_us",
+        percentile(&mut samples, 100.0).as_secs_f64() * 1e6,
+        "us",
+    );
+}

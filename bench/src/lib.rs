@@ -1,0 +1,82 @@
+//! Helpers shared by the benchmark binaries: RSS readings and latency percentiles.
+
+use std::time::{Duration, Instant};
+
+use token_server_core::{Clock, TokenSource, TokenStore};
+
+/// The metadata every benchmark binds to its tokens, as in issue 4.
+pub const BENCH_META: &str = r#"{"name":"bench user","year":2026,"period":11}"#;
+
+/// Resident set size of this process in KiB, from `/proc/self/status` (`VmRSS`).
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU time this thread has run, which unlike wall time leaves out the time the thread was
+/// preempted: on a shared two-core machine a lock holder can lose the CPU for several
+/// milliseconds, which says nothing about the work done under the lock.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel
+    // has supported since Linux 2.6.12.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Purges `store` shard by shard, timing each shard's lock hold (the sweep, before the
+/// swept metadata is freed) in wall time and in this thread's CPU time, and the frees
+/// after it in wall time; returns (tokens purged, holds, hold CPU times, frees).
+pub fn purge_timed<C: Clock, R: TokenSource>(store: &TokenStore<C, R>) -> PurgeTimes {
+    let mut times = PurgeTimes::default();
+    for index in 0..store.shard_count() {
+        let (wall_start, cpu_start) = (Instant::now(), thread_cpu_time());
+        let (report, swept) = store.sweep_shard(index);
+        times
+            .hold_cpu
+            .push(thread_cpu_time().saturating_sub(cpu_start));
+        times.hold.push(wall_start.elapsed());
+        let free_start = Instant::now();
+        drop(swept);
+        times.free.push(free_start.elapsed());
+        times.purged += report.purged;
+    }
+    times
+}
+
+/// What [`purge_timed`] measured, one entry per shard.
+#[derive(Debug, Default)]
+pub struct PurgeTimes {
+    /// Tokens purged.
+    pub purged: usize,
+    /// Wall time of each lock hold (the sweep).
+    pub hold: Vec<Duration>,
+    /// CPU time of each lock hold.
+    pub hold_cpu: Vec<Duration>,
+    /// Wall time of freeing each shard's swept metadata, after unlocking.
+    pub free: Vec<Duration>,
+}
+
+/// The `p`-th percentile (0..=100) of `samples`, sorting them in place.
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}
+
+/// Prints one figure in the line format `bench/run.sh` parses: `FIGURE name value unit`.
+pub fn figure(name: &str, value: f64, unit: &str) {
+    println!("FIGURE {name} {value:.1} {unit}");
+}

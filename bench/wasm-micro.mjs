@@ -1,0 +1,54 @@
+//! Wasm micro-benchmarks (issue 4, target 5): ns per create, rotate, remove and purged
+//! token through the wasm build in Node, the same figures core-micro prints natively.
+//!
+//! Usage: node bench/wasm-micro.mjs [ops]   (run by bench/run.sh when wasm/pkg exists)
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { TokenStore } = require('../wasm/pkg/token_server_wasm.js');
+
+const ops = Number(process.argv[2] ?? 200000);
+const meta = { name: 'bench user', year: 2026, period: 11 };
+const HOUR_MS = 3600 * 1000;
+let fakeNowMs = 1_700_000_000_000;
+const store = new TokenStore('2h', () => fakeNowMs);
+
+function time(name, fn) {
+  const started = process.hrtime.bigint();
+  fn();
+  const ns = Number(process.hrtime.bigint() - started) / ops;
+  console.log(`wasm ${name}`.padEnd(45) + ns.toFixed(1).padStart(12) + ' ns/op');
+}
+
+let tokens = new Array(ops);
+time('create', () => {
+  for (let i = 0; i < ops; i++) tokens[i] = store.create(meta);
+});
+time('rotate', () => {
+  for (let i = 0; i < ops; i++) {
+    const rotated = store.rotate(tokens[i]);
+    if (!rotated.ok) throw new Error('rotation failed');
+    tokens[i] = rotated.token;
+  }
+});
+time('rotate_merge', () => {
+  for (let i = 0; i < ops; i++) {
+    const rotated = store.rotate(tokens[i], { year: 2027 });
+    if (!rotated.ok) throw new Error('rotation failed');
+    tokens[i] = rotated.token;
+  }
+});
+time('remove', () => {
+  for (let i = 0; i < ops; i++) {
+    if (!store.remove(tokens[i])) throw new Error('remove failed');
+  }
+});
+tokens = null;
+for (let i = 0; i < ops; i++) store.create(meta);
+fakeNowMs += 2 * HOUR_MS;
+time('purge (per expired token)', () => {
+  const report = store.purge();
+  if (report.purged !== ops || report.remaining !== 0) {
+    throw new Error(`purge dropped ${report.purged} of ${ops}`);
+  }
+});
