@@ -43,6 +43,8 @@ fi
 
 echo "== building (release)"
 cargo build --release --quiet -p token-server -p token-server-bench
+# The wasm half of the micro-benchmarks runs on the JS package (also installs its tools).
+bash wasm/build.sh >/dev/null || { echo "BROKEN: wasm package build failed"; exit 1; }
 
 WORK=$(mktemp -d)
 PIDS=()
