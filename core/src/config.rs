@@ -23,3 +23,13 @@ pub const DEFAULT_PORT: u16 = 3666;
 /// Largest request body accepted: 64 KiB. Metadata is a handful of keys; anything near
 /// this is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Deepest nesting of metadata accepted: the object itself is level 1.
+pub const MAX_META_DEPTH: usize = 32;
+
+/// Most keys accepted in one token's metadata, counting the keys of nested objects too.
+pub const MAX_META_KEYS: usize = 1_000;
+
+/// Most tokens held at once when none is given; past it, logins are refused with 503 so
+/// memory stays bounded (about 160 bytes each: 1.6 GB at this default).
+pub const DEFAULT_MAX_TOKENS: usize = 10_000_000;

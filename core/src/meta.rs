@@ -19,6 +19,10 @@ pub enum MetaError {
     NotJson(String),
     /// The JSON is not an object.
     NotAnObject,
+    /// Nested deeper than the limit allows.
+    TooDeep { limit: usize },
+    /// More keys in total (nested objects included) than the limit allows.
+    TooManyKeys { limit: usize },
 }
 
 impl fmt::Display for MetaError {
@@ -26,6 +30,18 @@ impl fmt::Display for MetaError {
         match self {
             MetaError::NotJson(reason) => write!(f, "metadata is not valid JSON: {reason}"),
             MetaError::NotAnObject => f.write_str("metadata must be a JSON object"),
+            MetaError::TooDeep { limit } => {
+                write!(
+                    f,
+                    "metadata is nested deeper than the limit of {limit} levels"
+                )
+            }
+            MetaError::TooManyKeys { limit } => {
+                write!(
+                    f,
+                    "metadata has more than the limit of {limit} keys in total"
+                )
+            }
         }
     }
 }
@@ -96,6 +112,79 @@ impl Meta {
     }
 }
 
+/// Bounds on one token's metadata, so no client can make a single token arbitrarily costly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaLimits {
+    /// Deepest nesting; the object itself is level 1.
+    pub max_depth: usize,
+    /// Most keys, counting those of nested objects.
+    pub max_keys: usize,
+}
+
+impl Default for MetaLimits {
+    fn default() -> Self {
+        MetaLimits {
+            max_depth: crate::config::MAX_META_DEPTH,
+            max_keys: crate::config::MAX_META_KEYS,
+        }
+    }
+}
+
+impl MetaLimits {
+    /// Checks `map` against the limits.
+    ///
+    /// ```
+    /// use token_server_core::{MetaError, MetaLimits};
+    /// let limits = MetaLimits { max_depth: 2, max_keys: 3 };
+    /// let ok = serde_json::from_str(r#"{"a":{"b":1},"c":[1]}"#).unwrap();
+    /// assert_eq!(limits.check(&ok), Ok(()));
+    /// let deep = serde_json::from_str(r#"{"a":{"b":{"c":1}}}"#).unwrap();
+    /// assert_eq!(limits.check(&deep), Err(MetaError::TooDeep { limit: 2 }));
+    /// ```
+    pub fn check(&self, map: &Map<String, Value>) -> Result<(), MetaError> {
+        let mut keys = 0;
+        self.check_object(map, 1, &mut keys)
+    }
+
+    fn check_object(
+        &self,
+        map: &Map<String, Value>,
+        depth: usize,
+        keys: &mut usize,
+    ) -> Result<(), MetaError> {
+        if depth > self.max_depth {
+            return Err(MetaError::TooDeep {
+                limit: self.max_depth,
+            });
+        }
+        *keys += map.len();
+        if *keys > self.max_keys {
+            return Err(MetaError::TooManyKeys {
+                limit: self.max_keys,
+            });
+        }
+        map.values()
+            .try_for_each(|value| self.check_value(value, depth + 1, keys))
+    }
+
+    fn check_value(&self, value: &Value, depth: usize, keys: &mut usize) -> Result<(), MetaError> {
+        match value {
+            Value::Object(map) => self.check_object(map, depth, keys),
+            Value::Array(items) => {
+                if depth > self.max_depth {
+                    return Err(MetaError::TooDeep {
+                        limit: self.max_depth,
+                    });
+                }
+                items
+                    .iter()
+                    .try_for_each(|item| self.check_value(item, depth + 1, keys))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Default for Meta {
     fn default() -> Self {
         Meta("{}".into())
@@ -145,6 +234,47 @@ mod tests {
         let meta = Meta::from_map(&map(json!({"name": "x"})));
         let merged = meta.merged(map(json!({"name": null})));
         assert_eq!(merged.as_json(), r#"{"name":null}"#);
+    }
+
+    #[test]
+    fn limits_count_nested_keys_and_levels() {
+        let limits = MetaLimits::default();
+        let mut deep = json!(1);
+        for _ in 0..31 {
+            deep = json!({ "d": deep });
+        }
+        // `deep` is 31 levels of objects; inside one more object it is 32 levels, allowed.
+        assert_eq!(limits.check(&map(json!({ "top": deep.clone() }))), Ok(()));
+        assert_eq!(
+            limits.check(&map(json!({ "a": { "top": deep } }))),
+            Err(MetaError::TooDeep { limit: 32 })
+        );
+        let arrays = map(json!({ "a": [[[1]]] }));
+        assert_eq!(
+            MetaLimits {
+                max_depth: 4,
+                max_keys: 10
+            }
+            .check(&arrays),
+            Ok(())
+        );
+        assert_eq!(
+            MetaLimits {
+                max_depth: 3,
+                max_keys: 10
+            }
+            .check(&arrays),
+            Err(MetaError::TooDeep { limit: 3 })
+        );
+        let wide: Map<String, Value> = (0..1000).map(|i| (i.to_string(), json!(i))).collect();
+        assert_eq!(limits.check(&wide), Ok(()));
+        let nested = map(json!({ "extra": { "one": 1 } }));
+        let mut too_many = wide.clone();
+        too_many.extend(nested);
+        assert_eq!(
+            limits.check(&too_many),
+            Err(MetaError::TooManyKeys { limit: 1000 })
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::Clock;
 use crate::config::MAX_BODY_BYTES;
-use crate::meta::Meta;
+use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
 use crate::store::{StoreError, TokenStore};
 
@@ -105,6 +105,10 @@ pub enum RequestError {
     MalformedJson(String),
     /// The body is JSON, but not of the shape the endpoint takes.
     WrongShape(String),
+    /// The metadata exceeds a limit (depth or key count); says which.
+    MetaLimit(MetaError),
+    /// The store holds its maximum number of tokens.
+    StoreFull,
     /// The token could not be made; the client may retry.
     Unavailable,
 }
@@ -118,8 +122,8 @@ impl RequestError {
             RequestError::UnsupportedMediaType => 415,
             RequestError::PayloadTooLarge { .. } => 413,
             RequestError::MalformedJson(_) => 400,
-            RequestError::WrongShape(_) => 422,
-            RequestError::Unavailable => 503,
+            RequestError::WrongShape(_) | RequestError::MetaLimit(_) => 422,
+            RequestError::StoreFull | RequestError::Unavailable => 503,
         }
     }
 
@@ -157,6 +161,8 @@ impl fmt::Display for RequestError {
             RequestError::WrongShape(reason) => {
                 write!(f, "the request body has the wrong shape: {reason}")
             }
+            RequestError::MetaLimit(err) => err.fmt(f),
+            RequestError::StoreFull => f.write_str("token store is full"),
             RequestError::Unavailable => f.write_str("no token could be made right now; try again"),
         }
     }
@@ -206,6 +212,12 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// Turns `HEAD /dump` on or off (off: it answers 404).
     pub fn with_dump(mut self, enabled: bool) -> Self {
         self.dump_enabled = enabled;
+        self
+    }
+
+    /// Sets the largest body accepted, in bytes (413 above it).
+    pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
         self
     }
 
@@ -276,10 +288,14 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
 
     fn create(&self, body: &[u8]) -> Result<Reply, RequestError> {
         let CreateBody { meta } = parse(body)?;
+        self.store
+            .meta_limits()
+            .check(&meta)
+            .map_err(RequestError::MetaLimit)?;
         let token = self
             .store
             .create(Meta::from_map(&meta))
-            .map_err(unavailable)?;
+            .map_err(store_error)?;
         Ok(Reply::text(200, token.into_string()))
     }
 
@@ -300,7 +316,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 Ok(Reply::json(out))
             }
             Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
-            Err(err) => Err(unavailable(err)),
+            Err(err) => Err(store_error(err)),
         }
     }
 
@@ -337,9 +353,19 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
     })
 }
 
-fn unavailable(err: StoreError) -> RequestError {
-    log::error!("cannot issue a token: {err}");
-    RequestError::Unavailable
+/// The refusal for a store failure other than an invalid token, logged for the operator.
+fn store_error(err: StoreError) -> RequestError {
+    match err {
+        StoreError::MetaLimit(err) => RequestError::MetaLimit(err),
+        StoreError::Full => {
+            log::warn!("token store is full: refusing new tokens (raise --max-tokens?)");
+            RequestError::StoreFull
+        }
+        StoreError::InvalidToken | StoreError::Random(_) => {
+            log::error!("cannot issue a token: {err}");
+            RequestError::Unavailable
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::clock::{Clock, Timestamp};
-use crate::meta::Meta;
+use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
 use crate::token::{BuildKeyHasher, Token, TokenKey, TOKEN_BYTES};
 
@@ -27,6 +28,11 @@ pub enum StoreError {
     InvalidToken,
     /// No randomness was available for a new token.
     Random(RandomError),
+    /// The store holds its maximum number of tokens; existing tokens are untouched.
+    Full,
+    /// The metadata (after merging an update) exceeds a [`MetaLimits`] bound; the token
+    /// presented is untouched.
+    MetaLimit(MetaError),
 }
 
 impl fmt::Display for StoreError {
@@ -34,6 +40,8 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::InvalidToken => f.write_str("InvalidToken"),
             StoreError::Random(err) => err.fmt(f),
+            StoreError::Full => f.write_str("token store is full"),
+            StoreError::MetaLimit(err) => err.fmt(f),
         }
     }
 }
@@ -119,6 +127,11 @@ pub struct TokenStore<C, R> {
     lifetime: Duration,
     clock: C,
     random: R,
+    meta_limits: MetaLimits,
+    max_tokens: usize,
+    /// Tokens held, kept beside the shards so `create` can enforce `max_tokens` without
+    /// locking every shard to count.
+    held: AtomicUsize,
 }
 
 impl<C: Clock, R: TokenSource> TokenStore<C, R> {
@@ -130,7 +143,28 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             lifetime,
             clock,
             random,
+            meta_limits: MetaLimits::default(),
+            max_tokens: crate::config::DEFAULT_MAX_TOKENS,
+            held: AtomicUsize::new(0),
         }
+    }
+
+    /// Caps the tokens held at once; past it [`create`](TokenStore::create) fails with
+    /// [`StoreError::Full`] while rotations of existing tokens go on.
+    pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
+        self.max_tokens = max_tokens;
+        self
+    }
+
+    /// Bounds the metadata that an update may grow a token's metadata to.
+    pub fn with_meta_limits(mut self, limits: MetaLimits) -> Self {
+        self.meta_limits = limits;
+        self
+    }
+
+    /// The metadata bounds in force.
+    pub fn meta_limits(&self) -> MetaLimits {
+        self.meta_limits
     }
 
     /// How long a token stays valid after its issue.
@@ -144,9 +178,23 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     }
 
     /// Issues a new token bound to `meta`, valid for the store's lifetime from now.
+    ///
+    /// Fails with [`StoreError::Full`] when the store holds its maximum of tokens.
     pub fn create(&self, meta: Meta) -> Result<Token, StoreError> {
+        // Reserve the slot first, so concurrent creates cannot overshoot the cap.
+        if self.held.fetch_add(1, Ordering::Relaxed) >= self.max_tokens {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Full);
+        }
         let expires = self.clock.now().saturating_add(self.lifetime);
-        self.insert_fresh(Entry { expires, meta })
+        let key = match self.fresh_key() {
+            Ok(key) => key,
+            Err(err) => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+                return Err(err.into());
+            }
+        };
+        self.insert_with_key(key, Entry { expires, meta })
     }
 
     /// Consumes `token` and issues a new one with a full lifetime, its metadata merged with
@@ -166,12 +214,25 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let fresh = self.fresh_key()?;
         let now = self.clock.now();
         let entry = self.shard(&key).remove(&key);
-        let entry = entry
-            .filter(|entry| now < entry.expires)
-            .ok_or(StoreError::InvalidToken)?;
+        let Some(entry) = entry else {
+            return Err(StoreError::InvalidToken);
+        };
+        if now >= entry.expires {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::InvalidToken);
+        }
         let meta = match update {
-            Some(update) => entry.meta.merged(update),
-            None => entry.meta,
+            Some(update) if !update.is_empty() => {
+                let mut map = entry.meta.to_map();
+                map.extend(update);
+                if let Err(err) = self.meta_limits.check(&map) {
+                    // Refused: the presented token goes back, valid until its old expiry.
+                    self.shard(&key).insert(key, entry);
+                    return Err(StoreError::MetaLimit(err));
+                }
+                Meta::from_map(&map)
+            }
+            _ => entry.meta,
         };
         let meta_out = meta.clone();
         let token = self.insert_with_key(
@@ -194,6 +255,9 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         };
         let now = self.clock.now();
         let removed = self.shard(&key).remove(&key);
+        if removed.is_some() {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
         removed.is_some_and(|entry| now < entry.expires)
     }
 
@@ -272,6 +336,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         });
         report.purged = before - shard.len();
         report.remaining = shard.len();
+        self.held.fetch_sub(report.purged, Ordering::Relaxed);
         (report, Swept(expired))
     }
 
@@ -315,11 +380,6 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         Ok(TokenKey(bytes))
     }
 
-    fn insert_fresh(&self, entry: Entry) -> Result<Token, StoreError> {
-        let key = self.fresh_key()?;
-        self.insert_with_key(key, entry)
-    }
-
     /// Files `entry` under `key`, drawing another key in the (astronomically unlikely, but
     /// possible with a seeded test source) case that `key` is taken.
     fn insert_with_key(&self, mut key: TokenKey, entry: Entry) -> Result<Token, StoreError> {
@@ -331,7 +391,14 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
                     return Ok(Token::from_key(&key));
                 }
             }
-            key = self.fresh_key()?;
+            key = match self.fresh_key() {
+                Ok(key) => key,
+                Err(err) => {
+                    // The slot this insert was counted for stays empty.
+                    self.held.fetch_sub(1, Ordering::Relaxed);
+                    return Err(err.into());
+                }
+            };
         }
     }
 }

@@ -7,8 +7,8 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use token_server_core::config::{
-    DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, PURGE_INTERVAL_RANGE,
-    TOKEN_LIFETIME_RANGE,
+    DEFAULT_MAX_TOKENS, DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME,
+    MAX_BODY_BYTES, PURGE_INTERVAL_RANGE, TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
@@ -26,6 +26,10 @@ pub struct Config {
     pub purge_interval: Duration,
     /// How long a token stays valid.
     pub token_lifetime: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most tokens held at once.
+    pub max_tokens: usize,
 }
 
 impl Default for Config {
@@ -36,6 +40,8 @@ impl Default for Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             purge_interval: DEFAULT_PURGE_INTERVAL,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            max_body_bytes: MAX_BODY_BYTES,
+            max_tokens: DEFAULT_MAX_TOKENS,
         }
     }
 }
@@ -81,6 +87,14 @@ const PORT_FLAG: &str = "-p/--port";
 const BIND_FLAG: &str = "--bind";
 const PURGE_FLAG: &str = "-P/--purge-interval";
 const LIFETIME_FLAG: &str = "-t/--token-lifetime";
+const MAX_BODY_FLAG: &str = "--max-body";
+const MAX_TOKENS_FLAG: &str = "--max-tokens";
+
+/// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
+const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+
+/// Allowed `--max-tokens`.
+const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
@@ -113,6 +127,28 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             Short('t') | Long("token-lifetime") => {
                 config.token_lifetime =
                     duration(&mut parser, LIFETIME_FLAG, &TOKEN_LIFETIME_RANGE)?;
+            }
+            Long("max-body") => {
+                let expected = "bytes from 1024 to 16777216, or with a unit: 64KiB, 1MiB";
+                let text = value(&mut parser, MAX_BODY_FLAG, expected)?;
+                config.max_body_bytes = parse_bytes(&text)
+                    .filter(|bytes| MAX_BODY_RANGE.contains(bytes))
+                    .ok_or_else(|| CliError::InvalidValue {
+                        flag: MAX_BODY_FLAG,
+                        reason: format!("'{text}' is not allowed: {expected}"),
+                    })?;
+            }
+            Long("max-tokens") => {
+                let expected = "a count from 1 to 1000000000";
+                let text = value(&mut parser, MAX_TOKENS_FLAG, expected)?;
+                config.max_tokens = text
+                    .parse()
+                    .ok()
+                    .filter(|count| MAX_TOKENS_RANGE.contains(count))
+                    .ok_or_else(|| CliError::InvalidValue {
+                        flag: MAX_TOKENS_FLAG,
+                        reason: format!("'{text}' is not allowed: {expected}"),
+                    })?;
             }
             _ => return Err(arg.unexpected().into()),
         }
@@ -154,6 +190,21 @@ fn duration(
     })
 }
 
+/// A byte count: a plain integer, or one with the unit `KiB` or `MiB`.
+fn parse_bytes(text: &str) -> Option<usize> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let scale = match unit {
+        "" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<usize>().ok()?.checked_mul(scale)
+}
+
 /// The `--help` text: every flag with its range and default.
 pub fn help() -> String {
     let range = |r: &RangeInclusive<Duration>| {
@@ -182,6 +233,12 @@ Options:
                                  (default: {purge})
   -t, --token-lifetime DURATION  How long a token remains valid, between {lifetime_range}
                                  (default: {lifetime})
+      --max-body BYTES           Largest request body, between 1KiB and 16MiB; larger
+                                 ones get 413 (default: 64KiB)
+      --max-tokens COUNT         Most tokens held at once, between 1 and 1000000000;
+                                 logins past it get 503 (default: {max_tokens})
+
+Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
 Durations are numbers with units ms, s, min, h, d, e.g. 90s, 30min, 1h30min.
 Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
@@ -192,6 +249,9 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         purge = format_duration(DEFAULT_PURGE_INTERVAL),
         lifetime_range = range(&TOKEN_LIFETIME_RANGE),
         lifetime = format_duration(DEFAULT_TOKEN_LIFETIME),
+        max_tokens = DEFAULT_MAX_TOKENS,
+        depth = token_server_core::config::MAX_META_DEPTH,
+        keys = token_server_core::config::MAX_META_KEYS,
     )
 }
 
@@ -295,6 +355,27 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_read_with_units_and_checked() {
+        let limits = config(&["--max-body", "1MiB", "--max-tokens", "500"]);
+        assert_eq!(limits.max_body_bytes, 1024 * 1024);
+        assert_eq!(limits.max_tokens, 500);
+        assert_eq!(config(&["--max-body", "2048"]).max_body_bytes, 2048);
+        assert_eq!(config(&["--max-body", "64KiB"]).max_body_bytes, 65536);
+        for bad in ["1023", "17MiB", "64kb", "", "KiB"] {
+            assert!(
+                error(&["--max-body", bad]).starts_with("--max-body: "),
+                "{bad}"
+            );
+        }
+        for bad in ["0", "-1", "1e6", "1000000001"] {
+            assert!(
+                error(&["--max-tokens", bad]).contains("1 to 1000000000"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn help_lists_every_flag_with_range_and_default() {
         let help = help();
         for needle in [
@@ -310,6 +391,12 @@ mod tests {
             "between 30min and 96h",
             "(default: 2h)",
             "(default: 3666)",
+            "--max-body",
+            "(default: 64KiB)",
+            "--max-tokens",
+            "(default: 10000000)",
+            "32 levels",
+            "1000 keys",
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }

@@ -61,8 +61,13 @@ async fn serve(config: cli::Config) -> ExitCode {
             "--dump is on, but the log level hides the dump; set RUST_LOG={DUMP_LOG_TARGET}=info"
         );
     }
-    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom);
-    let service = Arc::new(Service::new(store).with_dump(config.dump));
+    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
+        .with_max_tokens(config.max_tokens);
+    let service = Arc::new(
+        Service::new(store)
+            .with_dump(config.dump)
+            .with_max_body_bytes(config.max_body_bytes),
+    );
     let _purge = purge::spawn(service.clone(), config.purge_interval);
     match server::run(listener, service, shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,

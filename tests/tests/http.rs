@@ -263,6 +263,23 @@ fn sigterm_lets_an_in_flight_request_finish() {
 }
 
 #[test]
+fn metadata_past_the_limits_is_refused_with_422_naming_the_limit() {
+    let server = Server::start(&[]);
+    let mut deep = json!("bottom");
+    for _ in 0..33 {
+        deep = json!({ "d": deep });
+    }
+    let response = server.json("POST", "/token", &json!({ "meta": deep }));
+    assert_eq!(response.status, 422);
+    assert!(response.body.contains("32 levels"), "{response:?}");
+    let wide: serde_json::Map<String, serde_json::Value> =
+        (0..1001).map(|i| (format!("k{i}"), json!(i))).collect();
+    let response = server.json("POST", "/token", &json!({ "meta": wide }));
+    assert_eq!(response.status, 422);
+    assert!(response.body.contains("1000 keys"), "{response:?}");
+}
+
+#[test]
 fn the_default_address_is_loopback() {
     let server = Server::start(&[]);
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
@@ -373,6 +390,36 @@ mod cli {
             line.contains("purge: 0 expired tokens dropped, 2 remaining"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn max_tokens_refuses_logins_with_503_and_a_warning() {
+        if !native_only() {
+            return;
+        }
+        let server = Server::start(&["--max-tokens", "2"]);
+        let first = server.login(json!({"n": 1}));
+        server.login(json!({"n": 2}));
+        let refused = server.json("POST", "/token", &json!({"meta": {"n": 3}}));
+        assert_eq!(
+            (refused.status, refused.body.as_str()),
+            (503, "token store is full")
+        );
+        server.wait_for_log("token store is full", Duration::from_secs(5));
+        assert!(server.rotate(&first, None)["Ok"].is_object());
+    }
+
+    #[test]
+    fn max_body_sets_the_413_limit() {
+        if !native_only() {
+            return;
+        }
+        let server = Server::start(&["--max-body", "1KiB"]);
+        let pad = "x".repeat(1100);
+        let response = server.json("POST", "/token", &json!({"meta": {"pad": pad}}));
+        assert_eq!(response.status, 413);
+        assert!(response.body.contains("1024 bytes"), "{response:?}");
+        server.login(json!({"pad": "x".repeat(900)}));
     }
 
     #[test]

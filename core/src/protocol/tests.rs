@@ -336,3 +336,71 @@ fn escaped_token_strings_are_understood() {
     let answer: Value = serde_json::from_str(&reply.body).unwrap();
     assert!(answer["Ok"].is_object(), "{answer}");
 }
+
+#[test]
+fn metadata_limits_answer_422_naming_the_limit() {
+    let (_clock, service) = service();
+    // 33 levels of objects: one past the limit.
+    let mut deep = json!(1);
+    for _ in 0..33 {
+        deep = json!({ "d": deep });
+    }
+    let reply = call(
+        &service,
+        "POST",
+        "/token",
+        &json!({ "meta": deep }).to_string(),
+    );
+    assert_eq!(reply.status, 422);
+    assert!(reply.body.contains("32 levels"), "{}", reply.body);
+
+    let wide: Map<String, Value> = (0..1001).map(|i| (format!("k{i}"), json!(i))).collect();
+    let reply = call(
+        &service,
+        "POST",
+        "/token",
+        &json!({ "meta": wide }).to_string(),
+    );
+    assert_eq!(reply.status, 422);
+    assert!(reply.body.contains("1000 keys"), "{}", reply.body);
+    assert_eq!(service.store().len(), 0);
+
+    let half: Map<String, Value> = (0..600).map(|i| (format!("a{i}"), json!(i))).collect();
+    let token = login(&service, Value::Object(half));
+    let more: Map<String, Value> = (0..600).map(|i| (format!("b{i}"), json!(i))).collect();
+    let body = json!({ "token": token, "meta": more }).to_string();
+    let reply = call(&service, "PUT", "/token", &body);
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(reply.body.contains("1000 keys"), "{}", reply.body);
+    // The token presented in the refused update still works.
+    assert!(put(&service, json!({ "token": token }))["Ok"].is_object());
+}
+
+#[test]
+fn a_full_store_answers_503_and_keeps_its_tokens() {
+    let clock = ManualClock::new(0);
+    let store = TokenStore::new(LIFETIME, clock, SeededRandom::new(1)).with_max_tokens(1);
+    let service = Service::new(store);
+    let token = login(&service, json!({"kept": true}));
+    let reply = call(&service, "POST", "/token", r#"{"meta":{}}"#);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body, "token store is full");
+    assert_eq!(
+        put(&service, json!({ "token": token }))["Ok"]["meta"],
+        json!({"kept": true})
+    );
+}
+
+#[test]
+fn the_body_limit_is_configurable() {
+    let (_clock, service) = service();
+    let service = service.with_max_body_bytes(16);
+    assert_eq!(
+        call(&service, "POST", "/token", r#"{"meta":{"a":1}}"#).status,
+        200
+    );
+    assert_eq!(
+        call(&service, "POST", "/token", r#"{"meta":{"ab":1}}"#).status,
+        413
+    );
+}

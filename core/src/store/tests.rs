@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::meta::{MetaError, MetaLimits};
 use crate::random::SeededRandom;
 use serde_json::json;
 use std::sync::Arc;
@@ -332,4 +333,58 @@ fn sweeping_a_shard_hands_back_what_purging_it_drops() {
     }
     assert_eq!(purged, 200);
     assert!(store.is_empty());
+}
+
+#[test]
+fn a_full_store_refuses_logins_but_keeps_rotating() {
+    let (clock, store) = store();
+    let store = store.with_max_tokens(2);
+    let first = store.create(meta(json!({"n": 1}))).unwrap();
+    store.create(meta(json!({"n": 2}))).unwrap();
+    assert_eq!(store.create(meta(json!({"n": 3}))), Err(StoreError::Full));
+    // Rotation replaces a token, so a full store still serves existing sessions.
+    let rotated = store.rotate(first.as_str(), None).unwrap();
+    assert_eq!(store.create(meta(json!({}))), Err(StoreError::Full));
+    // Removing, expiring or purging frees room again.
+    assert!(store.remove(rotated.token.as_str()));
+    let third = store.create(meta(json!({"n": 3}))).unwrap();
+    clock.advance(LIFETIME);
+    assert_eq!(
+        store.rotate(third.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+    assert!(
+        store.create(meta(json!({}))).is_ok(),
+        "expired-and-rotated frees a slot"
+    );
+    store.purge();
+    assert!(store.create(meta(json!({}))).is_ok());
+    assert_eq!(store.len(), 2);
+}
+
+#[test]
+fn an_update_past_the_meta_limits_is_refused_and_the_token_kept() {
+    let (_clock, store) = store();
+    let store = store.with_meta_limits(MetaLimits {
+        max_depth: 3,
+        max_keys: 3,
+    });
+    let token = store.create(meta(json!({"a": 1, "b": 2}))).unwrap();
+    assert_eq!(
+        store.rotate(token.as_str(), update(json!({"c": 3, "d": 4}))),
+        Err(StoreError::MetaLimit(MetaError::TooManyKeys { limit: 3 }))
+    );
+    assert_eq!(
+        store.rotate(token.as_str(), update(json!({"a": [[[1]]]}))),
+        Err(StoreError::MetaLimit(MetaError::TooDeep { limit: 3 }))
+    );
+    // Replacing a key keeps the count: allowed, and the token presented was still valid.
+    let rotated = store
+        .rotate(token.as_str(), update(json!({"a": 9, "c": 3})))
+        .unwrap();
+    assert_eq!(
+        Value::Object(rotated.meta.to_map()),
+        json!({"a": 9, "b": 2, "c": 3})
+    );
+    assert_eq!(store.len(), 1);
 }
