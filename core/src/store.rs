@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::clock::{Clock, Timestamp};
 use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
-use crate::token::{BuildKeyHasher, Token, TokenKey, TOKEN_BYTES};
+use crate::token::{BuildKeyHasher, Token, TokenKey, TokenSecret, TOKEN_BYTES};
 
 /// Number of independently locked parts of the store.
 ///
@@ -187,14 +187,14 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             return Err(StoreError::Full);
         }
         let expires = self.clock.now().saturating_add(self.lifetime);
-        let key = match self.fresh_key() {
-            Ok(key) => key,
+        let secret = match self.fresh_secret() {
+            Ok(secret) => secret,
             Err(err) => {
                 self.held.fetch_sub(1, Ordering::Relaxed);
                 return Err(err.into());
             }
         };
-        self.insert_with_key(key, Entry { expires, meta })
+        self.insert_fresh(secret, Entry { expires, meta })
     }
 
     /// Consumes `token` and issues a new one with a full lifetime, its metadata merged with
@@ -211,7 +211,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let key = TokenKey::parse(token).ok_or(StoreError::InvalidToken)?;
         // Drawn before the old token is consumed: a failing randomness source must not
         // cost the client its session.
-        let fresh = self.fresh_key()?;
+        let fresh = self.fresh_secret()?;
         let now = self.clock.now();
         let entry = self.shard(&key).remove(&key);
         let Some(entry) = entry else {
@@ -235,7 +235,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             _ => entry.meta,
         };
         let meta_out = meta.clone();
-        let token = self.insert_with_key(
+        let token = self.insert_fresh(
             fresh,
             Entry {
                 expires: now.saturating_add(self.lifetime),
@@ -374,25 +374,27 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         lock(&self.shards[(usize::from(key.0[0]) | usize::from(key.0[1]) << 8) % SHARDS])
     }
 
-    fn fresh_key(&self) -> Result<TokenKey, RandomError> {
+    fn fresh_secret(&self) -> Result<TokenSecret, RandomError> {
         let mut bytes = [0u8; TOKEN_BYTES];
         self.random.fill(&mut bytes)?;
-        Ok(TokenKey(bytes))
+        Ok(TokenSecret(bytes))
     }
 
-    /// Files `entry` under `key`, drawing another key in the (astronomically unlikely, but
-    /// possible with a seeded test source) case that `key` is taken.
-    fn insert_with_key(&self, mut key: TokenKey, entry: Entry) -> Result<Token, StoreError> {
+    /// Files `entry` under the key of `secret` and returns the token spelling the secret,
+    /// drawing another secret in the (astronomically unlikely, but possible with a seeded
+    /// test source) case that the key is taken.
+    fn insert_fresh(&self, mut secret: TokenSecret, entry: Entry) -> Result<Token, StoreError> {
         loop {
+            let key = secret.key();
             {
                 let mut shard = self.shard(&key);
                 if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(key) {
                     slot.insert(entry);
-                    return Ok(Token::from_key(&key));
+                    return Ok(Token::from_secret(&secret));
                 }
             }
-            key = match self.fresh_key() {
-                Ok(key) => key,
+            secret = match self.fresh_secret() {
+                Ok(secret) => secret,
                 Err(err) => {
                     // The slot this insert was counted for stays empty.
                     self.held.fetch_sub(1, Ordering::Relaxed);

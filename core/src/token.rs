@@ -3,6 +3,8 @@
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
+use sha2::{Digest, Sha256};
+
 /// Random bytes per token: 128 bits, unguessable by any online attack.
 pub const TOKEN_BYTES: usize = 16;
 
@@ -27,8 +29,8 @@ impl Token {
         self.0
     }
 
-    pub(crate) fn from_key(key: &TokenKey) -> Token {
-        Token(encode(&key.0))
+    pub(crate) fn from_secret(secret: &TokenSecret) -> Token {
+        Token(encode(&secret.0))
     }
 }
 
@@ -45,17 +47,16 @@ impl fmt::Debug for Token {
     }
 }
 
-/// The store's key for a token: its 16 raw bytes.
-///
-/// Fixed-size and `Copy`, so the map holds no string allocation per token.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TokenKey(pub(crate) [u8; TOKEN_BYTES]);
+/// The 16 random bytes a token spells: held only while a request is answered, never
+/// stored.
+pub(crate) struct TokenSecret(pub(crate) [u8; TOKEN_BYTES]);
 
-impl TokenKey {
-    /// The key a client's token text names, or `None` when it cannot be a token we issued.
+impl TokenSecret {
+    /// The secret a client's token text spells, or `None` when it cannot be a token we
+    /// issued.
     ///
     /// Only the canonical spelling is accepted, so one token has exactly one text.
-    pub(crate) fn parse(text: &str) -> Option<TokenKey> {
+    pub(crate) fn parse(text: &str) -> Option<TokenSecret> {
         let text = text.as_bytes();
         if text.len() != TOKEN_LEN {
             return None;
@@ -82,7 +83,31 @@ impl TokenKey {
                 bytes[group * 3 + i] = (acc >> (8 * (whole - 1 - i))) as u8;
             }
         }
-        Some(TokenKey(bytes))
+        Some(TokenSecret(bytes))
+    }
+
+    /// The key the store files this token under.
+    pub(crate) fn key(&self) -> TokenKey {
+        let digest = Sha256::digest(self.0);
+        let mut key = [0u8; TOKEN_BYTES];
+        key.copy_from_slice(&digest[..TOKEN_BYTES]);
+        TokenKey(key)
+    }
+}
+
+/// The store's key for a token: the first 16 bytes of the SHA-256 of its secret.
+///
+/// A hash, not the token, so that nothing the store holds (in memory, a core dump, a
+/// state file) can be presented as a token. 128 bits of a hash of 128 random bits stay
+/// collision-free in practice and unguessable; fixed-size and `Copy`, so the map holds no
+/// string allocation per token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TokenKey(pub(crate) [u8; TOKEN_BYTES]);
+
+impl TokenKey {
+    /// The key of the token `text` spells, or `None` when it cannot be a token we issued.
+    pub(crate) fn parse(text: &str) -> Option<TokenKey> {
+        TokenSecret::parse(text).map(|secret| secret.key())
     }
 
     /// Bytes 8..16, which the map hashes with (the shard index uses bytes 0 and 1).
@@ -177,7 +202,8 @@ mod tests {
             assert!(text
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-            assert!(TokenKey::parse(&text) == Some(TokenKey(bytes)));
+            assert!(TokenSecret::parse(&text).map(|s| s.0) == Some(bytes));
+            assert!(TokenKey::parse(&text) == Some(TokenSecret(bytes).key()));
         }
     }
 
@@ -195,8 +221,22 @@ mod tests {
     }
 
     #[test]
+    fn the_key_is_a_sha256_prefix_of_the_secret_not_the_secret() {
+        let secret = TokenSecret([0u8; 16]);
+        // printf '\0%.0s' $(seq 16) | sha256sum -> 374708fff7719dd5979ec875d56cd228...
+        assert_eq!(
+            secret.key().0,
+            [
+                0x37, 0x47, 0x08, 0xff, 0xf7, 0x71, 0x9d, 0xd5, 0x97, 0x9e, 0xc8, 0x75, 0xd5, 0x6c,
+                0xd2, 0x28
+            ]
+        );
+        assert_ne!(secret.key().0, secret.0);
+    }
+
+    #[test]
     fn debug_does_not_leak_the_token() {
-        let token = Token::from_key(&TokenKey([7; 16]));
+        let token = Token::from_secret(&TokenSecret([7; 16]));
         assert!(!format!("{token:?}").contains(token.as_str()));
     }
 }

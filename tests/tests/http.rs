@@ -223,6 +223,32 @@ fn dump_logs_expiry_and_meta_but_never_a_token() {
 }
 
 #[test]
+fn no_log_line_at_trace_level_contains_a_token() {
+    let server = Server::start_with_env(&["--dump"], &[("RUST_LOG", "trace")]);
+    let mut tokens = vec![server.login(json!({"user": "traced"}))];
+    let first = server.rotate(&tokens[0], None);
+    tokens.push(first["Ok"]["token"].as_str().unwrap().to_string());
+    let second = server.rotate(&tokens[1], Some(json!({"year": 2026})));
+    tokens.push(second["Ok"]["token"].as_str().unwrap().to_string());
+    server.rotate(&tokens[0], None);
+    server.request("HEAD", "/dump", None, b"");
+    server.json("DELETE", "/token", &json!({ "token": tokens[2] }));
+    let bad = format!(r#"{{"token":"{}","meta":[1]}}"#, tokens[2]);
+    server.request("PUT", "/token", Some("application/json"), bad.as_bytes());
+    server.wait_for_log("traced", Duration::from_secs(5));
+    // Let the last requests' log lines arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log();
+    assert!(log.lines().count() > 5, "expected a verbose log:\n{log}");
+    for token in &tokens {
+        assert!(
+            !log.contains(token.as_str()),
+            "token {token} in the log:\n{log}"
+        );
+    }
+}
+
+#[test]
 fn sigterm_stops_the_server_with_status_zero() {
     let server = Server::start(&[]);
     server.login(json!({}));
