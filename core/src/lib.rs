@@ -28,6 +28,7 @@ pub mod duration;
 mod meta;
 pub mod protocol;
 mod random;
+pub mod snapshot;
 mod store;
 mod token;
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use crate::clock::{Clock, Timestamp};
 use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
+use crate::snapshot::StoredToken;
 use crate::token::{BuildKeyHasher, Token, TokenKey, TokenSecret, TOKEN_BYTES};
 
 /// Number of independently locked parts of the store.
@@ -338,6 +339,43 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         report.remaining = shard.len();
         self.held.fetch_sub(report.purged, Ordering::Relaxed);
         (report, Swept(expired))
+    }
+
+    /// Every live token as it is kept at rest (key hash, expiry, metadata), for a state
+    /// file. Locks one shard at a time, so requests are never stalled for the whole copy.
+    pub fn export(&self) -> Vec<StoredToken> {
+        let now = self.clock.now();
+        let mut tokens = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            tokens.extend(shard.iter().filter(|(_, entry)| now < entry.expires).map(
+                |(key, entry)| StoredToken {
+                    key_hash: key.0,
+                    expires: entry.expires,
+                    meta: entry.meta.clone(),
+                },
+            ));
+        }
+        tokens
+    }
+
+    /// Files tokens read from a state file, each valid until its original expiry; expired
+    /// ones are dropped. Returns how many were filed. Meant for an empty store at start.
+    pub fn import(&self, tokens: impl IntoIterator<Item = StoredToken>) -> usize {
+        let now = self.clock.now();
+        let mut filed = 0;
+        for token in tokens.into_iter().filter(|token| now < token.expires) {
+            let key = TokenKey(token.key_hash);
+            let entry = Entry {
+                expires: token.expires,
+                meta: token.meta,
+            };
+            if self.shard(&key).insert(key, entry).is_none() {
+                self.held.fetch_add(1, Ordering::Relaxed);
+                filed += 1;
+            }
+        }
+        filed
     }
 
     /// Every live token's expiry and metadata, earliest expiry first; never the tokens.

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use token_server_core::config::{
@@ -30,6 +31,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most tokens held at once.
     pub max_tokens: usize,
+    /// Where live tokens are kept across restarts; none by default.
+    pub state_file: Option<PathBuf>,
+    /// How often the state file is rewritten while running.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for Config {
@@ -42,6 +47,8 @@ impl Default for Config {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             max_body_bytes: MAX_BODY_BYTES,
             max_tokens: DEFAULT_MAX_TOKENS,
+            state_file: None,
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
         }
     }
 }
@@ -89,6 +96,15 @@ const PURGE_FLAG: &str = "-P/--purge-interval";
 const LIFETIME_FLAG: &str = "-t/--token-lifetime";
 const MAX_BODY_FLAG: &str = "--max-body";
 const MAX_TOKENS_FLAG: &str = "--max-tokens";
+const STATE_FILE_FLAG: &str = "--state-file";
+const SNAPSHOT_FLAG: &str = "--snapshot-interval";
+
+/// Allowed `--snapshot-interval`: at most this much is lost to a crash.
+const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+/// Snapshot interval when a state file is set and no interval given.
+const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
 const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
@@ -137,6 +153,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                         flag: MAX_BODY_FLAG,
                         reason: format!("'{text}' is not allowed: {expected}"),
                     })?;
+            }
+            Long("state-file") => {
+                let path = parser.value().map_err(|_| CliError::InvalidValue {
+                    flag: STATE_FILE_FLAG,
+                    reason: "a value is required: the path of the state file".to_string(),
+                })?;
+                config.state_file = Some(PathBuf::from(path));
+            }
+            Long("snapshot-interval") => {
+                config.snapshot_interval =
+                    duration(&mut parser, SNAPSHOT_FLAG, &SNAPSHOT_INTERVAL_RANGE)?;
             }
             Long("max-tokens") => {
                 let expected = "a count from 1 to 1000000000";
@@ -237,6 +264,11 @@ Options:
                                  ones get 413 (default: 64KiB)
       --max-tokens COUNT         Most tokens held at once, between 1 and 1000000000;
                                  logins past it get 503 (default: {max_tokens})
+      --state-file PATH          Keep live tokens across restarts in PATH: loaded at start,
+                                 written atomically on shutdown (default: none)
+      --snapshot-interval DURATION
+                                 With --state-file, also write it this often, between
+                                 {snapshot_range} (default: {snapshot})
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -250,6 +282,8 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         lifetime_range = range(&TOKEN_LIFETIME_RANGE),
         lifetime = format_duration(DEFAULT_TOKEN_LIFETIME),
         max_tokens = DEFAULT_MAX_TOKENS,
+        snapshot_range = range(&SNAPSHOT_INTERVAL_RANGE),
+        snapshot = format_duration(DEFAULT_SNAPSHOT_INTERVAL),
         depth = token_server_core::config::MAX_META_DEPTH,
         keys = token_server_core::config::MAX_META_KEYS,
     )
@@ -355,6 +389,24 @@ mod tests {
     }
 
     #[test]
+    fn state_file_and_snapshot_interval_are_read() {
+        let config = config(&[
+            "--state-file",
+            "/var/lib/ts/state",
+            "--snapshot-interval",
+            "30s",
+        ]);
+        assert_eq!(config.state_file, Some(PathBuf::from("/var/lib/ts/state")));
+        assert_eq!(config.snapshot_interval, Duration::from_secs(30));
+        assert_eq!(
+            super::Config::default().snapshot_interval,
+            Duration::from_secs(60)
+        );
+        assert!(error(&["--snapshot-interval", "25h"]).contains("1s to 24h"));
+        assert!(error(&["--state-file"]).starts_with("--state-file: "));
+    }
+
+    #[test]
     fn limits_are_read_with_units_and_checked() {
         let limits = config(&["--max-body", "1MiB", "--max-tokens", "500"]);
         assert_eq!(limits.max_body_bytes, 1024 * 1024);
@@ -395,6 +447,9 @@ mod tests {
             "(default: 64KiB)",
             "--max-tokens",
             "(default: 10000000)",
+            "--state-file",
+            "--snapshot-interval",
+            "1s and 24h",
             "32 levels",
             "1000 keys",
         ] {

@@ -5,3 +5,4 @@ pub mod cli;
 pub mod purge;
 pub mod server;
 pub mod shutdown;
+pub mod state;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use token_server::{cli, purge, server, shutdown};
+use token_server::{cli, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
 use token_server_core::{OsRandom, SystemClock, TokenStore};
 
@@ -48,6 +48,20 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
+    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
+        .with_max_tokens(config.max_tokens);
+    if let Some(path) = &config.state_file {
+        match state::load(path, &store) {
+            Ok(count) => log::info!("loaded {count} live tokens from {}", path.display()),
+            Err(err) => {
+                // Starting empty would silently log every user out: refuse instead.
+                eprintln!(
+                    "token-server: {err}\nRefusing to start: repair the file, or move it away to start with no sessions."
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let address = SocketAddr::new(config.bind, config.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -61,19 +75,31 @@ async fn serve(config: cli::Config) -> ExitCode {
             "--dump is on, but the log level hides the dump; set RUST_LOG={DUMP_LOG_TARGET}=info"
         );
     }
-    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
-        .with_max_tokens(config.max_tokens);
     let service = Arc::new(
         Service::new(store)
             .with_dump(config.dump)
             .with_max_body_bytes(config.max_body_bytes),
     );
-    let _purge = purge::spawn(service.clone(), config.purge_interval);
-    match server::run(listener, service, shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            log::error!("{err}");
-            ExitCode::FAILURE
+    let purge = purge::spawn(service.clone(), config.purge_interval);
+    let snapshots = config
+        .state_file
+        .clone()
+        .map(|path| state::spawn_snapshots(service.clone(), path, config.snapshot_interval));
+    let served = server::run(listener, service.clone(), shutdown::signal()).await;
+    drop((purge, snapshots));
+    let mut status = ExitCode::SUCCESS;
+    if let Err(err) = served {
+        log::error!("{err}");
+        status = ExitCode::FAILURE;
+    }
+    if let Some(path) = &config.state_file {
+        match state::save(path, service.store()) {
+            Ok(count) => log::info!("saved {count} live tokens to {}", path.display()),
+            Err(err) => {
+                log::error!("{err}");
+                status = ExitCode::FAILURE;
+            }
         }
     }
+    status
 }

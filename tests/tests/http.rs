@@ -448,6 +448,112 @@ mod cli {
         server.login(json!({"pad": "x".repeat(900)}));
     }
 
+    fn state_path(name: &str) -> std::path::PathBuf {
+        let folder =
+            std::env::temp_dir().join(format!("token-server-state-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let path = folder.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    /// Creates `count` tokens over `threads` connections; returns (token, meta) pairs.
+    fn create_many(server: &Server, count: usize) -> Vec<(String, serde_json::Value)> {
+        let threads = 4;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (t..count)
+                            .step_by(threads)
+                            .map(|i| {
+                                let meta = json!({"user": format!("user {i}"), "n": i});
+                                (server.login(meta.clone()), meta)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    }
+
+    fn all_rotate_with_their_meta(server: &Server, tokens: &[(String, serde_json::Value)]) {
+        let threads = 4;
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                scope.spawn(move || {
+                    for (token, meta) in tokens.iter().skip(t).step_by(threads) {
+                        let answer = server.rotate(token, None);
+                        assert_eq!(&answer["Ok"]["meta"], meta, "{answer}");
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn ten_thousand_sessions_survive_a_graceful_restart() {
+        if !native_only() {
+            return;
+        }
+        let path = state_path("graceful");
+        let state = path.to_str().unwrap();
+        let server = Server::start(&["--state-file", state]);
+        let tokens = create_many(&server, 10_000);
+        assert_eq!(server.terminate().code(), Some(0));
+        let contents = std::fs::read_to_string(&path).unwrap();
+        for (token, _) in tokens.iter().take(100) {
+            assert!(
+                !contents.contains(token.as_str()),
+                "the state file holds a token"
+            );
+        }
+        let restarted = Server::start(&["--state-file", state]);
+        restarted.wait_for_log("loaded 10000 live tokens", Duration::from_secs(5));
+        all_rotate_with_their_meta(&restarted, &tokens);
+    }
+
+    #[test]
+    fn a_crash_loses_nothing_from_the_last_snapshot() {
+        if !native_only() {
+            return;
+        }
+        let path = state_path("crash");
+        let state = path.to_str().unwrap();
+        let server = Server::start_with_env(
+            &["--state-file", state, "--snapshot-interval", "1s"],
+            &[("RUST_LOG", "token_server=debug")],
+        );
+        let tokens = create_many(&server, 200);
+        server.wait_for_log("snapshot: 200 tokens written", Duration::from_secs(10));
+        drop(server); // SIGKILL: no shutdown snapshot
+        let restarted = Server::start(&["--state-file", state]);
+        all_rotate_with_their_meta(&restarted, &tokens);
+    }
+
+    #[test]
+    fn a_truncated_state_file_is_refused_with_a_clear_message() {
+        if !native_only() {
+            return;
+        }
+        let path = state_path("truncated");
+        let state = path.to_str().unwrap();
+        let server = Server::start(&["--state-file", state]);
+        create_many(&server, 50);
+        assert_eq!(server.terminate().code(), Some(0));
+        let contents = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &contents[..contents.len() / 2]).unwrap();
+        let (code, _stdout, stderr) = run(&["--port", "0", "--state-file", state]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains(state), "{stderr}");
+        assert!(stderr.contains("Refusing to start"), "{stderr}");
+        assert!(!stderr.contains("listening on"), "{stderr}");
+    }
+
     #[test]
     fn dump_warns_when_the_log_level_hides_it() {
         if !native_only() {

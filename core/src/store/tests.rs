@@ -388,3 +388,38 @@ fn an_update_past_the_meta_limits_is_refused_and_the_token_kept() {
     );
     assert_eq!(store.len(), 1);
 }
+
+#[test]
+fn export_and_import_carry_live_tokens_to_a_new_store() {
+    let (clock, store) = store();
+    let kept = store.create(meta(json!({"user": "kept"}))).unwrap();
+    let expiring = store.create(meta(json!({"user": "expiring"}))).unwrap();
+    clock.advance(Duration::from_secs(60));
+    let young = store.create(meta(json!({"user": "young"}))).unwrap();
+    let exported = store.export();
+    assert_eq!(exported.len(), 3);
+    let shown = format!("{exported:?}");
+    for token in [&kept, &expiring, &young] {
+        assert!(!shown.contains(token.as_str()), "export leaks a token");
+    }
+
+    // The restart happens later: the first two tokens have 1 minute left, then none.
+    clock.advance(LIFETIME - Duration::from_secs(120));
+    let restarted = TokenStore::new(LIFETIME, clock.clone(), SeededRandom::new(1));
+    assert_eq!(restarted.import(exported.clone()), 3);
+    let rotated = restarted.rotate(kept.as_str(), None).unwrap();
+    assert_eq!(rotated.meta, meta(json!({"user": "kept"})));
+    clock.advance(Duration::from_secs(60));
+    // Valid until its original expiry, not a fresh lifetime from the restart.
+    assert_eq!(
+        restarted.rotate(expiring.as_str(), None),
+        Err(StoreError::InvalidToken)
+    );
+    assert!(restarted.rotate(young.as_str(), None).is_ok());
+
+    // Importing after everything expired files nothing.
+    clock.advance(LIFETIME);
+    let late = TokenStore::new(LIFETIME, clock, SeededRandom::new(2));
+    assert_eq!(late.import(exported), 0);
+    assert!(late.is_empty());
+}
