@@ -377,6 +377,11 @@ impl TokenStore {
         #[wasm_bindgen(unchecked_param_type = "Meta")] meta: JsValue,
     ) -> Result<String, JsError> {
         let meta = map_from(meta, "meta").map_err(js_error)?;
+        // The same bounds the REST protocol enforces on a login.
+        self.store
+            .meta_limits()
+            .check(&meta)
+            .map_err(|err| js_error(FacadeError::BadArgument(err.to_string())))?;
         self.clock.tick().map_err(js_error)?;
         let token = self
             .store

@@ -216,6 +216,18 @@ fn dump_shows_expiry_and_meta_but_never_tokens() {
 }
 
 #[wasm_bindgen_test]
+fn metadata_past_the_limits_is_refused_like_over_http() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let deep = format!("{}1{}", r#"{"d":"#.repeat(33), "}".repeat(33));
+    let err = store.create(obj(&deep)).expect_err("33 levels accepted");
+    assert!(message(err).contains("32 levels"));
+    assert_eq!(store.size(), 0);
+    let ok = format!("{}1{}", r#"{"d":"#.repeat(32), "}".repeat(32));
+    assert!(store.create(obj(&ok)).is_ok());
+}
+
+#[wasm_bindgen_test]
 fn bad_arguments_throw_errors_that_say_what_is_wrong() {
     let clock = FakeClock::at(START);
     let store = store_at("2h", &clock);
