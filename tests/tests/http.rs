@@ -239,7 +239,10 @@ fn no_log_line_at_trace_level_contains_a_token() {
     // Let the last requests' log lines arrive.
     std::thread::sleep(Duration::from_millis(300));
     let log = server.log();
-    assert!(log.lines().count() > 5, "expected a verbose log:\n{log}");
+    // The native host logs every request at debug; the edge host logs only the dump.
+    if Host::under_test() == Host::Native {
+        assert!(log.lines().count() > 5, "expected a verbose log:\n{log}");
+    }
     for token in &tokens {
         assert!(
             !log.contains(token.as_str()),
