@@ -11,6 +11,8 @@ use token_server_core::protocol::Service;
 use token_server_core::snapshot::{read_snapshot, write_snapshot, SnapshotError};
 use token_server_core::{Clock, TokenSource, TokenStore};
 
+use crate::periodic::{self, PeriodicGuard};
+
 /// A state file that cannot be used; `Display` says which file and what to do.
 #[derive(Debug)]
 pub struct StateError {
@@ -90,40 +92,21 @@ pub fn save<C: Clock, R: TokenSource>(
     written.map_err(error)
 }
 
-/// Stops the snapshot loop when dropped.
-pub struct SnapshotGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for SnapshotGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Writes a snapshot of `service`'s store to `path` every `interval`.
+/// Writes a snapshot of `service`'s store to `path` every `interval`; stops when the
+/// guard is dropped.
 pub fn spawn_snapshots<C, R>(
     service: Arc<Service<C, R>>,
     path: PathBuf,
     interval: Duration,
-) -> SnapshotGuard
+) -> PeriodicGuard
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
-    SnapshotGuard(tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let (service, path) = (service.clone(), path.clone());
-            // Export locks one shard at a time and the write is file IO: off the workers.
-            match tokio::task::spawn_blocking(move || save(&path, service.store())).await {
-                Ok(Ok(count)) => log::debug!("snapshot: {count} tokens written"),
-                Ok(Err(err)) => log::error!("snapshot failed: {err}"),
-                Err(err) => log::error!("snapshot failed: {err}"),
-            }
-        }
-    }))
+    periodic::spawn(interval, move || match save(&path, service.store()) {
+        Ok(count) => log::debug!("snapshot: {count} tokens written"),
+        Err(err) => log::error!("snapshot failed: {err}"),
+    })
 }
 
 #[cfg(test)]
