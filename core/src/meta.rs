@@ -95,12 +95,27 @@ impl Meta {
     /// );
     /// ```
     pub fn merged(&self, update: Map<String, Value>) -> Meta {
+        let unlimited = MetaLimits {
+            max_depth: usize::MAX,
+            max_keys: usize::MAX,
+        };
+        self.merged_within(update, &unlimited)
+            .unwrap_or_else(|_| self.clone())
+    }
+
+    /// [`Meta::merged`], refused when the result would exceed `limits`.
+    pub fn merged_within(
+        &self,
+        update: Map<String, Value>,
+        limits: &MetaLimits,
+    ) -> Result<Meta, MetaError> {
         if update.is_empty() {
-            return self.clone();
+            return Ok(self.clone());
         }
         let mut map = self.to_map();
         map.extend(update);
-        Meta::from_map(&map)
+        limits.check(&map)?;
+        Ok(Meta::from_map(&map))
     }
 }
 

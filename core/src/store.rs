@@ -223,17 +223,15 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             return Err(StoreError::InvalidToken);
         }
         let meta = match update {
-            Some(update) if !update.is_empty() => {
-                let mut map = entry.meta.to_map();
-                map.extend(update);
-                if let Err(err) = self.meta_limits.check(&map) {
+            Some(update) => match entry.meta.merged_within(update, &self.meta_limits) {
+                Ok(meta) => meta,
+                Err(err) => {
                     // Refused: the presented token goes back, valid until its old expiry.
                     self.shard(&key).insert(key, entry);
                     return Err(StoreError::MetaLimit(err));
                 }
-                Meta::from_map(&map)
-            }
-            _ => entry.meta,
+            },
+            None => entry.meta,
         };
         let meta_out = meta.clone();
         let token = self.insert_fresh(
