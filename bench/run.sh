@@ -95,7 +95,7 @@ CORE=$("$BIN/core-micro" --tokens "$TOKENS" --ops "$OPS")
 core() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$CORE"; }
 for name in create rotate rotate_merge remove; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
 info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
-info "core getrandom of 16 bytes (part of create/rotate)" "$(core core_getrandom_ns)" "ns/op"
+info "core OsRandom, 16 bytes (part of create/rotate)" "$(core core_random_ns)" "ns/op"
 
 echo "== wasm micro-benchmarks (Node)"
 if [ -f wasm/pkg/token_server_wasm.js ]; then
