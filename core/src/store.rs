@@ -76,6 +76,37 @@ pub struct PurgeReport {
     pub next_expiry: Option<Timestamp>,
 }
 
+impl PurgeReport {
+    /// Nothing purged, nothing remaining: where a sum of per-shard reports starts.
+    pub const NOTHING: PurgeReport = PurgeReport {
+        purged: 0,
+        remaining: 0,
+        next_expiry: None,
+    };
+
+    /// The report of two disjoint parts of a store (e.g. two shards) taken together.
+    ///
+    /// ```
+    /// use token_server_core::{PurgeReport, Timestamp};
+    /// let a = PurgeReport { purged: 2, remaining: 1, next_expiry: Some(Timestamp(50)) };
+    /// let b = PurgeReport { purged: 0, remaining: 3, next_expiry: Some(Timestamp(40)) };
+    /// let both = a.combined(b);
+    /// assert_eq!((both.purged, both.remaining), (2, 4));
+    /// assert_eq!(both.next_expiry, Some(Timestamp(40)));
+    /// assert_eq!(PurgeReport::NOTHING.combined(a), a);
+    /// ```
+    pub fn combined(self, other: PurgeReport) -> PurgeReport {
+        PurgeReport {
+            purged: self.purged + other.purged,
+            remaining: self.remaining + other.remaining,
+            next_expiry: match (self.next_expiry, other.next_expiry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
 /// One live token as the dump shows it: never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpEntry {
@@ -265,21 +296,9 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     /// Locks one shard at a time, so concurrent requests wait at most for one shard's
     /// sweep, never for the whole store.
     pub fn purge(&self) -> PurgeReport {
-        let mut report = PurgeReport {
-            purged: 0,
-            remaining: 0,
-            next_expiry: None,
-        };
-        for index in 0..self.shard_count() {
-            let part = self.purge_shard(index);
-            report.purged += part.purged;
-            report.remaining += part.remaining;
-            report.next_expiry = match (report.next_expiry, part.next_expiry) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        report
+        (0..self.shard_count()).fold(PurgeReport::NOTHING, |report, index| {
+            report.combined(self.purge_shard(index))
+        })
     }
 
     /// Number of independently locked shards; valid indices for [`purge_shard`] are
@@ -308,19 +327,16 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     /// when the caller drops the [`Swept`], so the two can be timed apart.
     pub fn sweep_shard(&self, index: usize) -> (PurgeReport, Swept) {
         let now = self.clock.now();
-        let mut report = PurgeReport {
-            purged: 0,
-            remaining: 0,
-            next_expiry: None,
-        };
-        let mut expired = Vec::new();
+        let mut report = PurgeReport::NOTHING;
         let Some(shard) = self.shards.get(index) else {
-            return (report, Swept(expired));
+            return (report, Swept(Vec::new()));
         };
         // Expired metadata is moved out under the lock and freed after it is released:
         // the frees are most of a sweep's cost.
         let mut shard = lock(shard);
         let before = shard.len();
+        // Sized once up front, so the lock is never held across a reallocation.
+        let mut expired = Vec::with_capacity(before);
         shard.retain(|_, entry| {
             let live = now < entry.expires;
             if live {

@@ -1,6 +1,6 @@
-//! Background jobs that run every interval off the request workers, stopped by a guard.
+//! Background jobs that run every interval, stopped by a guard.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 /// Stops its job when dropped, so a job cannot outlive the server that started it.
@@ -12,11 +12,14 @@ impl Drop for PeriodicGuard {
     }
 }
 
-/// Runs `job` every `interval`, first after one interval, each run on tokio's blocking
-/// pool: purges and snapshots take milliseconds on a large store and must not occupy a
-/// request worker. A run that overruns delays the next instead of piling up.
-pub fn spawn(interval: Duration, job: impl Fn() + Send + Sync + 'static) -> PeriodicGuard {
-    let job = Arc::new(job);
+/// Runs `job` every `interval`, first after one interval. A run that overruns delays the
+/// next instead of piling up. The job is awaited on the runtime, so one that blocks must
+/// hand its blocking part to `spawn_blocking` itself.
+pub fn spawn<F, Fut>(interval: Duration, mut job: F) -> PeriodicGuard
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     PeriodicGuard(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -24,10 +27,7 @@ pub fn spawn(interval: Duration, job: impl Fn() + Send + Sync + 'static) -> Peri
         ticks.tick().await;
         loop {
             ticks.tick().await;
-            let job = job.clone();
-            if let Err(err) = tokio::task::spawn_blocking(move || job()).await {
-                log::error!("background job failed: {err}");
-            }
+            job().await;
         }
     }))
 }

@@ -103,9 +103,18 @@ where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
-    periodic::spawn(interval, move || match save(&path, service.store()) {
-        Ok(count) => log::debug!("snapshot: {count} tokens written"),
-        Err(err) => log::error!("snapshot failed: {err}"),
+    let path = Arc::new(path);
+    periodic::spawn(interval, move || {
+        let (service, path) = (service.clone(), path.clone());
+        async move {
+            // Writing and syncing a file blocks: off the request workers.
+            let saved = tokio::task::spawn_blocking(move || save(&path, service.store())).await;
+            match saved {
+                Ok(Ok(count)) => log::debug!("snapshot: {count} tokens written"),
+                Ok(Err(err)) => log::error!("snapshot failed: {err}"),
+                Err(err) => log::error!("snapshot failed: {err}"),
+            }
+        }
     })
 }
 
