@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use token_server_core::{Clock, TokenSource, TokenStore};
+use token_server_core::{Clock, PurgeReport, TokenSource, TokenStore};
 
 /// The metadata every benchmark binds to its tokens, as in issue 4.
 pub const BENCH_META: &str = r#"{"name":"bench user","year":2026,"period":11}"#;
@@ -33,27 +33,17 @@ pub fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// Purges `store` shard by shard, timing each shard's lock hold (the sweep, before the
-/// swept metadata is freed) in wall time and in this thread's CPU time, and the frees
-/// after it in wall time; returns (tokens purged, holds, hold CPU times, frees).
+/// Purges `store` shard by shard on this thread, timing each step as
+/// [`PurgeTimes::step`] does.
 pub fn purge_timed<C: Clock, R: TokenSource>(store: &TokenStore<C, R>) -> PurgeTimes {
     let mut times = PurgeTimes::default();
     for index in 0..store.shard_count() {
-        let (wall_start, cpu_start) = (Instant::now(), thread_cpu_time());
-        let (report, swept) = store.sweep_shard(index);
-        times
-            .hold_cpu
-            .push(thread_cpu_time().saturating_sub(cpu_start));
-        times.hold.push(wall_start.elapsed());
-        let free_start = Instant::now();
-        drop(swept);
-        times.free.push(free_start.elapsed());
-        times.purged += report.purged;
+        times.step(store, index);
     }
     times
 }
 
-/// What [`purge_timed`] measured, one entry per shard.
+/// What a timed purge measured, one entry per shard.
 #[derive(Debug, Default)]
 pub struct PurgeTimes {
     /// Tokens purged.
@@ -64,6 +54,28 @@ pub struct PurgeTimes {
     pub hold_cpu: Vec<Duration>,
     /// Wall time of freeing each shard's swept metadata, after unlocking.
     pub free: Vec<Duration>,
+}
+
+impl PurgeTimes {
+    /// Purges shard `index` of `store` as `purge_shard` does, timing the lock hold (the
+    /// sweep, before the swept metadata is freed) in wall time and in this thread's CPU
+    /// time, and the frees after it in wall time.
+    pub fn step<C: Clock, R: TokenSource>(
+        &mut self,
+        store: &TokenStore<C, R>,
+        index: usize,
+    ) -> PurgeReport {
+        let (wall_start, cpu_start) = (Instant::now(), thread_cpu_time());
+        let (report, swept) = store.sweep_shard(index);
+        self.hold_cpu
+            .push(thread_cpu_time().saturating_sub(cpu_start));
+        self.hold.push(wall_start.elapsed());
+        let free_start = Instant::now();
+        drop(swept);
+        self.free.push(free_start.elapsed());
+        self.purged += report.purged;
+        report
+    }
 }
 
 /// The `p`-th percentile (0..=100) of `samples`, sorting them in place.

@@ -3,14 +3,15 @@
 //! `bench-server [--prefill N]`: listens on a free port on 127.0.0.1 (logged as
 //! `listening on 127.0.0.1:PORT`), tokens live 2 h. `--prefill N` files N tokens before
 //! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
-//! so exactly those expire, and the store is purged shard by shard off the request
-//! workers, timing each shard's sweep (`PURGE ...` on stdout). SIGINT/SIGTERM stop it.
+//! so exactly those expire, and the store is purged as the shipped purge loop does it
+//! (shard by shard on the request workers), timing each shard's sweep (`PURGE ...` on
+//! stdout). SIGINT/SIGTERM stop it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use token_server::{server, shutdown};
-use token_server_bench::{percentile, purge_timed, BENCH_META};
+use token_server::{purge, server, shutdown};
+use token_server_bench::{percentile, PurgeTimes, BENCH_META};
 use token_server_core::protocol::Service;
 use token_server_core::{ManualClock, Meta, OsRandom, TokenStore};
 
@@ -58,24 +59,18 @@ async fn purge_on_sigusr1(service: Arc<Service<ManualClock, OsRandom>>, clock: M
     let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
     while usr1.recv().await.is_some() {
         clock.advance(Duration::from_secs(120));
-        let service = service.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let mut times = purge_timed(service.store());
-            let total = started.elapsed();
-            (
-                times.purged,
-                total,
-                percentile(&mut times.hold, 99.0),
-                percentile(&mut times.hold, 100.0),
-                percentile(&mut times.hold_cpu, 100.0),
-                percentile(&mut times.free, 100.0),
-                service.store().len(),
-            )
-        })
-        .await
-        .expect("purge task");
-        let (purged, total, p99_shard, max_shard, max_cpu, max_free, remaining) = report;
+        // The shipped purge pacing (one shard per step, yielding between steps on the
+        // request workers), with each step timed.
+        let started = Instant::now();
+        let mut times = PurgeTimes::default();
+        let store = service.store();
+        purge::purge_shards(store.shard_count(), |index| times.step(store, index)).await;
+        let total = started.elapsed();
+        let p99_shard = percentile(&mut times.hold, 99.0);
+        let max_shard = percentile(&mut times.hold, 100.0);
+        let max_cpu = percentile(&mut times.hold_cpu, 100.0);
+        let max_free = percentile(&mut times.free, 100.0);
+        let (purged, remaining) = (times.purged, store.len());
         println!(
             "PURGE purged={purged} remaining={remaining} total_ms={:.1} p99_shard_us={:.0} max_shard_us={:.0} max_shard_cpu_us={:.0} max_free_us={:.0}",
             total.as_secs_f64() * 1e3,
