@@ -28,7 +28,7 @@ BIN="$CARGO_TARGET_DIR/release"
 if [ "$QUICK" = 1 ]; then
   TOKENS=20000; OPS=20000; DURATION=2; PAIRS=1; PURGE_RUN=2
 else
-  TOKENS=1000000; OPS=200000; DURATION=4; PAIRS=5; PURGE_RUN=4
+  TOKENS=1000000; OPS=200000; DURATION=3; PAIRS=11; PURGE_RUN=2
 fi
 CONNS=16
 
@@ -174,7 +174,9 @@ check "4. core longest shard lock hold (CPU time)" "$(core core_purge_max_shard_
 start purge "$BIN/bench-server" --prefill "$TOKENS"
 "${LOAD_PIN[@]}" wrk -t$THREADS -c$CONNS -d${PURGE_RUN}s -s bench/lua/rotate.lua "http://127.0.0.1:$PORT/" >"$WORK/purge.wrk" &
 WRK=$!
-sleep 1; kill -USR1 "$PID"
+# The purge starts 0.5 s into a short run, so the requests it overlaps are a large share
+# of the run (a 1M purge takes ~0.25 s of the 2 s: ~12%) and its p99 cannot hide in a quiet tail.
+sleep 0.5; kill -USR1 "$PID"
 wait "$WRK" || true
 sleep 0.2
 line=$(grep '^RESULT' "$WORK/purge.wrk" || true)
@@ -188,7 +190,7 @@ info "HTTP rotation max during a ${PURGE_RUN}s run" "$(field "$line" max_us)" "u
 info "baseline: trivial handler p99 (target 1 runs)" "$A99" "us"
 info "HTTP shard lock hold p99 / max (wall time)" "$(field "$purge" p99_shard_us) / $(field "$purge" max_shard_us)" "us"
 info "HTTP longest free after unlock (wall time)" "$(field "$purge" max_free_us)" "us"
-check "4. HTTP rotation p99 (${PURGE_RUN}s run, purge at 1s)" "$(field "$line" p99_us)" "<=" "$MAX_P99_US" "us"
+check "4. HTTP rotation p99 (${PURGE_RUN}s run, purge at 0.5s)" "$(field "$line" p99_us)" "<=" "$MAX_P99_US" "us"
 check "4. HTTP longest shard lock hold (CPU time)" "$(field "$purge" max_shard_cpu_us)" "<=" "$MAX_SHARD_US" "us"
 
 echo "=="
