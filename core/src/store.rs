@@ -358,19 +358,32 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     /// Every live token as it is kept at rest (key hash, expiry, metadata), for a state
     /// file. Locks one shard at a time, so requests are never stalled for the whole copy.
     pub fn export(&self) -> Vec<StoredToken> {
-        let now = self.clock.now();
         let mut tokens = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
-            tokens.extend(shard.iter().filter(|(_, entry)| now < entry.expires).map(
-                |(key, entry)| StoredToken {
+        for index in 0..self.shard_count() {
+            self.export_shard(index, &mut tokens);
+        }
+        tokens
+    }
+
+    /// [`export`](TokenStore::export) of one shard only, appended to `tokens`, holding just
+    /// that shard's lock; for a host that paces a large export. An index past
+    /// [`shard_count`](TokenStore::shard_count) exports nothing.
+    pub fn export_shard(&self, index: usize, tokens: &mut Vec<StoredToken>) {
+        let now = self.clock.now();
+        let Some(shard) = self.shards.get(index) else {
+            return;
+        };
+        let shard = lock(shard);
+        tokens.extend(
+            shard
+                .iter()
+                .filter(|(_, entry)| now < entry.expires)
+                .map(|(key, entry)| StoredToken {
                     key_hash: key.0,
                     expires: entry.expires,
                     meta: entry.meta.clone(),
-                },
-            ));
-        }
-        tokens
+                }),
+        );
     }
 
     /// Files tokens read from a state file, each valid until its original expiry; expired

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use token_server_core::protocol::Service;
-use token_server_core::snapshot::{read_snapshot, write_snapshot, SnapshotError};
+use token_server_core::snapshot::{read_snapshot, write_snapshot, SnapshotError, StoredToken};
 use token_server_core::{Clock, TokenSource, TokenStore};
 
 use crate::periodic::{self, PeriodicGuard};
@@ -57,26 +57,30 @@ pub fn load<C: Clock, R: TokenSource>(
     Ok(store.import(tokens))
 }
 
-/// Writes the store's live tokens to `path` atomically: a temporary file beside it,
-/// fsync, rename over the old one, fsync of the folder. A crash at any point leaves either
-/// the old file or the new one, never a mix.
+/// Writes the store's live tokens to `path` atomically (see [`write`]).
 pub fn save<C: Clock, R: TokenSource>(
     path: &Path,
     store: &TokenStore<C, R>,
 ) -> Result<usize, StateError> {
+    write(path, &store.export())
+}
+
+/// Writes `tokens` to `path` atomically: a temporary file beside it, fsync, rename over the
+/// old one, fsync of the folder. A crash at any point leaves either the old file or the new
+/// one, never a mix.
+pub fn write(path: &Path, tokens: &[StoredToken]) -> Result<usize, StateError> {
     let error = |cause| StateError {
         path: path.to_path_buf(),
         action: "write",
         cause,
     };
-    let tokens = store.export();
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
     let written = (|| -> Result<usize, SnapshotError> {
         let file = File::create(&temporary)?;
         let mut out = BufWriter::new(file);
-        let count = write_snapshot(&mut out, &tokens)?;
+        let count = write_snapshot(&mut out, tokens)?;
         out.flush()?;
         let file = out.into_inner().map_err(|err| err.into_error())?;
         file.sync_all()?;
@@ -107,9 +111,15 @@ where
     periodic::spawn(interval, move || {
         let (service, path) = (service.clone(), path.clone());
         async move {
-            // Writing and syncing a file blocks: off the request workers.
-            let saved = tokio::task::spawn_blocking(move || save(&path, service.store())).await;
-            match saved {
+            // Copied shard by shard on the request workers, like the purge, so a preempted
+            // copier never leaves a shard locked; the file is written off them.
+            let store = service.store();
+            let mut tokens = Vec::new();
+            for index in 0..store.shard_count() {
+                store.export_shard(index, &mut tokens);
+                tokio::task::yield_now().await;
+            }
+            match tokio::task::spawn_blocking(move || write(&path, &tokens)).await {
                 Ok(Ok(count)) => log::debug!("snapshot: {count} tokens written"),
                 Ok(Err(err)) => log::error!("snapshot failed: {err}"),
                 Err(err) => log::error!("snapshot failed: {err}"),

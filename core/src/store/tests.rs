@@ -423,3 +423,29 @@ fn export_and_import_carry_live_tokens_to_a_new_store() {
     assert_eq!(late.import(exported), 0);
     assert!(late.is_empty());
 }
+
+#[test]
+fn export_shard_by_shard_adds_up_to_the_whole_export() {
+    let (clock, store) = store();
+    for user in 0..50 {
+        store.create(meta(json!({ "user": user }))).unwrap();
+    }
+    clock.advance(LIFETIME - Duration::from_secs(1));
+    for user in 50..60 {
+        store.create(meta(json!({ "user": user }))).unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    // The first 50 have just expired; only the last 10 are live.
+    let mut by_shard = Vec::new();
+    for index in 0..store.shard_count() {
+        store.export_shard(index, &mut by_shard);
+    }
+    store.export_shard(store.shard_count(), &mut by_shard);
+    let key = |token: &crate::snapshot::StoredToken| (token.key_hash, token.expires);
+    let mut whole: Vec<_> = store.export().iter().map(key).collect();
+    let mut pieced: Vec<_> = by_shard.iter().map(key).collect();
+    whole.sort_unstable();
+    pieced.sort_unstable();
+    assert_eq!(pieced.len(), 10);
+    assert_eq!(pieced, whole);
+}
