@@ -335,8 +335,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         // the frees are most of a sweep's cost.
         let mut shard = lock(shard);
         let before = shard.len();
-        // Sized once up front, so the lock is never held across a reallocation.
-        let mut expired = Vec::with_capacity(before);
+        let mut expired = Vec::new();
         shard.retain(|_, entry| {
             let live = now < entry.expires;
             if live {
@@ -345,6 +344,11 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
                     None => entry.expires,
                 });
             } else {
+                if expired.capacity() == 0 {
+                    // Sized once, at the first expired entry: the lock is never held across
+                    // a reallocation, and a shard with nothing expired allocates nothing.
+                    expired.reserve_exact(before);
+                }
                 expired.push(entry.meta.take());
             }
             live

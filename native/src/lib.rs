@@ -5,5 +5,6 @@ pub mod cli;
 pub mod periodic;
 pub mod purge;
 pub mod server;
+pub mod shards;
 pub mod shutdown;
 pub mod state;

@@ -8,6 +8,7 @@ use token_server_core::protocol::Service;
 use token_server_core::{Clock, PurgeReport, TokenSource, TokenStore};
 
 use crate::periodic::{self, PeriodicGuard};
+use crate::shards;
 
 /// Starts purging `service`'s store every `interval`; stops when the guard is dropped.
 pub fn spawn<C, R>(service: Arc<Service<C, R>>, interval: Duration) -> PeriodicGuard
@@ -34,27 +35,21 @@ where
     })
 }
 
-/// Purges `store` one shard at a time, yielding to the runtime after each shard.
-///
-/// Run on the request workers rather than on a thread of its own: a thread the OS preempts
-/// while it holds a shard lock would stall every worker that touches that shard for a
-/// whole time slice, while here a request waits at most for one shard's sweep (~1,000
-/// tokens at 1M).
+/// Purges `store` one shard at a time, yielding to the runtime after each shard (see
+/// [`shards`](crate::shards) for why).
 pub async fn purge<C: Clock, R: TokenSource>(store: &TokenStore<C, R>) -> PurgeReport {
     purge_shards(store.shard_count(), |index| store.purge_shard(index)).await
 }
 
 /// [`purge`] with the per-shard step given: `purge_shard(index)` for every index below
-/// `count`, yielding after each, the reports combined. Benchmarks pass a timed step.
+/// `count`, paced by [`shards::each_shard`], the reports combined. Benchmarks pass a timed
+/// step.
 pub async fn purge_shards(
     count: usize,
     mut purge_shard: impl FnMut(usize) -> PurgeReport,
 ) -> PurgeReport {
     let mut report = PurgeReport::NOTHING;
-    for index in 0..count {
-        report = report.combined(purge_shard(index));
-        tokio::task::yield_now().await;
-    }
+    shards::each_shard(count, |index| report = report.combined(purge_shard(index))).await;
     report
 }
 

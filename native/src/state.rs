@@ -12,6 +12,7 @@ use token_server_core::snapshot::{read_snapshot, write_snapshot, SnapshotError, 
 use token_server_core::{Clock, TokenSource, TokenStore};
 
 use crate::periodic::{self, PeriodicGuard};
+use crate::shards;
 
 /// A state file that cannot be used; `Display` says which file and what to do.
 #[derive(Debug)]
@@ -111,14 +112,14 @@ where
     periodic::spawn(interval, move || {
         let (service, path) = (service.clone(), path.clone());
         async move {
-            // Copied shard by shard on the request workers, like the purge, so a preempted
-            // copier never leaves a shard locked; the file is written off them.
+            // Copied shard by shard on the request workers, like the purge; the file is
+            // written off them.
             let store = service.store();
             let mut tokens = Vec::new();
-            for index in 0..store.shard_count() {
-                store.export_shard(index, &mut tokens);
-                tokio::task::yield_now().await;
-            }
+            shards::each_shard(store.shard_count(), |index| {
+                store.export_shard(index, &mut tokens)
+            })
+            .await;
             match tokio::task::spawn_blocking(move || write(&path, &tokens)).await {
                 Ok(Ok(count)) => log::debug!("snapshot: {count} tokens written"),
                 Ok(Err(err)) => log::error!("snapshot failed: {err}"),

@@ -334,8 +334,14 @@ mod cli {
         )
     }
 
+    /// Whether the host under test is the native binary; says so on stderr when a
+    /// native-only test (CLI, state file, limit flags) is skipped for another host.
     fn native_only() -> bool {
-        Host::under_test() == Host::Native
+        let host = Host::under_test();
+        if host != Host::Native {
+            eprintln!("skipped on the {host:?} host: a native-only behaviour");
+        }
+        host == Host::Native
     }
 
     #[test]
