@@ -30,6 +30,7 @@ pub mod protocol;
 mod random;
 pub mod snapshot;
 mod store;
+pub mod throttle;
 mod token;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
