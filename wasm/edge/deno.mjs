@@ -11,7 +11,7 @@ import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_se
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
 import { UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("deno serve [--host H] [--port N] wasm/edge/deno.mjs");
+const USAGE = usage("deno serve [--host H] [--port N] wasm/edge/deno.mjs", { port: false });
 const log = (line) => console.error(line);
 
 function fail(message) {

@@ -9,10 +9,15 @@ import { parseArgs } from "node:util";
 export const HOST = "127.0.0.1";
 export const DEFAULT_PORT = 3666;
 
-/** The help text; `command` is how this host is started. */
-export function usage(command) {
-  return `usage: ${command} [options]
-  -p, --port N             port on 127.0.0.1, 0 for a free one (default ${DEFAULT_PORT})
+/**
+ * The help text; `command` is how this host is started. `port: false` for a host whose
+ * runtime owns the address (deno serve).
+ */
+export function usage(command, { port = true } = {}) {
+  const portLine = port
+    ? `\n  -p, --port N             port on 127.0.0.1, 0 for a free one (default ${DEFAULT_PORT})`
+    : "";
+  return `usage: ${command} [options]${portLine}
   -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
   -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
       --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
