@@ -399,7 +399,12 @@ mod cli {
     fn native_only() -> bool {
         let host = Host::under_test();
         if host != Host::Native {
-            eprintln!("skipped on the {host:?} host: a native-only behaviour");
+            // libtest names each test's thread after the test.
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a test")
+                .to_string();
+            skip_on(host, &test, "a native-only behaviour");
         }
         host == Host::Native
     }

@@ -77,8 +77,14 @@ export async function readCapped(stream, limit) {
 /** The protocol routes on the path alone; a query string is not part of the API. */
 export function pathOf(target) {
   const path = (target ?? "/").split("?", 1)[0];
-  // A web Request carries an absolute URL; a Node request the path itself.
-  return path.startsWith("/") ? path : new URL(target).pathname;
+  if (path.startsWith("/")) return path;
+  // A web Request carries an absolute URL (so may a Node request-target); anything else,
+  // such as "*", goes to the protocol as is, which answers 404.
+  try {
+    return new URL(path).pathname;
+  } catch {
+    return path;
+  }
 }
 
 /**
