@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the project: unit, doc and black-box HTTP tests against both hosts, the
-# wasm-bindgen tests in Node, and the wasm32 build check of the core. Installs the toolchain
-# pieces it needs on a fresh machine (wasm32 target, wasm-bindgen-cli).
+# Runs every test of the project: unit, doc and black-box HTTP tests against every host
+# (native, and the wasm build in Node, Bun, Deno and workerd), the wasm-bindgen tests in Node,
+# and the wasm32 build check of the core. Installs the toolchain pieces it needs on a fresh
+# machine (wasm32 target, wasm-bindgen-cli) and the edge runtimes from npm (wasm/runtimes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +22,13 @@ cargo test --workspace
 echo "== wasm host: wasm-bindgen-test in Node, package build, edge smoke tests"
 bash wasm/test.sh
 
-echo "== black-box HTTP tests against the edge host (node wasm/edge/server.mjs)"
-TOKEN_SERVER_HOST=edge cargo test -p token-server-tests --test http
+echo "== edge runtimes from npm at pinned versions (wasm/runtimes.sh)"
+runtimes=$(bash wasm/runtimes.sh)
+eval "$runtimes"
+export BUN DENO WORKERD
+
+# --nocapture so a host that skips a test says which and why in this log.
+for host in edge bun deno workerd; do
+  echo "== black-box HTTP tests against the $host host"
+  TOKEN_SERVER_HOST=$host cargo test -p token-server-tests --test http -- --nocapture
+done

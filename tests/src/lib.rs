@@ -1,15 +1,16 @@
 //! Black-box test harness: starts a token server as a separate process and speaks HTTP to it.
 //!
-//! The server under test is the native binary by default; `TOKEN_SERVER_HOST=edge` runs the
-//! same tests against the WebAssembly edge host (`node wasm/edge/server.mjs`), so any
-//! difference between the two hosts is a failing test. `TOKEN_SERVER_BIN` overrides the
-//! native binary's path.
+//! The server under test is the native binary by default; `TOKEN_SERVER_HOST` runs the same
+//! tests against a WebAssembly edge host: `edge` (Node, `wasm/edge/server.mjs`), `bun`,
+//! `deno` (`deno serve`) or `workerd` (the Cloudflare Worker), so any difference between
+//! hosts is a failing test. `TOKEN_SERVER_BIN` overrides the native binary's path; `BUN`,
+//! `DENO` and `WORKERD` the runtimes' (by default `wasm/runtimes.sh` installs and names them).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Which implementation of the service is under test.
@@ -17,18 +18,37 @@ use std::time::{Duration, Instant};
 pub enum Host {
     /// The native warp binary.
     Native,
-    /// The wasm build served by Node.
+    /// The wasm build served by Node (`wasm/edge/server.mjs`).
     Edge,
+    /// The ES-module wasm build served by Bun (`wasm/edge/bun.mjs`).
+    Bun,
+    /// The ES-module wasm build served by `deno serve` (`wasm/edge/deno.mjs`).
+    Deno,
+    /// The Cloudflare Worker (`wasm/edge/worker.mjs`) in workerd, store in memory.
+    Workerd,
 }
 
 impl Host {
-    /// The host chosen by `TOKEN_SERVER_HOST` (`native`, the default, or `edge`).
+    /// The host chosen by `TOKEN_SERVER_HOST` (`native`, the default, `edge`, `bun`, `deno`
+    /// or `workerd`). An unknown name fails rather than silently testing the native host.
     pub fn under_test() -> Host {
         match std::env::var("TOKEN_SERVER_HOST").as_deref() {
-            Ok("edge") => Host::Edge,
-            _ => Host::Native,
+            Err(_) | Ok("") | Ok("native") => Host::Native,
+            Ok("edge") | Ok("node") => Host::Edge,
+            Ok("bun") => Host::Bun,
+            Ok("deno") => Host::Deno,
+            Ok("workerd") => Host::Workerd,
+            Ok(other) => {
+                panic!("TOKEN_SERVER_HOST={other:?}: expected native, edge, bun, deno or workerd")
+            }
         }
     }
+}
+
+/// Says on stderr that `test` is skipped on `host`, and why: for a test of something the
+/// host does not have, so no difference between hosts passes unnoticed.
+pub fn skip_on(host: Host, test: &str, why: &str) {
+    eprintln!("skipped {test} on the {host:?} host: {why}");
 }
 
 fn workspace_root() -> PathBuf {
@@ -36,6 +56,38 @@ fn workspace_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
+}
+
+/// The path of a JS runtime: the environment variable `name` (BUN, DENO, WORKERD), or what
+/// `wasm/runtimes.sh` installed (it prints NAME=PATH lines, installing from npm if needed).
+fn runtime(name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(name) {
+        return PathBuf::from(path);
+    }
+    static INSTALLED: OnceLock<String> = OnceLock::new();
+    let listing = INSTALLED.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(workspace_root().join("wasm/runtimes.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run wasm/runtimes.sh");
+        assert!(output.status.success(), "wasm/runtimes.sh failed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    });
+    listing
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}=")))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("wasm/runtimes.sh named no {name} in:\n{listing}"))
+}
+
+/// A port that was free a moment ago, for a host that cannot pick one and say which
+/// (workerd); another process could take it in between, which only fails that test.
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("find a free port")
 }
 
 /// The native binary: `TOKEN_SERVER_BIN`, or the one cargo built beside this test binary.
@@ -58,25 +110,112 @@ pub fn native_binary() -> PathBuf {
     binary
 }
 
-/// The command that starts the server under test with `args`.
+/// The command that starts the server under test with `args` (the native CLI's flags).
+///
+/// Hosts whose runtime owns the address take `--port` their way: `deno serve` before the
+/// file name, workerd as `--socket-addr` with its settings as environment variables (it
+/// has no command line of its own) and `--port 0` becoming a free port picked here; the
+/// address is then in the command's `TOKEN_SERVER_ADDR`, as workerd logs none.
 pub fn server_command(host: Host, args: &[&str]) -> Command {
-    let mut command = match host {
-        Host::Native => Command::new(native_binary()),
+    let root = workspace_root();
+    let edge = root.join("wasm/edge");
+    match host {
+        Host::Native => {
+            let mut command = Command::new(native_binary());
+            command.args(args);
+            command
+        }
         Host::Edge => {
             let mut node = Command::new("node");
-            node.arg(workspace_root().join("wasm/edge/server.mjs"));
+            node.arg(edge.join("server.mjs")).args(args);
             node
         }
-    };
-    command.args(args);
-    command
+        Host::Bun => {
+            let mut bun = Command::new(runtime("BUN"));
+            bun.arg(edge.join("bun.mjs")).args(args);
+            bun
+        }
+        Host::Deno => {
+            let (port, rest) = take_port(args);
+            let mut deno = Command::new(runtime("DENO"));
+            deno.env("DENO_NO_UPDATE_CHECK", "1")
+                .arg("serve")
+                .arg(format!(
+                    "--allow-read={}",
+                    root.join("wasm/pkg-web").display()
+                ))
+                .args(["--host", "127.0.0.1", "--port"])
+                .arg(port.as_deref().unwrap_or("3666"))
+                .arg(edge.join("deno.mjs"))
+                .args(rest);
+            deno
+        }
+        Host::Workerd => {
+            let (port, rest) = take_port(args);
+            let port = match port.as_deref() {
+                None => "3666".to_string(),
+                Some("0") => free_port().to_string(),
+                Some(port) => port.to_string(),
+            };
+            let mut workerd = Command::new(runtime("WORKERD"));
+            workerd
+                .arg("serve")
+                .arg(edge.join("workerd.capnp"))
+                .arg(format!("--socket-addr=http=127.0.0.1:{port}"))
+                .env("TOKEN_SERVER_ADDR", format!("127.0.0.1:{port}"));
+            let mut rest = rest.into_iter();
+            while let Some(flag) = rest.next() {
+                let mut value = || {
+                    rest.next()
+                        .unwrap_or_else(|| panic!("{flag} needs a value"))
+                };
+                match flag {
+                    "--dump" => workerd.env("DUMP", "true"),
+                    "--token-lifetime" | "-t" => workerd.env("TOKEN_LIFETIME", value()),
+                    "--purge-interval" | "-P" => workerd.env("PURGE_INTERVAL", value()),
+                    other => panic!("the workerd host has no equivalent of {other}"),
+                };
+            }
+            workerd
+        }
+    }
 }
 
-/// Everything the server wrote to stderr so far, shared with the reader thread.
+/// Splits `--port N` (or `-p N`, `--port=N`) off `args`.
+fn take_port<'a>(args: &[&'a str]) -> (Option<String>, Vec<&'a str>) {
+    let mut port = None;
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(&arg) = args.next() {
+        if arg == "--port" || arg == "-p" {
+            port = args.next().map(|value| value.to_string());
+        } else if let Some(value) = arg.strip_prefix("--port=") {
+            port = Some(value.to_string());
+        } else {
+            rest.push(arg);
+        }
+    }
+    (port, rest)
+}
+
+/// Everything the server wrote to stderr (and stdout) so far, shared with the reader threads.
 #[derive(Default)]
 struct Log {
     text: Mutex<String>,
     grew: Condvar,
+}
+
+/// Appends each line `output` writes to `log`, on a thread of its own.
+fn collect_lines(output: impl Read + Send + 'static, log: Arc<Log>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            let mut text = log.text.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            log.grew.notify_all();
+        }
+    });
 }
 
 /// A running server; killed when dropped.
@@ -129,48 +268,93 @@ impl Server {
             .env("RUST_LOG", "token_server=info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // workerd logs the Worker's console on stdout; the other hosts write nothing there.
+        command.stdout(Stdio::piped());
         let mut child = command.spawn().expect("start the server under test");
-        let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Log::default());
-        let writer = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut text = writer.text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                writer.grew.notify_all();
-            }
-        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        collect_lines(stdout, log.clone());
+        collect_lines(stderr, log.clone());
+        let announced = command
+            .get_envs()
+            .find(|(key, _)| *key == "TOKEN_SERVER_ADDR")
+            .and_then(|(_, value)| value)
+            .map(|addr| addr.to_string_lossy().parse().expect("a socket address"));
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
         };
-        let line = server.wait_for_log("listening on ", Duration::from_secs(20));
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|addr| addr.trim_start_matches("http://"))
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        server.addr = addr;
+        server.addr = match announced {
+            // workerd says nothing when it listens: wait until it accepts a connection.
+            Some(addr) => {
+                server.wait_until_accepting(addr, Duration::from_secs(20));
+                addr
+            }
+            None => server.logged_address(),
+        };
         server
+    }
+
+    /// The address from the `listening on ADDR` line the hosts log (`deno serve` says
+    /// "Listening on http://ADDR/").
+    fn logged_address(&self) -> SocketAddr {
+        let line = self.wait_for_log_matching(
+            |line| line.to_ascii_lowercase().contains("listening on "),
+            "listening on ",
+            Duration::from_secs(20),
+        );
+        let lower = line.to_ascii_lowercase();
+        let at = lower
+            .find("listening on ")
+            .map_or(0, |at| at + "listening on ".len());
+        line[at..]
+            .split_whitespace()
+            .next()
+            .map(|addr| addr.trim_start_matches("http://").trim_end_matches('/'))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    fn wait_until_accepting(&mut self, addr: SocketAddr, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the server exited ({status}) before listening:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing accepts connections on {addr}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until a log line contains `needle`; returns that line.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log_matching(|line| line.contains(needle), needle, timeout)
+    }
+
+    fn wait_for_log_matching(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        what: &str,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let mut text = self.log.text.lock().unwrap();
         loop {
-            if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+            if let Some(line) = text.lines().find(|line| matches(line)) {
                 return line.to_string();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no log line with {needle:?} in:\n{text}");
+            assert!(!left.is_zero(), "no log line with {what:?} in:\n{text}");
             text = self.log.grew.wait_timeout(text, left).unwrap().0;
         }
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use token_server_tests::{Host, Server};
+use token_server_tests::{skip_on, Host, Server};
 
 #[test]
 fn login_rotate_replay_delete_flow() {
@@ -262,6 +262,18 @@ fn sigterm_stops_the_server_with_status_zero() {
 #[test]
 fn sigterm_lets_an_in_flight_request_finish() {
     use std::io::{Read, Write};
+    let host = Host::under_test();
+    if host == Host::Deno {
+        // Deno.serve's shutdown (which `deno serve` runs on SIGTERM) fails body reads still
+        // in progress ("Cannot read request body as underlying resource unavailable"), so
+        // the request is answered 500; seen with Deno 2.9.6, with deno serve and Deno.serve.
+        skip_on(
+            host,
+            "sigterm_lets_an_in_flight_request_finish",
+            "Deno's graceful shutdown drops a request body still arriving",
+        );
+        return;
+    }
     let server = Server::start(&[]);
     let token = server.login(json!({"user": "in flight"}));
     let body = json!({ "token": token }).to_string();
@@ -280,7 +292,13 @@ fn sigterm_lets_an_in_flight_request_finish() {
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     server.send_sigterm();
-    server.wait_for_log("shutting down", Duration::from_secs(5));
+    if host == Host::Workerd {
+        // A Worker cannot see signals, so nothing logs the shutdown, and workerd keeps its
+        // socket open while it drains: give it a generous moment to take the signal.
+        std::thread::sleep(Duration::from_secs(1));
+    } else {
+        server.wait_for_log("shutting down", Duration::from_secs(5));
+    }
     std::thread::sleep(Duration::from_millis(200));
     stream.write_all(second_half).unwrap();
     let mut response = Vec::new();
@@ -306,6 +324,48 @@ fn metadata_past_the_limits_is_refused_with_422_naming_the_limit() {
     let response = server.json("POST", "/token", &json!({ "meta": wide }));
     assert_eq!(response.status, 422);
     assert!(response.body.contains("1000 keys"), "{response:?}");
+}
+
+#[test]
+fn a_chunked_body_past_the_limit_is_answered_413_before_it_ends() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[]);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // 1 MiB in 16 KiB chunks and never the closing chunk: a host that waits for the whole
+    // body before applying the limit never answers (and would buffer any size).
+    std::thread::spawn(move || {
+        let head = "POST /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+        let _ = writer.write_all(head.as_bytes());
+        for _ in 0..64 {
+            // The server may answer and close first; the rest is then refused.
+            if writer.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    // Read until the answer is complete rather than to the end: a host may keep the
+    // connection open for the body it no longer reads.
+    let mut response = Vec::new();
+    let mut buffer = [0; 4096];
+    while !String::from_utf8_lossy(&response).contains("65536 bytes") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => response.extend_from_slice(&buffer[..read]),
+        }
+    }
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response:?}");
+    assert!(
+        response.contains("larger than the limit of 65536 bytes"),
+        "{response}"
+    );
+    // The service still answers afterwards.
+    server.login(json!({"after": "chunked"}));
 }
 
 #[test]
@@ -339,7 +399,12 @@ mod cli {
     fn native_only() -> bool {
         let host = Host::under_test();
         if host != Host::Native {
-            eprintln!("skipped on the {host:?} host: a native-only behaviour");
+            // libtest names each test's thread after the test.
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a test")
+                .to_string();
+            skip_on(host, &test, "a native-only behaviour");
         }
         host == Host::Native
     }

@@ -2,10 +2,16 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { test } from "node:test";
 
-import worker, { createHandler } from "./worker.mjs";
+import { createWorker } from "./handler.mjs";
+
+// worker.mjs itself imports the .wasm as a module, which only Workers runtimes do; it is
+// createWorker over the web build, tested here over the Node build and in workerd by the
+// black-box suite (TOKEN_SERVER_HOST=workerd).
+const wasm = createRequire(import.meta.url)("../pkg/token_server_wasm.js");
 
 const SERVER = fileURLToPath(new URL("./server.mjs", import.meta.url));
 const JSON_HEADERS = { "content-type": "application/json" };
@@ -117,9 +123,18 @@ test("server.mjs logs the dump with --dump and refuses bad options", async () =>
   assert.match(text, /out of range: allowed is 30min to 96h/);
 });
 
+/** A Worker over the Node build, with a fake clock; logs into `lines`. */
+function testWorker({ clock, env = {} } = {}) {
+  const lines = [];
+  const worker = createWorker(() => wasm, { clock, log: (line) => lines.push(line) });
+  const handle = (request) => worker.fetch(request, env);
+  return { worker, handle, lines };
+}
+
 test("worker fetch handler answers like the server, driven by a fake clock", async () => {
   let now = 1_000_000;
-  const { fetch: handle } = createHandler({ lifetime: "30min", clock: () => now });
+  const { worker, handle } = testWorker({ clock: () => now, env: { TOKEN_LIFETIME: "30min" } });
+  assert.equal(worker.service, null, "no store before the first request");
   const post = (path, body) =>
     handle(new Request(`http://edge${path}`, { method: "POST", headers: JSON_HEADERS, body }));
   const put = (body) =>
@@ -134,5 +149,93 @@ test("worker fetch handler answers like the server, driven by a fake clock", asy
 
   const missing = await post("/nothing", "{}");
   assert.equal(missing.status, 404);
-  assert.equal(typeof worker.fetch, "function");
+});
+
+/**
+ * A body of `total` bytes in `chunk`-byte pieces with no declared length (as a chunked
+ * upload arrives), recording how much of it was pulled and whether it was cancelled.
+ */
+function meteredBody(total, chunk) {
+  const seen = { pulled: 0, cancelled: false };
+  const piece = new TextEncoder().encode(" ".repeat(chunk));
+  const stream = new ReadableStream({
+    pull(controller) {
+      if (seen.pulled >= total) {
+        controller.close();
+        return;
+      }
+      seen.pulled += piece.byteLength;
+      controller.enqueue(piece);
+    },
+    cancel() {
+      seen.cancelled = true;
+    },
+  });
+  return { stream, seen };
+}
+
+test("worker answers 413 to a chunked body past the limit without reading the rest", async () => {
+  const { handle } = testWorker();
+  const limit = new wasm.TokenService().maxBodyBytes;
+  const chunk = 16 * 1024;
+  const { stream, seen } = meteredBody(256 * 1024 * 1024, chunk);
+  const request = new Request("http://edge/token", {
+    method: "POST",
+    headers: JSON_HEADERS,
+    body: stream,
+    duplex: "half",
+  });
+  assert.equal(request.headers.get("content-length"), null);
+  const reply = await handle(request);
+  assert.equal(reply.status, 413);
+  assert.match(await reply.text(), /larger than the limit of 65536 bytes/);
+  assert.ok(seen.cancelled, "the body stream was cancelled");
+  // One chunk past the limit, and at most what the stream queued ahead of the reader.
+  assert.ok(seen.pulled <= limit + 2 * chunk, `read ${seen.pulled} bytes of the body`);
+
+  // A chunked body within the limit is read whole and answered.
+  const meta = JSON.stringify({ meta: { pad: "x".repeat(limit - 100) } });
+  const pieces = new TextEncoder().encode(meta);
+  let at = 0;
+  const small = new ReadableStream({
+    pull(controller) {
+      if (at >= pieces.length) return controller.close();
+      controller.enqueue(pieces.slice(at, at + 1000));
+      at += 1000;
+    },
+  });
+  const ok = await handle(
+    new Request("http://edge/token", {
+      method: "POST",
+      headers: JSON_HEADERS,
+      body: small,
+      duplex: "half",
+    }),
+  );
+  assert.equal(ok.status, 200, await ok.clone().text());
+});
+
+test("worker logs the dump with DUMP=true and purges when the interval passed", async () => {
+  let now = 5_000_000;
+  const { worker, handle, lines } = testWorker({
+    clock: () => now,
+    env: { TOKEN_LIFETIME: "30min", PURGE_INTERVAL: "1s", DUMP: "true" },
+  });
+  const login = () =>
+    handle(
+      new Request("http://edge/token", {
+        method: "POST",
+        headers: JSON_HEADERS,
+        body: '{"meta":{"n":1}}',
+      }),
+    );
+  assert.equal((await login()).status, 200);
+  const dump = await handle(new Request("http://edge/dump", { method: "HEAD" }));
+  assert.equal(dump.status, 202);
+  assert.equal(lines[0], "dump of 1 live tokens");
+  assert.match(lines[1], /^expires=\S+Z meta=\{"n":1\}$/);
+  now += 30 * 60_000;
+  // The next request finds the interval passed and purges the expired token first.
+  assert.equal((await login()).status, 200);
+  assert.equal(worker.service.size, 1);
 });

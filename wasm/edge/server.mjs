@@ -1,28 +1,22 @@
-// Edge host of token-server: the wasm build's TokenService behind Node's own `http`
+// Node host of token-server: the wasm build's TokenService behind Node's own `http`
 // module, so the service runs wherever Node does, with no native binary and no npm install.
 //
 //   bash wasm/build.sh    # once, builds wasm/pkg
 //   node wasm/edge/server.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
 //
-// Every answer (status, Content-Type, Allow, body) comes from the core protocol, the same
-// code the native server runs; this file only moves bytes and runs the purge timer.
+// Flags come from flags.mjs and every answer from handler.mjs, shared with the Bun, Deno
+// and Workers hosts; this file only moves bytes between Node's http module and them.
 import http from "node:http";
 import { createRequire } from "node:module";
-import { parseArgs } from "node:util";
 
-// The nodejs glue wasm-bindgen emits is CommonJS.
-const require = createRequire(import.meta.url);
+import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
+import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = `usage: node wasm/edge/server.mjs [options]
-  -p, --port N             port on 127.0.0.1, 0 for a free one (default 3666)
-  -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
-  -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
-      --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
-  -h, --help               this text`;
-const HOST = "127.0.0.1";
-const DEFAULT_PORT = 3666;
+const USAGE = usage("node wasm/edge/server.mjs");
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
 const SHUTDOWN_GRACE_MS = 10_000;
+
+const log = (line) => process.stderr.write(`${line}\n`);
 
 function fail(message) {
   process.stderr.write(`error: ${message}\n${USAGE}\n`);
@@ -31,57 +25,11 @@ function fail(message) {
 
 function loadPackage() {
   try {
-    return require("../pkg/token_server_wasm.js");
+    // The nodejs glue wasm-bindgen emits is CommonJS.
+    return createRequire(import.meta.url)("../pkg/token_server_wasm.js");
   } catch (err) {
     fail(`cannot load wasm/pkg (run bash wasm/build.sh first): ${err.message}`);
   }
-}
-
-function parsePort(text) {
-  if (text === undefined) return DEFAULT_PORT;
-  // Digits only: Number("") and Number("0x10") would be accepted otherwise.
-  if (!/^\d+$/.test(text) || Number(text) > 65535) {
-    fail(`--port '${text}' is not a port number (0 to 65535; 0 picks a free port)`);
-  }
-  return Number(text);
-}
-
-function parseCli(TokenService, purgeIntervalMillis) {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      options: {
-        // The native CLI's short forms too, so scripts can switch hosts unchanged.
-        port: { type: "string", short: "p" },
-        "token-lifetime": { type: "string", short: "t" },
-        "purge-interval": { type: "string", short: "P" },
-        dump: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    fail(err.message);
-  }
-  if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
-    process.exit(0);
-  }
-  const port = parsePort(values.port);
-  // Durations are parsed and range-checked by the core, exactly as the native CLI does.
-  let service;
-  let purgeMs;
-  try {
-    service = new TokenService(values["token-lifetime"], undefined, values.dump);
-  } catch (err) {
-    fail(`--token-lifetime: ${err.message}`);
-  }
-  try {
-    purgeMs = purgeIntervalMillis(values["purge-interval"]);
-  } catch (err) {
-    fail(`--purge-interval: ${err.message}`);
-  }
-  return { port, service, purgeMs, dump: values.dump };
 }
 
 /**
@@ -90,25 +38,16 @@ function parseCli(TokenService, purgeIntervalMillis) {
  */
 function readBody(req, limit) {
   return new Promise((resolve, reject) => {
-    const declared = Number(req.headers["content-length"]);
-    if (Number.isFinite(declared) && declared > limit) {
+    if (declaredOver(req.headers["content-length"], limit)) {
       req.resume();
       resolve(null);
       return;
     }
-    const chunks = [];
-    let size = 0;
+    const cap = new BodyCap(limit);
     req.on("data", (chunk) => {
-      if (size > limit) return;
-      size += chunk.length;
-      if (size > limit) {
-        chunks.length = 0;
-        resolve(null);
-      } else {
-        chunks.push(chunk);
-      }
+      if (!cap.add(chunk)) resolve(null);
     });
-    req.on("end", () => resolve(size > limit ? null : Buffer.concat(chunks)));
+    req.on("end", () => resolve(cap.bytes()));
     req.on("error", reject);
   });
 }
@@ -121,67 +60,47 @@ function send(res, reply) {
   res.end(reply.body);
 }
 
-function logDump(service) {
-  const entries = service.dump();
-  process.stderr.write(`dump of ${entries.length} live tokens\n`);
-  for (const entry of entries) {
-    process.stderr.write(`expires=${entry.expiresAt} meta=${JSON.stringify(entry.meta)}\n`);
-  }
-}
-
-async function answer(service, req, res) {
-  // The protocol routes on the path alone; a query string is not part of the API.
-  const path = (req.url ?? "/").split("?", 1)[0];
-  const contentType = req.headers["content-type"] ?? null;
+async function serve(service, req, res) {
   const body = await readBody(req, service.maxBodyBytes);
-  let reply;
-  if (body === null) {
-    reply = service.handleOversized(req.method, path, contentType);
-    // The client may still be sending; closing is cheaper than draining a huge upload.
-    res.shouldKeepAlive = false;
-  } else {
-    reply = service.handle(req.method, path, contentType, body);
-  }
-  if (reply.status === 202 && req.method === "HEAD" && path === "/dump") logDump(service);
-  send(res, reply);
+  const request = {
+    method: req.method,
+    path: pathOf(req.url),
+    contentType: req.headers["content-type"] ?? null,
+    body,
+  };
+  // The client may still be sending; closing is cheaper than draining a huge upload.
+  if (body === null) res.shouldKeepAlive = false;
+  send(res, answer(service, request, log));
 }
 
 function main() {
-  const { TokenService, purgeIntervalMillis } = loadPackage();
-  const { port, service, purgeMs } = parseCli(TokenService, purgeIntervalMillis);
+  let flags;
+  try {
+    flags = parseFlags(process.argv.slice(2), loadPackage());
+  } catch (err) {
+    if (err instanceof UsageError) fail(err.message);
+    throw err;
+  }
+  if (flags.help) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const { port, service, purgeMs } = flags;
 
   const server = http.createServer((req, res) => {
-    answer(service, req, res).catch((err) => {
-      // Only a broken clock or a dropped connection gets here; never leave a client hanging.
-      process.stderr.write(`request failed: ${err.message}\n`);
-      if (!res.headersSent) {
-        send(res, {
-          status: 500,
-          contentType: "text/plain; charset=utf-8",
-          body: "internal error",
-          allow: null,
-        });
-      }
+    serve(service, req, res).catch((err) => {
+      // Only a broken clock or a dropped connection gets here.
+      log(`request failed: ${err.message}`);
+      if (!res.headersSent) send(res, INTERNAL_ERROR);
     });
   });
-
-  const purgeTimer = setInterval(() => {
-    try {
-      const { purged, remaining } = service.purge();
-      // The native host's wording; only when something happened, as there are no log levels.
-      if (purged > 0) {
-        process.stderr.write(`purge: ${purged} expired tokens dropped, ${remaining} remaining\n`);
-      }
-    } catch (err) {
-      process.stderr.write(`purge failed: ${err.message}\n`);
-    }
-  }, purgeMs);
+  const purgeTimer = startPurgeTimer(service, purgeMs, log);
 
   let stopping = false;
   const shutdown = (signal) => {
     if (stopping) return;
     stopping = true;
-    process.stderr.write(`${signal}: shutting down\n`);
+    log(`${signal}: shutting down`);
     clearInterval(purgeTimer);
     server.close(() => process.exit(0));
     server.closeIdleConnections();
@@ -191,12 +110,10 @@ function main() {
   process.on("SIGINT", () => shutdown("SIGINT"));
 
   server.on("error", (err) => {
-    process.stderr.write(`error: cannot listen on ${HOST}:${port}: ${err.message}\n`);
+    log(`error: cannot listen on ${HOST}:${port}: ${err.message}`);
     process.exit(1);
   });
-  server.listen(port, HOST, () => {
-    process.stderr.write(`listening on ${HOST}:${server.address().port}\n`);
-  });
+  server.listen(port, HOST, () => log(`listening on ${HOST}:${server.address().port}`));
 }
 
 main();

@@ -11,7 +11,7 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::time::Duration;
 
-use js_sys::{Array, Function, Object, Uint8Array};
+use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use token_server_core::config::{
@@ -20,7 +20,8 @@ use token_server_core::config::{
 use token_server_core::duration::{check_range, parse_duration_in};
 use token_server_core::protocol::{Body, Request, Service};
 use token_server_core::{
-    Clock, DumpEntry, Meta, OsRandom, PurgeReport, StoreError, Timestamp, TokenStore as Store,
+    Clock, DumpEntry, Meta, MetaError, MetaLimits, OsRandom, PurgeReport, StoreError, Timestamp,
+    TokenStore as Store,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -234,8 +235,14 @@ pub fn purge_interval_millis(
 }
 
 /// Metadata from a plain JS object; arrays, null, class instances and primitives are
-/// refused because the seed's metadata is a JSON object.
-fn map_from(value: JsValue, what: &str) -> Result<Map<String, Value>, FacadeError> {
+/// refused because the seed's metadata is a JSON object. Nested values are checked against
+/// `limits` while they are read, so a deep or cyclic object is a `BadArgument` rather
+/// than a wasm stack overflow (which would break every later call into the module).
+fn map_from(
+    value: JsValue,
+    what: &str,
+    limits: &MetaLimits,
+) -> Result<Map<String, Value>, FacadeError> {
     let refuse = |value: &JsValue| {
         FacadeError::BadArgument(format!(
             "{what} must be a plain object, not {}",
@@ -245,17 +252,199 @@ fn map_from(value: JsValue, what: &str) -> Result<Map<String, Value>, FacadeErro
     if !value.is_object() || Array::is_array(&value) {
         return Err(refuse(&value));
     }
-    // A plain object's prototype is Object.prototype (or null); a Date, Map or typed
-    // array would otherwise be turned into something the caller did not mean.
-    let prototype = Object::get_prototype_of(&value);
-    let plain = prototype.is_null() || Object::get_prototype_of(&prototype).is_null();
-    if !plain {
+    if !is_plain_object(&value) {
         return Err(FacadeError::BadArgument(format!(
             "{what} must be a plain object, not an instance of a class"
         )));
     }
-    serde_wasm_bindgen::from_value(value)
-        .map_err(|err| FacadeError::BadArgument(format!("{what} is not JSON-like: {err}")))
+    match JsonReader::new(what, limits).read(value)? {
+        Value::Object(map) => Ok(map),
+        // The root was checked to be a plain object above, and the reader keeps that shape.
+        _ => Err(refuse(&JsValue::NULL)),
+    }
+}
+
+/// Whether `value` is a plain object: its prototype is Object.prototype (or null). A Date,
+/// Map or typed array would otherwise be turned into something the caller did not mean.
+fn is_plain_object(value: &JsValue) -> bool {
+    let prototype = Object::get_prototype_of(value);
+    prototype.is_null() || Object::get_prototype_of(&prototype).is_null()
+}
+
+/// Reads a JS value into JSON with an explicit stack instead of recursion, so no input can
+/// overflow the wasm stack, checking `MetaLimits` (depth, total keys) and cycles as it goes.
+///
+/// Why not `serde_wasm_bindgen::from_value` on the whole value: it recurses once per level
+/// and has no depth limit, and a stack overflow inside wasm leaves the module's stack
+/// pointer where it was, so every later call on any store fails with "memory access out
+/// of bounds". serde-wasm-bindgen still converts the leaves (numbers, strings, ...), which
+/// cannot nest. Properties are read with `Reflect.get`, which turns a throwing getter into
+/// an error here instead of an exception unwinding through the module.
+struct JsonReader<'a> {
+    what: &'a str,
+    limits: &'a MetaLimits,
+    /// Keys seen so far in all objects, as `MetaLimits` counts them.
+    keys: usize,
+}
+
+/// A container being read: its JS source (also the cycle check's ancestor list), what was
+/// read of it so far, and where the next child comes from.
+struct Frame {
+    source: JsValue,
+    children: Array,
+    next: u32,
+    partial: Partial,
+}
+
+enum Partial {
+    Object {
+        keys: Array,
+        map: Map<String, Value>,
+    },
+    Array(Vec<Value>),
+}
+
+impl<'a> JsonReader<'a> {
+    fn new(what: &'a str, limits: &'a MetaLimits) -> Self {
+        JsonReader {
+            what,
+            limits,
+            keys: 0,
+        }
+    }
+
+    fn bad(&self, reason: impl fmt::Display) -> FacadeError {
+        FacadeError::BadArgument(format!("{} {reason}", self.what))
+    }
+
+    fn read(mut self, root: JsValue) -> Result<Value, FacadeError> {
+        let mut stack = vec![self.open(root, 1, &[])?];
+        loop {
+            let Some(frame) = stack.last_mut() else {
+                return Err(self.bad("is empty"));
+            };
+            if frame.next < frame.children.length() {
+                let index = frame.next;
+                frame.next += 1;
+                let child = match &frame.partial {
+                    Partial::Object { keys, .. } => Reflect::get(&frame.source, &keys.get(index)),
+                    Partial::Array(_) => Reflect::get_u32(&frame.source, index),
+                }
+                .map_err(|err| {
+                    self.bad(format_args!(
+                        "has a property that threw: {}",
+                        describe(&err)
+                    ))
+                })?;
+                if is_container(&child) {
+                    let depth = stack.len() + 1;
+                    let frame = self.open(child, depth, &stack)?;
+                    stack.push(frame);
+                } else {
+                    let value = self.leaf(child)?;
+                    if let Some(frame) = stack.last_mut() {
+                        frame.insert(index, value);
+                    }
+                }
+                continue;
+            }
+            let Some(done) = stack.pop() else {
+                return Err(self.bad("is empty"));
+            };
+            let value = done.finish();
+            match stack.last_mut() {
+                // The child just read is the one before the parent's `next`.
+                Some(parent) => parent.insert(parent.next - 1, value),
+                None => return Ok(value),
+            }
+        }
+    }
+
+    /// Starts reading a container at `depth` (the root object is level 1).
+    fn open(
+        &mut self,
+        source: JsValue,
+        depth: usize,
+        ancestors: &[Frame],
+    ) -> Result<Frame, FacadeError> {
+        if ancestors.iter().any(|frame| frame.source == source) {
+            return Err(self.bad("contains itself (a cycle); it must be a JSON-like tree"));
+        }
+        if depth > self.limits.max_depth {
+            return Err(self.bad_meta(MetaError::TooDeep {
+                limit: self.limits.max_depth,
+            }));
+        }
+        if Array::is_array(&source) {
+            let children: Array = source.clone().unchecked_into();
+            let partial = Partial::Array(Vec::with_capacity(children.length() as usize));
+            return Ok(Frame {
+                source,
+                children,
+                next: 0,
+                partial,
+            });
+        }
+        if !is_plain_object(&source) {
+            return Err(self.bad(
+                "must hold only JSON values: it holds an instance of a class (Date, Map, ...)",
+            ));
+        }
+        let keys = Object::keys(source.unchecked_ref::<Object>());
+        self.keys += keys.length() as usize;
+        if self.keys > self.limits.max_keys {
+            return Err(self.bad_meta(MetaError::TooManyKeys {
+                limit: self.limits.max_keys,
+            }));
+        }
+        Ok(Frame {
+            source,
+            children: keys.clone(),
+            next: 0,
+            partial: Partial::Object {
+                keys,
+                map: Map::new(),
+            },
+        })
+    }
+
+    /// A limit error worded exactly as the core words it over HTTP.
+    fn bad_meta(&self, err: MetaError) -> FacadeError {
+        FacadeError::BadArgument(err.to_string())
+    }
+
+    /// A value that cannot nest: serde-wasm-bindgen converts it without recursing.
+    fn leaf(&self, value: JsValue) -> Result<Value, FacadeError> {
+        serde_wasm_bindgen::from_value(value)
+            .map_err(|err| self.bad(format_args!("is not JSON-like: {err}")))
+    }
+}
+
+impl Frame {
+    /// Stores the child read at `index`.
+    fn insert(&mut self, index: u32, value: Value) {
+        match &mut self.partial {
+            Partial::Object { keys, map } => {
+                if let Some(key) = keys.get(index).as_string() {
+                    map.insert(key, value);
+                }
+            }
+            Partial::Array(items) => items.push(value),
+        }
+    }
+
+    fn finish(self) -> Value {
+        match self.partial {
+            Partial::Object { map, .. } => Value::Object(map),
+            Partial::Array(items) => Value::Array(items),
+        }
+    }
+}
+
+/// Objects and arrays: what can nest. Functions are not (`is_object` is false for them),
+/// so serde-wasm-bindgen refuses them as leaves.
+fn is_container(value: &JsValue) -> bool {
+    value.is_object()
 }
 
 fn flag_from(value: &JsValue, what: &str) -> Result<bool, FacadeError> {
@@ -376,12 +565,8 @@ impl TokenStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Meta")] meta: JsValue,
     ) -> Result<String, JsError> {
-        let meta = map_from(meta, "meta").map_err(js_error)?;
-        // The same bounds the REST protocol enforces on a login.
-        self.store
-            .meta_limits()
-            .check(&meta)
-            .map_err(|err| js_error(FacadeError::BadArgument(err.to_string())))?;
+        // Read within the same bounds the REST protocol enforces on a login.
+        let meta = map_from(meta, "meta", &self.store.meta_limits()).map_err(js_error)?;
         self.clock.tick().map_err(js_error)?;
         let token = self
             .store
@@ -438,7 +623,7 @@ impl TokenStore {
         let update = if meta.is_undefined() || meta.is_null() {
             None
         } else {
-            Some(map_from(meta, "meta")?)
+            Some(map_from(meta, "meta", &self.store.meta_limits())?)
         };
         self.clock.tick()?;
         let out = match self.store.rotate(&token, update) {

@@ -466,3 +466,145 @@ fn service_refusals_match_the_core_protocol_exactly() {
         .unwrap_err();
     assert_eq!(message(err), "method must be a string, not number");
 }
+
+/// `{"d": {"d": ... 1}}` `levels` deep, built in JS without recursion.
+fn nested_object(levels: usize) -> JsValue {
+    let mut value = JsValue::from_f64(1.0);
+    for _ in 0..levels {
+        let outer = js_sys::Object::new();
+        Reflect::set(&outer, &"d".into(), &value).expect("set a property");
+        value = outer.into();
+    }
+    value
+}
+
+/// After a refused argument, the store (and the module) still issue and rotate tokens.
+fn assert_still_usable(store: &TokenStore, clock: &FakeClock) {
+    let token = store
+        .create(obj(r#"{"after":"refusal"}"#))
+        .expect("store still creates");
+    let rotated = store.rotate(token.into(), obj(r#"{"n":2}"#)).unwrap();
+    assert_eq!(json(&get(&rotated, "meta")), r#"{"after":"refusal","n":2}"#);
+    rotated_token(&rotated);
+    let other = store_at("2h", clock);
+    assert!(other.create(obj("{}")).is_ok(), "a new store works too");
+    let service = TokenService::new(JsValue::UNDEFINED, clock.js(), JsValue::FALSE).unwrap();
+    let reply = handle(&service, "POST", "/token", r#"{"meta":{}}"#);
+    assert_eq!(get(&reply, "status"), JsValue::from_f64(200.0));
+}
+
+#[wasm_bindgen_test]
+fn ten_thousand_levels_deep_is_an_error_and_the_module_stays_usable() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let err = store
+        .create(nested_object(10_000))
+        .expect_err("deep meta accepted");
+    assert_eq!(
+        message(err),
+        "metadata is nested deeper than the limit of 32 levels"
+    );
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.clone().into(), nested_object(10_000))
+        .expect_err("deep update accepted");
+    assert!(message(err).contains("32 levels"));
+    // Deep arrays are levels too, as in the core's check.
+    let mut array: JsValue = Array::new().into();
+    for _ in 0..10_000 {
+        array = Array::of1(&array).into();
+    }
+    let holder = js_sys::Object::new();
+    Reflect::set(&holder, &"a".into(), &array).unwrap();
+    let err = store
+        .create(holder.into())
+        .expect_err("deep array accepted");
+    assert!(message(err).contains("32 levels"));
+    // The refused rotation left the token in place.
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+    assert_still_usable(&store, &clock);
+    // Exactly at the limit is still fine: the root is level 1.
+    assert!(store.create(nested_object(31)).is_ok());
+}
+
+#[wasm_bindgen_test]
+fn a_cyclic_object_is_an_error_and_the_module_stays_usable() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let cyclic = obj(r#"{"name":"loop","inner":{"list":[1,2]}}"#);
+    let inner = get(&cyclic, "inner");
+    Reflect::set(&inner, &"back".into(), &cyclic).unwrap();
+    let err = store
+        .create(cyclic.clone())
+        .expect_err("cyclic meta accepted");
+    assert_eq!(
+        message(err),
+        "meta contains itself (a cycle); it must be a JSON-like tree"
+    );
+    // A cycle through an array, and an object holding itself directly.
+    let list = get(&inner, "list").unchecked_into::<Array>();
+    Reflect::delete_property(inner.unchecked_ref::<js_sys::Object>(), &"back".into()).unwrap();
+    list.push(&list);
+    let err = store
+        .create(cyclic)
+        .expect_err("cycle via an array accepted");
+    assert!(message(err).contains("a cycle"));
+    let selfish = js_sys::Object::new();
+    Reflect::set(&selfish, &"me".into(), &selfish).unwrap();
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.into(), selfish.into())
+        .expect_err("cyclic update accepted");
+    assert!(message(err).contains("a cycle"));
+    assert_still_usable(&store, &clock);
+
+    // The same object twice, side by side, is no cycle: JSON.stringify writes it twice.
+    let shared = obj(r#"{"x":1}"#);
+    let twice = js_sys::Object::new();
+    Reflect::set(&twice, &"a".into(), &shared).unwrap();
+    Reflect::set(&twice, &"b".into(), &shared).unwrap();
+    let token = store.create(twice.into()).unwrap();
+    let rotated = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(json(&get(&rotated, "meta")), r#"{"a":{"x":1},"b":{"x":1}}"#);
+}
+
+#[wasm_bindgen_test]
+fn nested_values_that_are_not_json_are_errors_that_leave_the_store_usable() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let with_date = obj("{}");
+    Reflect::set(&with_date, &"when".into(), &js_sys::Date::new_0()).unwrap();
+    let err = store.create(with_date).expect_err("nested Date accepted");
+    assert!(message(err).contains("instance of a class"));
+
+    // {get trap() { throw new Error("boom") }}, enumerable like a literal's getter.
+    let getter = obj(r#"{"enumerable":true}"#);
+    Reflect::set(
+        &getter,
+        &"get".into(),
+        &Function::new_no_args("throw new Error('boom')"),
+    )
+    .unwrap();
+    let holder = obj("{}");
+    Reflect::define_property(
+        holder.unchecked_ref::<js_sys::Object>(),
+        &"trap".into(),
+        getter.unchecked_ref::<js_sys::Object>(),
+    )
+    .unwrap();
+    let err = store
+        .create(holder)
+        .expect_err("a throwing getter accepted");
+    assert_eq!(message(err), "meta has a property that threw: boom");
+
+    let wide = js_sys::Object::new();
+    for i in 0..1001 {
+        Reflect::set(&wide, &format!("k{i}").into(), &JsValue::from_f64(1.0)).unwrap();
+    }
+    let err = store.create(wide.into()).expect_err("1001 keys accepted");
+    assert_eq!(
+        message(err),
+        "metadata has more than the limit of 1000 keys in total"
+    );
+    assert_still_usable(&store, &clock);
+}

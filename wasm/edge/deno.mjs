@@ -1,0 +1,60 @@
+// Deno host of token-server: the ES-module wasm build (wasm/pkg-web) served by `deno serve`.
+//
+//   bash wasm/build.sh    # once, builds wasm/pkg-web
+//   deno serve --allow-read=wasm/pkg-web --host 127.0.0.1 --port N wasm/edge/deno.mjs \
+//     [--token-lifetime D] [--purge-interval D] [--dump]
+//
+// `deno serve` owns the address (its --host, --port) and graceful shutdown on SIGTERM;
+// the service's own flags follow the file name. Flags come from flags.mjs and every
+// answer from handler.mjs, shared with the other hosts.
+import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
+import { failed, respond, startPurgeTimer } from "./handler.mjs";
+import { UsageError, parseFlags, usage } from "./flags.mjs";
+
+const USAGE = usage("deno serve [--host H] [--port N] wasm/edge/deno.mjs", { port: false });
+const log = (line) => console.error(line);
+
+function fail(message) {
+  console.error(`error: ${message}\n${USAGE}`);
+  Deno.exit(2);
+}
+
+function start() {
+  try {
+    const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
+    initSync({ module: Deno.readFileSync(wasmFile) });
+  } catch (err) {
+    fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
+  }
+  if (Deno.args.some((arg) => arg === "--port" || arg === "-p" || arg.startsWith("--port="))) {
+    fail("--port is deno serve's: put it before the file name");
+  }
+  let flags;
+  try {
+    flags = parseFlags(Deno.args, { TokenService, purgeIntervalMillis });
+  } catch (err) {
+    if (err instanceof UsageError) fail(err.message);
+    throw err;
+  }
+  if (flags.help) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  const { service, purgeMs } = flags;
+  const purgeTimer = startPurgeTimer(service, purgeMs, log);
+  for (const signal of ["SIGTERM", "SIGINT"]) {
+    // deno serve stops accepting and lets in-flight requests finish; once the timer is
+    // gone nothing else keeps the process alive, and it exits 0.
+    Deno.addSignalListener(signal, () => {
+      log(`${signal}: shutting down`);
+      clearInterval(purgeTimer);
+    });
+  }
+  return service;
+}
+
+const service = start();
+
+export default {
+  fetch: (request) => respond(service, request, log).catch((err) => failed(err, log)),
+};

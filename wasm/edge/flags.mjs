@@ -1,0 +1,77 @@
+// Command-line flags of the edge hosts that run as a process (Node, Bun, Deno): parsed here
+// once for all of them, with the native CLI's names and short forms, so scripts can switch
+// hosts unchanged. Ranges and duration syntax belong to the core: values are handed to the
+// wasm package's TokenService and purgeIntervalMillis, which check them as the native CLI does.
+//
+// Uses `node:util`'s parseArgs, which Node, Bun and Deno all provide.
+import { parseArgs } from "node:util";
+
+export const HOST = "127.0.0.1";
+export const DEFAULT_PORT = 3666;
+
+/**
+ * The help text; `command` is how this host is started. `port: false` for a host whose
+ * runtime owns the address (deno serve).
+ */
+export function usage(command, { port = true } = {}) {
+  const portLine = port
+    ? `\n  -p, --port N             port on 127.0.0.1, 0 for a free one (default ${DEFAULT_PORT})`
+    : "";
+  return `usage: ${command} [options]${portLine}
+  -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
+  -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
+      --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
+  -h, --help               this text`;
+}
+
+/** A flag the user got wrong: the host prints the message and the usage, and exits 2. */
+export class UsageError extends Error {}
+
+function parsePort(text) {
+  if (text === undefined) return DEFAULT_PORT;
+  // Digits only: Number("") and Number("0x10") would be accepted otherwise.
+  if (!/^\d+$/.test(text) || Number(text) > 65535) {
+    throw new UsageError(
+      `--port '${text}' is not a port number (0 to 65535; 0 picks a free port)`,
+    );
+  }
+  return Number(text);
+}
+
+/**
+ * Parses `args` into `{ help, port, service, purgeMs, dump }`, building the service from
+ * `wasm` ({ TokenService, purgeIntervalMillis }). Throws UsageError naming the flag.
+ */
+export function parseFlags(args, wasm) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        port: { type: "string", short: "p" },
+        "token-lifetime": { type: "string", short: "t" },
+        "purge-interval": { type: "string", short: "P" },
+        dump: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    throw new UsageError(err.message);
+  }
+  if (values.help) return { help: true };
+  const port = parsePort(values.port);
+  let service;
+  let purgeMs;
+  try {
+    service = new wasm.TokenService(values["token-lifetime"], undefined, values.dump);
+  } catch (err) {
+    throw new UsageError(`--token-lifetime: ${err.message}`);
+  }
+  try {
+    purgeMs = wasm.purgeIntervalMillis(values["purge-interval"]);
+  } catch (err) {
+    throw new UsageError(`--purge-interval: ${err.message}`);
+  }
+  return { help: false, port, service, purgeMs, dump: values.dump };
+}

@@ -1,0 +1,218 @@
+// Request handling shared by every edge host (Node, Bun, Deno, Cloudflare Workers): a
+// request becomes one call of the core's TokenService.handle, its reply a response.
+//
+// Runtime-agnostic on purpose: no `node:` import, no Deno or Bun global, and nothing runs
+// at import time, so workerd (which refuses randomness and clocks at module scope) can
+// load it. Each host file only starts a server and moves bytes; every answer (status,
+// Content-Type, Allow, body) comes from the core protocol, the same code the native
+// server runs.
+
+/**
+ * Accumulates a request body up to `limit` bytes and says when it went past it, so a
+ * host stops reading there instead of buffering an upload of any size.
+ */
+export class BodyCap {
+  constructor(limit) {
+    this.limit = limit;
+    this.size = 0;
+    this.chunks = [];
+  }
+
+  /** Adds a chunk; false once the body is over the limit (the chunks are then dropped). */
+  add(chunk) {
+    if (this.over) return false;
+    this.size += chunk.byteLength;
+    if (this.over) {
+      this.chunks = [];
+      return false;
+    }
+    this.chunks.push(chunk);
+    return true;
+  }
+
+  get over() {
+    return this.size > this.limit;
+  }
+
+  /** The whole body, or null if it was over the limit. */
+  bytes() {
+    if (this.over) return null;
+    if (this.chunks.length === 1) return new Uint8Array(this.chunks[0]);
+    const out = new Uint8Array(this.size);
+    let at = 0;
+    for (const chunk of this.chunks) {
+      out.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    return out;
+  }
+}
+
+/** Whether a Content-Length header already says the body is over `limit`. */
+export function declaredOver(contentLength, limit) {
+  if (contentLength === null || contentLength === undefined) return false;
+  const declared = Number(contentLength);
+  return Number.isFinite(declared) && declared > limit;
+}
+
+/**
+ * Reads a web `ReadableStream` body up to `limit` bytes: the bytes, or null once past the
+ * limit, having cancelled the stream so the rest is never read.
+ */
+export async function readCapped(stream, limit) {
+  const cap = new BodyCap(limit);
+  if (stream === null || stream === undefined) return cap.bytes();
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return cap.bytes();
+    if (!cap.add(value)) {
+      // The client may still be sending; the answer is 413 whatever follows.
+      await reader.cancel("body over the limit").catch(() => {});
+      return null;
+    }
+  }
+}
+
+/** The protocol routes on the path alone; a query string is not part of the API. */
+export function pathOf(target) {
+  const path = (target ?? "/").split("?", 1)[0];
+  if (path.startsWith("/")) return path;
+  // A web Request carries an absolute URL (so may a Node request-target); anything else,
+  // such as "*", goes to the protocol as is, which answers 404.
+  try {
+    return new URL(path).pathname;
+  } catch {
+    return path;
+  }
+}
+
+/**
+ * Answers one request: `body` is the whole body (Uint8Array) or null when it was over the
+ * service's limit. Logs the dump through `log` on `HEAD /dump`. Returns the core's reply.
+ */
+export function answer(service, { method, path, contentType, body }, log) {
+  const reply =
+    body === null
+      ? service.handleOversized(method, path, contentType)
+      : service.handle(method, path, contentType, body);
+  if (reply.status === 202 && method === "HEAD" && path === "/dump") logDump(service, log);
+  return reply;
+}
+
+function logDump(service, log) {
+  const entries = service.dump();
+  log(`dump of ${entries.length} live tokens`);
+  for (const entry of entries) {
+    log(`expires=${entry.expiresAt} meta=${JSON.stringify(entry.meta)}`);
+  }
+}
+
+/** A reply as a web Response. */
+export function toResponse(reply) {
+  const headers = new Headers();
+  if (reply.contentType !== null) headers.set("content-type", reply.contentType);
+  if (reply.allow !== null) headers.set("allow", reply.allow);
+  return new Response(reply.body === "" ? null : reply.body, { status: reply.status, headers });
+}
+
+/** The answer when the host itself failed (a broken clock); never leave a client hanging. */
+export const INTERNAL_ERROR = Object.freeze({
+  status: 500,
+  contentType: "text/plain; charset=utf-8",
+  body: "internal error",
+  allow: null,
+});
+
+/** Answers a web Request with `service`: the fetch handler of Bun, Deno and Workers. */
+export async function respond(service, request, log) {
+  const limit = service.maxBodyBytes;
+  const contentType = request.headers.get("content-type");
+  let body;
+  if (declaredOver(request.headers.get("content-length"), limit)) {
+    body = null;
+    await request.body?.cancel().catch(() => {});
+  } else {
+    body = await readCapped(request.body, limit);
+  }
+  const reply = answer(
+    service,
+    { method: request.method, path: pathOf(request.url), contentType, body },
+    log,
+  );
+  return toResponse(reply);
+}
+
+/** Logs `err` and answers 500, for a host's catch-all. */
+export function failed(err, log) {
+  log(`request failed: ${err?.message ?? err}`);
+  return toResponse(INTERNAL_ERROR);
+}
+
+/**
+ * Drops expired tokens every `intervalMs`; for hosts with long-lived timers. Logs like the
+ * native host, only when something was dropped (there are no log levels here).
+ */
+export function startPurgeTimer(service, intervalMs, log) {
+  return setInterval(() => {
+    try {
+      const { purged, remaining } = service.purge();
+      if (purged > 0) log(`purge: ${purged} expired tokens dropped, ${remaining} remaining`);
+    } catch (err) {
+      log(`purge failed: ${err.message}`);
+    }
+  }, intervalMs);
+}
+
+/**
+ * A Workers-style `{ fetch, scheduled }` over one store per isolate, created on the first
+ * request: workerd refuses `crypto.getRandomValues` (and freezes the clock) at module scope.
+ *
+ * `load()` returns the wasm package's exports ({ TokenService, purgeIntervalMillis }),
+ * initialising the module if needed. Settings come from the Worker's environment:
+ * TOKEN_LIFETIME ("2h"), PURGE_INTERVAL ("1min"; Workers have no long-lived timers, so a
+ * request purges when this much time passed since the last purge, and a cron trigger may
+ * call `scheduled`), DUMP ("true" enables HEAD /dump). `clock` is for tests.
+ */
+export function createWorker(load, { clock, log = (line) => console.log(line) } = {}) {
+  let state = null;
+  const now = () => (clock ?? Date.now)();
+
+  function stateFor(env = {}) {
+    if (state === null) {
+      const { TokenService, purgeIntervalMillis } = load();
+      const service = new TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true");
+      state = { service, purgeMs: purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
+    }
+    return state;
+  }
+
+  function purgeIfDue(current) {
+    if (now() - current.lastPurge >= current.purgeMs) {
+      current.lastPurge = now();
+      current.service.purge();
+    }
+  }
+
+  return {
+    async fetch(request, env) {
+      try {
+        const current = stateFor(env);
+        purgeIfDue(current);
+        return await respond(current.service, request, log);
+      } catch (err) {
+        return failed(err, log);
+      }
+    },
+    /** For a cron trigger: drops expired tokens. */
+    scheduled(_event, env) {
+      const current = stateFor(env);
+      current.lastPurge = now();
+      current.service.purge();
+    },
+    /** The store, once a request created it (for tests). */
+    get service() {
+      return state?.service ?? null;
+    },
+  };
+}

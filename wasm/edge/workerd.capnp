@@ -1,0 +1,30 @@
+# workerd config of the Cloudflare Worker host (worker.mjs) over the ES-module build.
+#
+#   bash wasm/build.sh    # once, builds wasm/pkg-web
+#   workerd serve wasm/edge/workerd.capnp --socket-addr http=127.0.0.1:8080
+#
+# Settings from the environment of workerd: TOKEN_LIFETIME (e.g. 2h), PURGE_INTERVAL
+# (e.g. 1min), DUMP (true enables HEAD /dump, logged on stdout). Tokens live in the memory
+# of the one isolate: a restart loses them.
+using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [(name = "token-server", worker = .tokenServer)],
+  sockets = [(name = "http", address = "127.0.0.1:3666", http = (), service = "token-server")],
+);
+
+const tokenServer :Workerd.Worker = (
+  # Module names mirror the files' paths under wasm/, so the relative imports resolve.
+  modules = [
+    (name = "edge/worker.mjs", esModule = embed "worker.mjs"),
+    (name = "edge/handler.mjs", esModule = embed "handler.mjs"),
+    (name = "pkg-web/token_server_wasm.js", esModule = embed "../pkg-web/token_server_wasm.js"),
+    (name = "pkg-web/token_server_wasm_bg.wasm", wasm = embed "../pkg-web/token_server_wasm_bg.wasm"),
+  ],
+  compatibilityDate = "2025-01-01",
+  bindings = [
+    (name = "TOKEN_LIFETIME", fromEnvironment = "TOKEN_LIFETIME"),
+    (name = "PURGE_INTERVAL", fromEnvironment = "PURGE_INTERVAL"),
+    (name = "DUMP", fromEnvironment = "DUMP"),
+  ],
+);
