@@ -39,6 +39,125 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         self.to_string()
     }
+
+    /// Reads an RFC 3339 date-time (`2026-01-01T00:00:00Z`, fractions of a second and a
+    /// `+hh:mm`/`-hh:mm` offset allowed), truncated to the millisecond. Instants before the
+    /// epoch are refused: the store has none.
+    ///
+    /// ```
+    /// use token_server_core::Timestamp;
+    /// assert_eq!(Timestamp::parse_rfc3339("1970-01-01T00:00:01.5Z"), Ok(Timestamp(1_500)));
+    /// assert_eq!(
+    ///     Timestamp::parse_rfc3339("2000-02-29T02:00:00+02:00"),
+    ///     Timestamp::parse_rfc3339("2000-02-29T00:00:00Z")
+    /// );
+    /// assert!(Timestamp::parse_rfc3339("2000-02-30T00:00:00Z").is_err());
+    /// ```
+    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, TimestampError> {
+        let bad = || TimestampError {
+            input: text.chars().take(64).collect(),
+        };
+        let bytes = text.as_bytes();
+        let number = |range: std::ops::Range<usize>| -> Result<u64, TimestampError> {
+            let digits = bytes.get(range).ok_or_else(bad)?;
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            Ok(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+        };
+        let separator = |at: usize, allowed: &[u8]| match bytes.get(at) {
+            Some(c) if allowed.contains(c) => Ok(()),
+            _ => Err(bad()),
+        };
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        separator(4, b"-")?;
+        separator(7, b"-")?;
+        separator(10, b"Tt ")?;
+        let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+        separator(13, b":")?;
+        separator(16, b":")?;
+        let mut at = 19;
+        let mut millis = 0;
+        if bytes.get(at) == Some(&b'.') {
+            let digits = bytes[at + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if digits == 0 {
+                return Err(bad());
+            }
+            // Milliseconds are the store's resolution; finer digits are dropped.
+            let kept = digits.min(3);
+            millis = number(at + 1..at + 1 + kept)? * 10u64.pow((3 - kept) as u32);
+            at += 1 + digits;
+        }
+        let offset_minutes: i64 = match bytes.get(at) {
+            Some(b'Z' | b'z') if at + 1 == bytes.len() => 0,
+            Some(sign @ (b'+' | b'-')) if at + 6 == bytes.len() => {
+                separator(at + 3, b":")?;
+                let (hours, minutes) = (number(at + 1..at + 3)?, number(at + 4..at + 6)?);
+                if hours > 23 || minutes > 59 {
+                    return Err(bad());
+                }
+                let offset = (hours * 60 + minutes) as i64;
+                if *sign == b'-' {
+                    -offset
+                } else {
+                    offset
+                }
+            }
+            _ => return Err(bad()),
+        };
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
+        let month_days = match month {
+            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+            4 | 6 | 9 | 11 => 30,
+            2 if leap(year) => 29,
+            2 => 28,
+            _ => return Err(bad()),
+        };
+        // 60 seconds would be a leap second, which Unix time does not count.
+        if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+            return Err(bad());
+        }
+        let days = days_from_civil(year, month, day);
+        let local = ((days * 24 + hour) * 60 + minute) as i64 * 60 + second as i64;
+        let utc = local - offset_minutes * 60;
+        let utc = u64::try_from(utc).map_err(|_| bad())?;
+        Ok(Timestamp(utc * 1000 + millis))
+    }
+}
+
+/// Text that is not an RFC 3339 date-time at or after the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimestampError {
+    /// The text given (its first 64 characters).
+    pub input: String,
+}
+
+impl fmt::Display for TimestampError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "'{}' is not an RFC 3339 date-time such as 2026-01-01T00:00:00Z",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for TimestampError {}
+
+/// (year, month, day) of the proleptic Gregorian calendar, on or after 1970-01-01, to days
+/// since the epoch: the inverse of [`civil_from_days`] (also Howard Hinnant's).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year / 400;
+    let yoe = year - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 impl fmt::Display for Timestamp {
@@ -141,6 +260,25 @@ impl ManualClock {
     pub fn set(&self, to: Timestamp) {
         self.millis.store(to.0, Ordering::Relaxed);
     }
+
+    /// Sets the clock to `to` only if that is not earlier than its time; otherwise leaves
+    /// it and returns its time. One atomic step, so two racing calls cannot move it back.
+    ///
+    /// ```
+    /// use token_server_core::{Clock, ManualClock, Timestamp};
+    /// let clock = ManualClock::new(100);
+    /// assert_eq!(clock.set_forward(Timestamp(150)), Ok(()));
+    /// assert_eq!(clock.set_forward(Timestamp(120)), Err(Timestamp(150)));
+    /// assert_eq!(clock.now(), Timestamp(150));
+    /// ```
+    pub fn set_forward(&self, to: Timestamp) -> Result<(), Timestamp> {
+        self.millis
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (to.0 >= t).then_some(to.0)
+            })
+            .map(drop)
+            .map_err(Timestamp)
+    }
 }
 
 impl Clock for ManualClock {
@@ -179,6 +317,45 @@ mod tests {
             Timestamp(4_102_444_800_000).to_string(),
             "2100-01-01T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn rfc3339_parsing_inverts_formatting_and_refuses_what_is_not_a_date() {
+        for millis in [0, 951_782_400_001, 1_667_653_449_250, 4_102_444_800_000] {
+            let text = Timestamp(millis).to_string();
+            assert_eq!(
+                Timestamp::parse_rfc3339(&text),
+                Ok(Timestamp(millis)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("2022-11-05T14:04:09.25+01:00"),
+            Ok(Timestamp(1_667_653_449_250))
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2022-11-05t13:04:09.250999z"),
+            Ok(Timestamp(1_667_653_449_250))
+        );
+        for bad in [
+            "",
+            "2022-11-05",
+            "2022-11-05T13:04:09",
+            "2022-13-05T13:04:09Z",
+            "2023-02-29T00:00:00Z",
+            "2022-11-05T24:00:00Z",
+            "2022-11-05T13:60:00Z",
+            "2022-11-05T13:04:60Z",
+            "2022-11-05T13:04:09.Z",
+            "2022-11-05T13:04:09Zjunk",
+            "2022-11-05T13:04:09+1:00",
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:30:00+01:00",
+            "+2022-11-05T13:04:09Z",
+            "२०२२-11-05T13:04:09Z",
+        ] {
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

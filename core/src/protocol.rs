@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::config::MAX_BODY_BYTES;
 use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
@@ -111,6 +111,11 @@ pub enum RequestError {
     StoreFull,
     /// The token could not be made; the client may retry.
     Unavailable,
+    /// A field of a well-formed body holds a value the endpoint cannot use (a duration or
+    /// a date that does not parse); says which and why.
+    InvalidValue(String),
+    /// `/test-clock/set` to an instant before the clock's time `now`.
+    ClockBackwards { now: Timestamp },
 }
 
 impl RequestError {
@@ -122,7 +127,10 @@ impl RequestError {
             RequestError::UnsupportedMediaType => 415,
             RequestError::PayloadTooLarge { .. } => 413,
             RequestError::MalformedJson(_) => 400,
-            RequestError::WrongShape(_) | RequestError::MetaLimit(_) => 422,
+            RequestError::WrongShape(_)
+            | RequestError::MetaLimit(_)
+            | RequestError::InvalidValue(_)
+            | RequestError::ClockBackwards { .. } => 422,
             RequestError::StoreFull | RequestError::Unavailable => 503,
         }
     }
@@ -164,6 +172,12 @@ impl fmt::Display for RequestError {
             RequestError::MetaLimit(err) => err.fmt(f),
             RequestError::StoreFull => f.write_str("token store is full"),
             RequestError::Unavailable => f.write_str("no token could be made right now; try again"),
+            RequestError::InvalidValue(reason) => {
+                write!(f, "the request body has a bad value: {reason}")
+            }
+            RequestError::ClockBackwards { now } => {
+                write!(f, "the test clock only moves forward; it is already {now}")
+            }
         }
     }
 }
@@ -197,6 +211,9 @@ pub struct Service<C, R> {
     store: TokenStore<C, R>,
     dump_enabled: bool,
     max_body_bytes: usize,
+    /// The clock `/test-clock` moves; `None` (those paths answer 404) unless the host
+    /// runs the store on it for tests.
+    test_clock: Option<ManualClock>,
 }
 
 impl<C: Clock, R: TokenSource> Service<C, R> {
@@ -206,7 +223,37 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             store,
             dump_enabled: false,
             max_body_bytes: MAX_BODY_BYTES,
+            test_clock: None,
         }
+    }
+
+    /// Turns on the `/test-clock` endpoints, which move `clock`. The store must read its
+    /// time from `clock` (or a clone of it): the service cannot check that.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use token_server_core::protocol::{Body, Request, Service};
+    /// use token_server_core::{ManualClock, SeededRandom, TokenStore};
+    ///
+    /// let clock = ManualClock::new(0);
+    /// let store = TokenStore::new(Duration::from_secs(1800), clock.clone(), SeededRandom::new(1));
+    /// let service = Service::new(store).with_test_clock(clock);
+    /// let reply = service.handle(&Request {
+    ///     method: "POST",
+    ///     path: "/test-clock/advance",
+    ///     content_type: Some("application/json"),
+    ///     body: Body::Complete(br#"{"by":"1h30min"}"#),
+    /// });
+    /// assert_eq!(reply.body, r#"{"now":"1970-01-01T01:30:00.000Z"}"#);
+    /// ```
+    pub fn with_test_clock(mut self, clock: ManualClock) -> Self {
+        self.test_clock = Some(clock);
+        self
+    }
+
+    /// Whether the `/test-clock` endpoints are on.
+    pub fn test_clock_enabled(&self) -> bool {
+        self.test_clock.is_some()
     }
 
     /// Turns `HEAD /dump` on or off (off: it answers 404).
@@ -269,6 +316,32 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             ("/dump", _) if !self.dump_enabled => Err(RequestError::NotFound),
             ("/dump", "HEAD") => Ok(self.dump()),
             ("/dump", _) => Err(RequestError::MethodNotAllowed { allow: "HEAD" }),
+            (path, method) if path.starts_with("/test-clock") => {
+                self.route_test_clock(request, path, method)
+            }
+            _ => Err(RequestError::NotFound),
+        }
+    }
+
+    fn route_test_clock(
+        &self,
+        request: &Request<'_>,
+        path: &str,
+        method: &str,
+    ) -> Result<Reply, RequestError> {
+        let Some(clock) = &self.test_clock else {
+            return Err(RequestError::NotFound);
+        };
+        match (path, method) {
+            ("/test-clock", "GET") => Ok(self.test_clock_now(clock)),
+            ("/test-clock", _) => Err(RequestError::MethodNotAllowed { allow: "GET" }),
+            ("/test-clock/advance", "POST") => {
+                self.test_clock_advance(clock, self.json_body(request)?)
+            }
+            ("/test-clock/set", "POST") => self.test_clock_set(clock, self.json_body(request)?),
+            ("/test-clock/advance" | "/test-clock/set", _) => {
+                Err(RequestError::MethodNotAllowed { allow: "POST" })
+            }
             _ => Err(RequestError::NotFound),
         }
     }
@@ -367,6 +440,8 @@ fn store_error(err: StoreError) -> RequestError {
         }
     }
 }
+
+mod test_clock;
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,9 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How often the state file is rewritten while running.
     pub snapshot_interval: Duration,
+    /// Whether the server runs on a manual clock moved over HTTP (`/test-clock`), for
+    /// integration tests only.
+    pub test_clock: bool,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             max_tokens: DEFAULT_MAX_TOKENS,
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            test_clock: false,
         }
     }
 }
@@ -123,6 +127,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             Short('h') | Long("help") => return Ok(Command::Help),
             Short('V') | Long("version") => return Ok(Command::Version),
             Short('d') | Long("dump") => config.dump = true,
+            Long("test-clock") => config.test_clock = true,
             Short('p') | Long("port") => {
                 let text = value(&mut parser, PORT_FLAG, "a port number from 0 to 65535")?;
                 config.port = text.parse().map_err(|_| CliError::InvalidValue {
@@ -269,6 +274,9 @@ Options:
       --snapshot-interval DURATION
                                  With --state-file, also write it this often, between
                                  {snapshot_range} (default: {snapshot})
+      --test-clock               FOR TESTS ONLY: run on a clock that starts at the real
+                                 time and moves only through POST /test-clock/advance
+                                 and /test-clock/set (default: off)
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -319,6 +327,8 @@ mod tests {
         assert_eq!(config.purge_interval, Duration::from_secs(60));
         assert_eq!(config.token_lifetime, Duration::from_secs(7200));
         assert!(!config.dump);
+        assert!(!config.test_clock);
+        assert!(self::config(&["--test-clock"]).test_clock);
     }
 
     #[test]
@@ -450,6 +460,7 @@ mod tests {
             "--state-file",
             "--snapshot-interval",
             "1s and 24h",
+            "--test-clock",
             "32 levels",
             "1000 keys",
         ] {

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use token_server::clock::ServerClock;
 use token_server::{cli, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
-use token_server_core::{OsRandom, SystemClock, TokenStore};
+use token_server_core::{OsRandom, TokenStore};
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1)) {
@@ -48,7 +49,13 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
-    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
+    let clock = ServerClock::new(config.test_clock);
+    if config.test_clock {
+        log::warn!(
+            "--test-clock is on: time stands still unless POST /test-clock/advance or /test-clock/set moves it; for tests only, never in production"
+        );
+    }
+    let store = TokenStore::new(config.token_lifetime, clock.clone(), OsRandom)
         .with_max_tokens(config.max_tokens);
     if let Some(path) = &config.state_file {
         match state::load(path, &store) {
@@ -75,11 +82,13 @@ async fn serve(config: cli::Config) -> ExitCode {
             "--dump is on, but the log level hides the dump; set RUST_LOG={DUMP_LOG_TARGET}=info"
         );
     }
-    let service = Arc::new(
-        Service::new(store)
-            .with_dump(config.dump)
-            .with_max_body_bytes(config.max_body_bytes),
-    );
+    let mut service = Service::new(store)
+        .with_dump(config.dump)
+        .with_max_body_bytes(config.max_body_bytes);
+    if let Some(test_clock) = clock.test_clock() {
+        service = service.with_test_clock(test_clock);
+    }
+    let service = Arc::new(service);
     let purge = purge::spawn(service.clone(), config.purge_interval);
     let snapshots = config
         .state_file
