@@ -76,25 +76,83 @@ pub fn write_snapshot<'a, W: Write>(
     out: &mut W,
     tokens: impl IntoIterator<Item = &'a StoredToken>,
 ) -> Result<usize, SnapshotError> {
-    writeln!(out, "{HEADER_PREFIX}{FORMAT_VERSION}")?;
-    let mut count = 0;
+    let mut writer = SnapshotWriter::new(out)?;
     for token in tokens {
+        writer.write(token)?;
+    }
+    Ok(writer.finish()?.1)
+}
+
+/// Writes the state file format one token at a time: the header when created, a line per
+/// [`write`](SnapshotWriter::write), the `end` line at [`finish`](SnapshotWriter::finish).
+/// For a host that streams a large store to disk rather than collecting it first; the
+/// bytes are exactly those of [`write_snapshot`].
+///
+/// ```
+/// use token_server_core::snapshot::{read_snapshot, SnapshotWriter, StoredToken};
+/// use token_server_core::{Meta, Timestamp};
+///
+/// let mut writer = SnapshotWriter::new(Vec::new()).unwrap();
+/// let token = StoredToken {
+///     key_hash: [7; 16],
+///     expires: Timestamp(1_700_000_000_000),
+///     meta: Meta::from_json(r#"{"u":1}"#).unwrap(),
+/// };
+/// writer.write(&token).unwrap();
+/// // The bytes so far can be taken out and sent on; the count carries over.
+/// let mut file = std::mem::take(writer.get_mut());
+/// let (rest, count) = writer.finish().unwrap();
+/// file.extend_from_slice(&rest);
+/// assert_eq!(count, 1);
+/// assert_eq!(read_snapshot(&file[..]).unwrap(), vec![token]);
+/// ```
+#[derive(Debug)]
+pub struct SnapshotWriter<W> {
+    out: W,
+    /// Token lines written so far, for the `end` line.
+    count: usize,
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    /// Starts a state file in `out` by writing its header line.
+    pub fn new(mut out: W) -> Result<Self, SnapshotError> {
+        writeln!(out, "{HEADER_PREFIX}{FORMAT_VERSION}")?;
+        Ok(SnapshotWriter { out, count: 0 })
+    }
+
+    /// Appends `token`'s line.
+    pub fn write(&mut self, token: &StoredToken) -> Result<(), SnapshotError> {
         let mut hex = [0u8; 32];
         for (i, byte) in token.key_hash.iter().enumerate() {
             hex[2 * i] = HEX[usize::from(byte >> 4)];
             hex[2 * i + 1] = HEX[usize::from(byte & 15)];
         }
-        out.write_all(&hex)?;
+        self.out.write_all(&hex)?;
         writeln!(
-            out,
+            self.out,
             " {} {}",
             token.expires.as_millis(),
             token.meta.as_json()
         )?;
-        count += 1;
+        self.count += 1;
+        Ok(())
     }
-    writeln!(out, "end {count}")?;
-    Ok(count)
+
+    /// Token lines written so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The sink, e.g. to take the bytes written so far out of a `Vec<u8>`.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// Ends the file with its `end` line; returns the sink and the number of tokens.
+    pub fn finish(mut self) -> Result<(W, usize), SnapshotError> {
+        writeln!(self.out, "end {}", self.count)?;
+        Ok((self.out, self.count))
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -182,6 +240,31 @@ mod tests {
         let bytes = encoded(&tokens);
         assert_eq!(read_snapshot(&bytes[..]).unwrap(), tokens);
         assert_eq!(read_snapshot(&encoded(&[])[..]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_streamed_file_taken_in_pieces_is_byte_identical() {
+        let tokens = sample();
+        let mut writer = SnapshotWriter::new(Vec::new()).unwrap();
+        let mut file = Vec::new();
+        for token in &tokens {
+            writer.write(token).unwrap();
+            file.append(writer.get_mut());
+        }
+        let (rest, count) = writer.finish().unwrap();
+        file.extend_from_slice(&rest);
+        assert_eq!((file, count), (encoded(&tokens), 3));
+        // And both are the format as documented, byte for byte.
+        let one = StoredToken {
+            key_hash: [0xab; 16],
+            expires: Timestamp(5),
+            meta: Meta::from_json(r#"{"a":1}"#).unwrap(),
+        };
+        let expected = format!(
+            "token-server state v1\n{} 5 {{\"a\":1}}\nend 1\n",
+            "ab".repeat(16)
+        );
+        assert_eq!(String::from_utf8(encoded(&[one])).unwrap(), expected);
     }
 
     #[test]

@@ -58,6 +58,10 @@ async fn serve(config: cli::Config) -> ExitCode {
     let store = TokenStore::new(config.token_lifetime, clock.clone(), OsRandom)
         .with_max_tokens(config.max_tokens);
     if let Some(path) = &config.state_file {
+        if let Err(err) = state::check_writable(path) {
+            eprintln!("token-server: {err}\nRefusing to start: no snapshot could be saved.");
+            return ExitCode::FAILURE;
+        }
         match state::load(path, &store) {
             Ok(count) => log::info!("loaded {count} live tokens from {}", path.display()),
             Err(err) => {
@@ -93,17 +97,26 @@ async fn serve(config: cli::Config) -> ExitCode {
     let snapshots = config
         .state_file
         .clone()
-        .map(|path| state::spawn_snapshots(service.clone(), path, config.snapshot_interval));
+        .map(|path| Arc::new(state::Snapshots::new(path)));
+    let periodic_snapshots = snapshots.as_ref().map(|snapshots| {
+        snapshots
+            .clone()
+            .spawn_periodic(service.clone(), config.snapshot_interval)
+    });
     let served = server::run(listener, service.clone(), shutdown::signal()).await;
-    drop((purge, snapshots));
+    drop((purge, periodic_snapshots));
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {
         log::error!("{err}");
         status = ExitCode::FAILURE;
     }
-    if let Some(path) = &config.state_file {
-        match state::save(path, service.store()) {
-            Ok(count) => log::info!("saved {count} live tokens to {}", path.display()),
+    if let Some(snapshots) = &snapshots {
+        // Waits for a periodic snapshot still writing: one writer at a time.
+        match snapshots.write(service.store()).await {
+            Ok(count) => log::info!(
+                "saved {count} live tokens to {}",
+                snapshots.path().display()
+            ),
             Err(err) => {
                 log::error!("{err}");
                 status = ExitCode::FAILURE;

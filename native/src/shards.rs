@@ -8,8 +8,36 @@
 
 /// Calls `step(index)` for every shard index below `count`, yielding after each.
 pub async fn each_shard(count: usize, mut step: impl FnMut(usize)) {
-    for index in 0..count {
+    let mut shards = paced(count);
+    while let Some(index) = shards.next().await {
         step(index);
-        tokio::task::yield_now().await;
+    }
+}
+
+/// The shard indices below `count`, handed out one at a time with a yield to the runtime
+/// before each but the first: [`each_shard`] for a loop whose step must itself await
+/// (the snapshot waits for room in its queue to the file writer).
+pub fn paced(count: usize) -> PacedShards {
+    PacedShards { next: 0, count }
+}
+
+/// See [`paced`].
+#[derive(Debug)]
+pub struct PacedShards {
+    next: usize,
+    count: usize,
+}
+
+impl PacedShards {
+    /// The next shard index, after a yield (none before the first); `None` when done.
+    pub async fn next(&mut self) -> Option<usize> {
+        if self.next >= self.count {
+            return None;
+        }
+        if self.next > 0 {
+            tokio::task::yield_now().await;
+        }
+        self.next += 1;
+        Some(self.next - 1)
     }
 }

@@ -261,9 +261,18 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_in(None, args, env)
+    }
+
+    /// Like [`Server::start_with_env`], in working directory `dir` when given (for
+    /// relative paths such as a bare `--state-file` name).
+    pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all_args = vec!["--port", "0"];
         all_args.extend_from_slice(args);
         let mut command = server_command(Host::under_test(), &all_args);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         command
             .env("RUST_LOG", "token_server=info")
             .envs(env.iter().copied())

@@ -628,6 +628,190 @@ mod cli {
         assert!(!stderr.contains("listening on"), "{stderr}");
     }
 
+    /// Runs the binary to its exit, or kills it after `timeout` (then the code is -1): a
+    /// server that should have refused to start must not hang the test.
+    fn run_to_exit(args: &[&str], timeout: Duration) -> (i32, String) {
+        let mut child = Command::new(native_binary())
+            .args(args)
+            .env("RUST_LOG", "token_server=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run token-server");
+        let deadline = std::time::Instant::now() + timeout;
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("wait for token-server") {
+                break status.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break -1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = child
+            .stderr
+            .take()
+            .map(|mut e| e.read_to_string(&mut stderr));
+        (code, stderr)
+    }
+
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    fn temporary(path: &std::path::Path) -> std::path::PathBuf {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        temporary.into()
+    }
+
+    /// Polls until `path` exists, up to `timeout`.
+    fn wait_for_file(path: &std::path::Path, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while !path.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn sigterm_during_a_slow_periodic_snapshot_saves_everything_and_exits_zero() {
+        if !native_only() {
+            return;
+        }
+        let path = state_path("slow-snapshot");
+        let state = path.to_str().unwrap();
+        // The debug build's test hook makes each snapshot sleep 1.5 s before its fsync, as
+        // a slow disk would: SIGTERM surely lands while the periodic one holds `state.tmp`.
+        let server = Server::start_with_env(
+            &["--state-file", state, "--snapshot-interval", "1s"],
+            &[("TOKEN_SERVER_TEST_SNAPSHOT_SYNC_DELAY_MS", "1500")],
+        );
+        let tokens = create_many(&server, 300);
+        wait_for_file(&temporary(&path), Duration::from_secs(20));
+        assert_eq!(mode(&temporary(&path)), 0o600, "the temporary file's mode");
+        // Into the sleep: the shards of 300 tokens are copied in milliseconds.
+        std::thread::sleep(Duration::from_millis(400));
+        server.send_sigterm();
+        let status = server.wait_for_exit();
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            !temporary(&path).exists(),
+            "the temporary file is left over"
+        );
+        assert_eq!(mode(&path), 0o600, "the state file's mode");
+        let restarted = Server::start(&["--state-file", state]);
+        restarted.wait_for_log("loaded 300 live tokens", Duration::from_secs(10));
+        all_rotate_with_their_meta(&restarted, &tokens);
+    }
+
+    #[test]
+    fn a_planted_temporary_symlink_is_not_followed() {
+        if !native_only() {
+            return;
+        }
+        let path = state_path("planted");
+        let state = path.to_str().unwrap();
+        let victim = state_path("planted-victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let server = Server::start(&["--state-file", state]);
+        let tokens = create_many(&server, 20);
+        let _ = std::fs::remove_file(temporary(&path));
+        std::os::unix::fs::symlink(&victim, temporary(&path)).unwrap();
+        assert_eq!(server.terminate().code(), Some(0));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(std::fs::symlink_metadata(temporary(&path)).is_err());
+        let restarted = Server::start(&["--state-file", state]);
+        all_rotate_with_their_meta(&restarted, &tokens);
+    }
+
+    #[test]
+    fn a_state_file_in_a_missing_or_unwritable_directory_is_refused_at_start() {
+        if !native_only() {
+            return;
+        }
+        let missing = state_path("no-such-dir").join("state");
+        let plain_file = state_path("plain-file");
+        std::fs::write(&plain_file, "").unwrap();
+        // Root may write anywhere permissions allow; nobody can create a file under a
+        // regular file or in /proc.
+        for path in [
+            missing,
+            plain_file.join("state"),
+            "/proc/token-server-state".into(),
+        ] {
+            let state = path.to_str().unwrap();
+            let (code, stderr) = run_to_exit(
+                &["--port", "0", "--state-file", state],
+                Duration::from_secs(10),
+            );
+            assert_eq!(code, 1, "{state}: {stderr}");
+            assert!(stderr.contains(state), "{stderr}");
+            assert!(stderr.contains("missing or not writable"), "{stderr}");
+            assert!(!stderr.contains("listening on"), "{stderr}");
+        }
+    }
+
+    #[test]
+    fn failing_snapshots_log_once_then_say_they_recovered() {
+        if !native_only() {
+            return;
+        }
+        let path = state_path("failing");
+        let state = path.to_str().unwrap();
+        let server = Server::start(&["--state-file", state, "--snapshot-interval", "1s"]);
+        server.login(json!({"n": 1}));
+        // A directory where the temporary file goes: every snapshot fails, even as root.
+        let blocker = temporary(&path);
+        std::fs::create_dir_all(blocker.join("inside")).unwrap();
+        std::thread::sleep(Duration::from_millis(5_500));
+        std::fs::remove_dir_all(&blocker).unwrap();
+        let recovered = server.wait_for_log("snapshot recovered", Duration::from_secs(10));
+        let failed: usize = recovered
+            .split("after ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {recovered:?}"));
+        assert!(failed >= 3, "{recovered}");
+        let log = server.log();
+        let failure_lines = log
+            .lines()
+            .filter(|l| l.contains("snapshot failed"))
+            .count();
+        assert_eq!(failure_lines, 1, "{failed} failures logged as:\n{log}");
+        assert_eq!(server.terminate().code(), Some(0));
+    }
+
+    #[test]
+    fn a_bare_state_file_name_is_written_in_the_working_directory() {
+        if !native_only() {
+            return;
+        }
+        let dir = state_path("bare-name-dir");
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Server::start_in(Some(&dir), &["--state-file", "st"], &[]);
+        let tokens = create_many(&server, 10);
+        assert_eq!(server.terminate().code(), Some(0));
+        assert_eq!(mode(&dir.join("st")), 0o600);
+        let restarted = Server::start_in(Some(&dir), &["--state-file", "st"], &[]);
+        all_rotate_with_their_meta(&restarted, &tokens);
+    }
+
     #[test]
     fn dump_warns_when_the_log_level_hides_it() {
         if !native_only() {

@@ -5,12 +5,13 @@
 //! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
 //! so exactly those expire, and the store is purged as the shipped purge loop does it
 //! (shard by shard on the request workers), timing each shard's sweep (`PURGE ...` on
-//! stdout). SIGINT/SIGTERM stop it.
+//! stdout). With `--state-file PATH`, SIGUSR2 writes a snapshot there through the shipped
+//! writer (`SNAPSHOT ...` on stdout when it is on disk). SIGINT/SIGTERM stop it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use token_server::{purge, server, shutdown};
+use token_server::{purge, server, shutdown, state};
 use token_server_bench::{percentile, PurgeTimes, BENCH_META};
 use token_server_core::protocol::Service;
 use token_server_core::{ManualClock, Meta, OsRandom, TokenStore};
@@ -25,6 +26,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.parse().expect("--prefill takes a count"))
         .unwrap_or(0);
+    let state_file = args
+        .iter()
+        .position(|a| a == "--state-file")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let clock = ManualClock::new(1_700_000_000_000);
@@ -45,6 +51,9 @@ fn main() {
         .expect("tokio runtime");
     runtime.block_on(async move {
         tokio::spawn(purge_on_sigusr1(service.clone(), clock));
+        if let Some(path) = state_file {
+            tokio::spawn(snapshot_on_sigusr2(service.clone(), path));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -79,5 +88,24 @@ async fn purge_on_sigusr1(service: Arc<Service<ManualClock, OsRandom>>, clock: M
             max_cpu.as_secs_f64() * 1e6,
             max_free.as_secs_f64() * 1e6
         );
+    }
+}
+
+async fn snapshot_on_sigusr2(
+    service: Arc<Service<ManualClock, OsRandom>>,
+    path: std::path::PathBuf,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
+    let snapshots = state::Snapshots::new(path);
+    while usr2.recv().await.is_some() {
+        let started = Instant::now();
+        match snapshots.write(service.store()).await {
+            Ok(count) => println!(
+                "SNAPSHOT tokens={count} total_ms={:.1}",
+                started.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(err) => println!("SNAPSHOT failed: {err}"),
+        }
     }
 }
