@@ -2,6 +2,9 @@
 //! store built on any clock and randomness with exactly the shipped HTTP stack.
 
 pub mod cli;
+pub mod connections;
+pub mod deadline;
+pub mod fd_limit;
 pub mod periodic;
 pub mod purge;
 pub mod server;
