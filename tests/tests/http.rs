@@ -871,6 +871,88 @@ mod cli {
         }
 
         #[test]
+        fn accept_errors_past_the_open_file_limit_are_logged_rate_limited_and_survived() {
+            if !native_only() {
+                return;
+            }
+            use std::io::BufRead;
+            use std::sync::{Arc, Mutex};
+            // A hard limit of 48 open files, which the server cannot raise, and far more
+            // clients than that: accepting fails with EMFILE until some close.
+            /// Kills the server however the test ends.
+            struct Killed(std::process::Child);
+            impl Drop for Killed {
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(r#"ulimit -Sn 48 && ulimit -Hn 48 && exec "$0" --port 0"#)
+                .arg(native_binary())
+                .env("RUST_LOG", "token_server=info")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let log = Arc::new(Mutex::new(String::new()));
+            let stderr = child.stderr.take().unwrap();
+            let child = Killed(child);
+            let writer = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut log = writer.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            let wait_for = |needle: &str| -> String {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let text = log.lock().unwrap().clone();
+                    if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+                        return line.to_string();
+                    }
+                    assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            };
+            let line = wait_for("listening on ");
+            let addr: std::net::SocketAddr = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.trim().parse().ok())
+                .unwrap();
+            assert!(wait_for("open-file limit (48) is below --max-connections").contains("WARN"));
+            let crowd: Vec<TcpStream> =
+                (0..80).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            wait_for("cannot accept a connection");
+            // Two seconds of failing accepts, retried every 100 ms: one line, not twenty.
+            std::thread::sleep(Duration::from_secs(2));
+            let text = log.lock().unwrap().clone();
+            let reports = text
+                .lines()
+                .filter(|line| line.contains("cannot accept"))
+                .count();
+            drop(crowd);
+            let served = token_server_tests::request(
+                addr,
+                "POST",
+                "/token",
+                Some("application/json"),
+                br#"{"meta":{}}"#,
+            );
+            drop(child);
+            assert_eq!(reports, 1, "{text}");
+            assert_eq!(served.status, 200, "{served:?}");
+        }
+
+        #[test]
         fn connection_flags_with_bad_values_exit_2_naming_flag_and_range() {
             if !native_only() {
                 return;
