@@ -96,6 +96,7 @@ struct Head {
     content_type: Option<HeaderValue>,
     /// Raw too: hyper has already refused a malformed one.
     content_length: Option<HeaderValue>,
+    /// `Expect: 100-continue`: such a client sends its body only once told to go ahead.
     expect: Option<HeaderValue>,
 }
 
