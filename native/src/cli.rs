@@ -38,6 +38,17 @@ pub struct Config {
     /// Whether the server runs on a manual clock moved over HTTP (`/test-clock`), for
     /// integration tests only.
     pub test_clock: bool,
+    /// How long a client may take to send a request head (and, on a new connection,
+    /// to start sending one).
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Duration,
+    /// Most connections open at once; past it new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long in-flight requests may still run after SIGINT/SIGTERM.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +64,11 @@ impl Default for Config {
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             test_clock: false,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -102,6 +118,11 @@ const MAX_BODY_FLAG: &str = "--max-body";
 const MAX_TOKENS_FLAG: &str = "--max-tokens";
 const STATE_FILE_FLAG: &str = "--state-file";
 const SNAPSHOT_FLAG: &str = "--snapshot-interval";
+const HEADER_TIMEOUT_FLAG: &str = "--header-timeout";
+const IDLE_TIMEOUT_FLAG: &str = "--idle-timeout";
+const BODY_TIMEOUT_FLAG: &str = "--body-timeout";
+const MAX_CONNECTIONS_FLAG: &str = "--max-connections";
+const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -109,6 +130,46 @@ const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
 
 /// Snapshot interval when a state file is set and no interval given.
 const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Allowed `--header-timeout`: long enough for a slow link, short enough that a client
+/// sending half a request cannot hold a connection for long.
+const HEADER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+
+/// `--header-timeout` when not given: as nginx's `client_header_timeout` is 60s, but a
+/// request head to this service is a few hundred bytes from a nearby web server.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Allowed `--idle-timeout`.
+const IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// `--idle-timeout` when not given: long enough for a web server's connection pool to
+/// reuse connections between bursts.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Allowed `--body-timeout`.
+const BODY_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// `--body-timeout` when not given: the largest body (16 MiB) still arrives at about
+/// 0.5 MiB/s.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Allowed `--shutdown-timeout`: 0s drops in-flight requests at once.
+const SHUTDOWN_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(0)..=Duration::from_secs(3600);
+
+/// `--shutdown-timeout` when not given: below the usual supervisor grace periods
+/// (systemd 90s, Kubernetes 30s), so the state file is written before a SIGKILL.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Allowed `--max-connections`.
+const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+
+/// `--max-connections` when not given: far above what a few web servers' pools open,
+/// far below the usual hard open-file limit.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
 const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
@@ -169,6 +230,34 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             Long("snapshot-interval") => {
                 config.snapshot_interval =
                     duration(&mut parser, SNAPSHOT_FLAG, &SNAPSHOT_INTERVAL_RANGE)?;
+            }
+            Long("header-timeout") => {
+                config.header_timeout =
+                    duration(&mut parser, HEADER_TIMEOUT_FLAG, &HEADER_TIMEOUT_RANGE)?;
+            }
+            Long("idle-timeout") => {
+                config.idle_timeout =
+                    duration(&mut parser, IDLE_TIMEOUT_FLAG, &IDLE_TIMEOUT_RANGE)?;
+            }
+            Long("body-timeout") => {
+                config.body_timeout =
+                    duration(&mut parser, BODY_TIMEOUT_FLAG, &BODY_TIMEOUT_RANGE)?;
+            }
+            Long("shutdown-timeout") => {
+                config.shutdown_timeout =
+                    duration(&mut parser, SHUTDOWN_TIMEOUT_FLAG, &SHUTDOWN_TIMEOUT_RANGE)?;
+            }
+            Long("max-connections") => {
+                let expected = "a count from 1 to 1000000";
+                let text = value(&mut parser, MAX_CONNECTIONS_FLAG, expected)?;
+                config.max_connections = text
+                    .parse()
+                    .ok()
+                    .filter(|count| MAX_CONNECTIONS_RANGE.contains(count))
+                    .ok_or_else(|| CliError::InvalidValue {
+                        flag: MAX_CONNECTIONS_FLAG,
+                        reason: format!("'{text}' is not allowed: {expected}"),
+                    })?;
             }
             Long("max-tokens") => {
                 let expected = "a count from 1 to 1000000000";
@@ -277,6 +366,18 @@ Options:
       --test-clock               FOR TESTS ONLY: run on a clock that starts at the real
                                  time and moves only through POST /test-clock/advance
                                  and /test-clock/set (default: off)
+      --header-timeout DURATION  Close a connection whose request head takes longer,
+                                 between {header_range} (default: {header})
+      --idle-timeout DURATION    Close a kept-alive connection with no request for this
+                                 long, between {idle_range} (default: {idle})
+      --body-timeout DURATION    Close a connection whose request body takes longer,
+                                 between {body_range} (default: {body})
+      --max-connections COUNT    Most connections open at once, between 1 and 1000000;
+                                 further ones wait until one closes (default: {max_connections})
+      --shutdown-timeout DURATION
+                                 On SIGINT/SIGTERM, let in-flight requests run this long
+                                 before dropping them and writing the state file,
+                                 between {shutdown_range} (default: {shutdown})
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -292,6 +393,15 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         max_tokens = DEFAULT_MAX_TOKENS,
         snapshot_range = range(&SNAPSHOT_INTERVAL_RANGE),
         snapshot = format_duration(DEFAULT_SNAPSHOT_INTERVAL),
+        header_range = range(&HEADER_TIMEOUT_RANGE),
+        header = format_duration(DEFAULT_HEADER_TIMEOUT),
+        idle_range = range(&IDLE_TIMEOUT_RANGE),
+        idle = format_duration(DEFAULT_IDLE_TIMEOUT),
+        body_range = range(&BODY_TIMEOUT_RANGE),
+        body = format_duration(DEFAULT_BODY_TIMEOUT),
+        max_connections = DEFAULT_MAX_CONNECTIONS,
+        shutdown_range = range(&SHUTDOWN_TIMEOUT_RANGE),
+        shutdown = format_duration(DEFAULT_SHUTDOWN_TIMEOUT),
         depth = token_server_core::config::MAX_META_DEPTH,
         keys = token_server_core::config::MAX_META_KEYS,
     )
@@ -438,6 +548,47 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_read_and_checked() {
+        let defaults = config(&[]);
+        assert_eq!(defaults.header_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.body_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.max_connections, 10_000);
+        let set = config(&[
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "2min",
+            "--body-timeout",
+            "1h",
+            "--shutdown-timeout",
+            "0s",
+            "--max-connections",
+            "3",
+        ]);
+        assert_eq!(set.header_timeout, Duration::from_secs(1));
+        assert_eq!(set.idle_timeout, Duration::from_secs(120));
+        assert_eq!(set.body_timeout, Duration::from_secs(3600));
+        assert_eq!(set.shutdown_timeout, Duration::ZERO);
+        assert_eq!(set.max_connections, 3);
+        assert_eq!(
+            error(&["--header-timeout", "999ms"]),
+            "--header-timeout: '999ms' is out of range: allowed is 1s to 10min"
+        );
+        assert!(error(&["--idle-timeout", "2h"]).contains("1s to 1h"));
+        assert!(error(&["--body-timeout", "0s"]).contains("1s to 1h"));
+        assert!(error(&["--shutdown-timeout", "61min"]).contains("0s to 1h"));
+        assert!(error(&["--shutdown-timeout", "soon"]).starts_with("--shutdown-timeout: "));
+        for bad in ["0", "1000001", "many", ""] {
+            assert!(
+                error(&["--max-connections", bad]).contains("1 to 1000000"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn help_lists_every_flag_with_range_and_default() {
         let help = help();
         for needle in [
@@ -463,6 +614,16 @@ mod tests {
             "--test-clock",
             "32 levels",
             "1000 keys",
+            "--header-timeout",
+            "between 1s and 10min (default: 10s)",
+            "--idle-timeout",
+            "between 1s and 1h (default: 1min)",
+            "--body-timeout",
+            "(default: 30s)",
+            "--max-connections",
+            "(default: 10000)",
+            "--shutdown-timeout",
+            "between 0s and 1h (default: 10s)",
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }

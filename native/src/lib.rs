@@ -3,6 +3,9 @@
 
 pub mod cli;
 pub mod clock;
+pub mod connections;
+pub mod deadline;
+pub mod fd_limit;
 pub mod periodic;
 pub mod purge;
 pub mod server;

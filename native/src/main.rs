@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use token_server::clock::ServerClock;
-use token_server::{cli, purge, server, shutdown, state};
+use token_server::connections::ConnectionLimits;
+use token_server::deadline::Timeouts;
+use token_server::{cli, fd_limit, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
 use token_server_core::{OsRandom, TokenStore};
 
@@ -73,6 +75,7 @@ async fn serve(config: cli::Config) -> ExitCode {
             }
         }
     }
+    fd_limit::raise_for(config.max_connections);
     let address = SocketAddr::new(config.bind, config.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -103,7 +106,16 @@ async fn serve(config: cli::Config) -> ExitCode {
             .clone()
             .spawn_periodic(service.clone(), config.snapshot_interval)
     });
-    let served = server::run(listener, service.clone(), shutdown::signal()).await;
+    let limits = ConnectionLimits {
+        timeouts: Timeouts {
+            header: config.header_timeout,
+            idle: config.idle_timeout,
+            body: config.body_timeout,
+        },
+        max_connections: config.max_connections,
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    let served = server::run_with(listener, service.clone(), limits, shutdown::signal()).await;
     drop((purge, periodic_snapshots));
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {

@@ -1,23 +1,45 @@
 //! The HTTP host: warp turns each request into a protocol [`Request`] and the protocol's
-//! [`Reply`] back into a response. No endpoint logic lives here.
+//! [`Reply`] back into a response. No endpoint logic lives here; connections are
+//! accepted and bounded in [`crate::connections`].
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use token_server_core::protocol::{Body, Reply, Request, Service};
 use token_server_core::{Clock, TokenSource};
-use warp::http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use warp::http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
 use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
-/// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
+use crate::connections::{self, ConnectionLimits};
+
+/// Serves `service` on `listener` with the default [`ConnectionLimits`] until `shutdown`
+/// resolves, then lets in-flight requests finish within the default shutdown timeout.
 pub async fn run<C, R>(
     listener: tokio::net::TcpListener,
     service: Arc<Service<C, R>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    C: Clock + Send + Sync + 'static,
+    R: TokenSource + Send + Sync + 'static,
+{
+    run_with(listener, service, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serves `service` on `listener` under `limits` until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish within `limits.shutdown_timeout` and drops
+/// the connections still open, so the caller's state save runs without a request
+/// changing the store under it.
+pub async fn run_with<C, R>(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service<C, R>>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
@@ -28,14 +50,26 @@ where
     log::info!("listening on {address}");
     let requests = warp::method()
         .and(warp::path::full())
-        .and(content_type())
+        .and(optional_header(CONTENT_TYPE.as_str()))
+        .and(optional_header(CONTENT_LENGTH.as_str()))
+        .and(optional_header(EXPECT.as_str()))
         .and(warp::body::stream())
         .and_then(
-            move |method: Method, path: warp::path::FullPath, content_type, body| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  content_type,
+                  content_length,
+                  expect,
+                  body| {
                 let service = service.clone();
+                let head = Head {
+                    method,
+                    content_type,
+                    content_length,
+                    expect,
+                };
                 async move {
-                    let response =
-                        answer(&service, method, path.as_str(), content_type, body).await;
+                    let response = answer(&service, head, path.as_str(), body).await;
                     Ok::<_, Infallible>(response)
                 }
             },
@@ -49,57 +83,125 @@ where
                 info.elapsed().as_secs_f64() * 1000.0
             );
         }));
-    warp::serve(requests)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    connections::serve(listener, warp::service(requests), limits, shutdown).await;
     log::info!("stopped");
     Ok(())
 }
 
-/// The `Content-Type` header if present; its raw value, since a value that is not text
-/// must reach the protocol as "not JSON" (415) rather than as a warp rejection.
-fn content_type() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
-    warp::header::value(CONTENT_TYPE.as_str())
+/// The request head as the answer needs it.
+struct Head {
+    method: Method,
+    /// Raw, since a value that is not text must reach the protocol as "not JSON" (415)
+    /// rather than as a warp rejection.
+    content_type: Option<HeaderValue>,
+    /// Raw too: hyper has already refused a malformed one.
+    content_length: Option<HeaderValue>,
+    /// `Expect: 100-continue`: such a client sends its body only once told to go ahead.
+    expect: Option<HeaderValue>,
+}
+
+/// Header `name` if present, as its raw value; never a rejection.
+fn optional_header(
+    name: &'static str,
+) -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infallible> + Clone {
+    warp::header::value(name)
         .map(Some)
         .or(warp::any().map(|| None))
         .unify()
 }
 
-async fn answer<C, R, B>(
+async fn answer<C, R, B, S>(
     service: &Arc<Service<C, R>>,
-    method: Method,
+    head: Head,
     path: &str,
-    content_type: Option<HeaderValue>,
-    body: impl Stream<Item = Result<B, warp::Error>>,
+    body: S,
 ) -> Response<String>
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
     B: Buf,
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
 {
-    let body = read_limited(body, service.max_body_bytes()).await;
+    let limit = service.max_body_bytes();
+    let mut body = Box::pin(body);
+    // Refused before a byte of the body is read: no point receiving megabytes to refuse.
+    let declared_too_large = head
+        .content_length
+        .as_ref()
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|length| length > limit as u64);
+    let bytes = if declared_too_large {
+        None
+    } else {
+        read_limited(&mut body, limit).await
+    };
     let request = Request {
-        method: method.as_str(),
+        method: head.method.as_str(),
         path,
-        content_type: content_type.as_ref().and_then(|value| value.to_str().ok()),
-        body: match &body {
+        content_type: head
+            .content_type
+            .as_ref()
+            .and_then(|value| value.to_str().ok()),
+        body: match &bytes {
             Some(bytes) => Body::Complete(bytes),
             None => Body::TooLarge,
         },
     };
     let reply = service.handle(&request);
-    to_response(reply)
+    let mut response = to_response(reply);
+    if bytes.is_none() {
+        // The rest of the body is unread; the connection cannot carry another request.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        // A client that sent `Expect: 100-continue` is waiting for a go-ahead that will
+        // never come, and sends nothing more.
+        if head.expect.is_none() {
+            linger(body);
+        }
+    }
+    response
+}
+
+/// How long a refused body is still read and discarded after the 413 is sent.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// How much of a refused body is read and discarded at most: as much as the largest
+/// `--max-body`, so any body the server could be configured to accept gets its 413.
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads and discards the rest of a refused body for a bounded time and size, as nginx's
+/// lingering close does. Closing at once would leave the unread body in the kernel's
+/// buffer, and closing a socket with unread data sends a reset that destroys the 413
+/// before a client that writes its whole body first (Python's http.client, many SDKs)
+/// gets to read it.
+fn linger<B, S>(mut body: Pin<Box<S>>)
+where
+    B: Buf,
+    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let discard = async {
+            let mut discarded = 0usize;
+            while let Some(Ok(chunk)) = body.next().await {
+                discarded = discarded.saturating_add(chunk.remaining());
+                if discarded > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        // Either way the body is dropped now, and hyper closes the connection.
+        let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+    });
 }
 
 /// Reads the whole body, or gives up with `None` as soon as it exceeds `limit`, so a huge
-/// body is never buffered. A body that breaks off midway is answered as an empty one.
-async fn read_limited<B: Buf>(
-    body: impl Stream<Item = Result<B, warp::Error>>,
-    limit: usize,
-) -> Option<Vec<u8>> {
-    let mut body = std::pin::pin!(body);
+/// body is never buffered. A body that breaks off midway (or times out) is answered as
+/// an empty one.
+async fn read_limited<B: Buf, S>(body: &mut Pin<Box<S>>, limit: usize) -> Option<Vec<u8>>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+{
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         let Ok(mut chunk) = chunk else {

@@ -823,4 +823,434 @@ mod cli {
         );
         server.wait_for_log("--dump is on", Duration::from_secs(5));
     }
+
+    /// Connection handling (timeouts, the connection cap, shutdown, lingering close) is
+    /// the native host's; the edge host leaves it to its platform.
+    mod connections {
+        use super::*;
+        use std::io::{ErrorKind, Read, Write};
+        use std::net::TcpStream;
+        use std::time::Instant;
+
+        const LOGIN: &str = r#"{"meta":{"user":"kept alive"}}"#;
+
+        /// One login on `stream`, kept alive; returns the status after reading exactly
+        /// the answer (its head and `Content-Length` bytes), so the connection can carry
+        /// another request.
+        fn keep_alive_login(stream: &mut TcpStream) -> u16 {
+            write!(
+                stream,
+                "POST /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{LOGIN}",
+                LOGIN.len()
+            )
+            .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                let read = stream.read(&mut byte).expect("read the answer's head");
+                assert_eq!(
+                    read,
+                    1,
+                    "closed mid-answer: {:?}",
+                    String::from_utf8_lossy(&head)
+                );
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no content-length in {head}"));
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).unwrap();
+            head.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+
+        /// How `stream` ended: `Ok(elapsed since start)` when the server closed it (EOF or
+        /// reset), `Err` with what was read when it was still open after `patience`.
+        fn wait_for_close(
+            mut stream: TcpStream,
+            start: Instant,
+            patience: Duration,
+        ) -> Result<Duration, String> {
+            stream.set_read_timeout(Some(patience)).unwrap();
+            let mut seen = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => return Ok(start.elapsed()),
+                    Ok(read) => seen.extend_from_slice(&buffer[..read]),
+                    Err(err)
+                        if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                    {
+                        return Err(format!(
+                            "still open after {patience:?}, having sent {:?}",
+                            String::from_utf8_lossy(&seen)
+                        ));
+                    }
+                    Err(_) => return Ok(start.elapsed()),
+                }
+            }
+        }
+
+        #[test]
+        fn stalled_connections_are_closed_after_their_timeout() {
+            if !native_only() {
+                return;
+            }
+            let server = Server::start(&[
+                "--header-timeout",
+                "1s",
+                "--idle-timeout",
+                "1s",
+                "--body-timeout",
+                "1s",
+            ]);
+            // Every timeout starts after this, so no connection may close within 1s of it.
+            let start = Instant::now();
+            let connect = || TcpStream::connect(server.addr).unwrap();
+            let silent = connect();
+            let mut half_line = connect();
+            half_line.write_all(b"POST /tok").unwrap();
+            let mut half_head = connect();
+            half_head
+                .write_all(b"POST /token HTTP/1.1\r\nHost: test\r\nContent-Type: appl")
+                .unwrap();
+            let mut partial_body = connect();
+            write!(
+                partial_body,
+                "POST /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"meta\":"
+            )
+            .unwrap();
+            let mut idle = connect();
+            assert_eq!(keep_alive_login(&mut idle), 200);
+            let stalled = [
+                ("nothing sent", silent),
+                ("half a request line", half_line),
+                ("half a head", half_head),
+                ("a partial body", partial_body),
+                ("idle after an answer", idle),
+            ];
+            std::thread::scope(|scope| {
+                let waiting: Vec<_> = stalled
+                    .into_iter()
+                    .map(|(what, stream)| {
+                        (
+                            what,
+                            scope.spawn(move || {
+                                wait_for_close(stream, start, Duration::from_secs(20))
+                            }),
+                        )
+                    })
+                    .collect();
+                // Meanwhile a client that does not stall is served.
+                let token = server.login(json!({"user": "prompt"}));
+                assert!(server.rotate(&token, None)["Ok"].is_object());
+                for (what, waiting) in waiting {
+                    let elapsed = waiting
+                        .join()
+                        .unwrap()
+                        .unwrap_or_else(|err| panic!("{what}: {err}"));
+                    assert!(
+                        elapsed >= Duration::from_millis(950),
+                        "{what}: closed after {elapsed:?}, before its timeout"
+                    );
+                }
+            });
+            server.login(json!({"user": "after"}));
+        }
+
+        #[test]
+        fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_header_timeout() {
+            if !native_only() {
+                return;
+            }
+            let server = Server::start(&["--header-timeout", "1s", "--idle-timeout", "30s"]);
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            assert_eq!(keep_alive_login(&mut stream), 200);
+            std::thread::sleep(Duration::from_millis(2500));
+            assert_eq!(keep_alive_login(&mut stream), 200);
+        }
+
+        #[test]
+        fn max_connections_caps_open_connections_until_one_closes() {
+            if !native_only() {
+                return;
+            }
+            let server = Server::start(&["--max-connections", "2"]);
+            let mut held: Vec<TcpStream> = (0..2)
+                .map(|_| {
+                    let mut stream = TcpStream::connect(server.addr).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(20)))
+                        .unwrap();
+                    assert_eq!(keep_alive_login(&mut stream), 200);
+                    stream
+                })
+                .collect();
+            // A third client gets through the kernel's backlog but is not served...
+            let mut waiting = TcpStream::connect(server.addr).unwrap();
+            waiting
+                .set_read_timeout(Some(Duration::from_millis(1500)))
+                .unwrap();
+            write!(
+                waiting,
+                "POST /token HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{LOGIN}",
+                LOGIN.len()
+            )
+            .unwrap();
+            let mut answer = Vec::new();
+            let early = waiting.read_to_end(&mut answer);
+            assert!(
+                early.as_ref().is_err_and(|err| matches!(
+                    err.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut
+                )),
+                "a third connection was served past --max-connections 2: {early:?} {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+            // ...until one of the two closes.
+            drop(held.pop());
+            waiting
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            waiting.read_to_end(&mut answer).unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            drop(held);
+            for _ in 0..5 {
+                server.login(json!({"user": "after the cap"}));
+            }
+        }
+
+        #[test]
+        fn sigterm_with_stalled_uploads_exits_within_the_shutdown_timeout_and_saves() {
+            if !native_only() {
+                return;
+            }
+            let path = state_path("stalled-shutdown");
+            let state = path.to_str().unwrap();
+            let server = Server::start(&["--state-file", state, "--shutdown-timeout", "1s"]);
+            let tokens = create_many(&server, 50);
+            let uploads: Vec<TcpStream> = (0..20)
+                .map(|_| {
+                    let mut stream = TcpStream::connect(server.addr).unwrap();
+                    write!(
+                        stream,
+                        "PUT /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"token\":"
+                    )
+                    .unwrap();
+                    stream
+                })
+                .collect();
+            // Let the server accept them all and start reading their bodies.
+            std::thread::sleep(Duration::from_millis(500));
+            let start = Instant::now();
+            server.send_sigterm();
+            server.wait_for_log(
+                "still open after --shutdown-timeout",
+                Duration::from_secs(10),
+            );
+            let status = server.wait_for_exit();
+            let took = start.elapsed();
+            assert_eq!(status.code(), Some(0));
+            assert!(
+                took < Duration::from_secs(8),
+                "--shutdown-timeout 1s, yet the exit took {took:?}"
+            );
+            drop(uploads);
+            let restarted = Server::start(&["--state-file", state]);
+            restarted.wait_for_log("loaded 50 live tokens", Duration::from_secs(5));
+            all_rotate_with_their_meta(&restarted, &tokens);
+        }
+
+        /// A client that writes its whole request before reading anything, as Python's
+        /// http.client and many SDKs do; the harness's `request` ignores write errors.
+        fn write_then_read(server: &Server, body: &[u8]) -> token_server_tests::Response {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_write_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            write!(
+                stream,
+                "POST /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .unwrap();
+            stream
+                .write_all(body)
+                .unwrap_or_else(|err| panic!("writing the body failed: {err}"));
+            let mut raw = Vec::new();
+            stream
+                .read_to_end(&mut raw)
+                .unwrap_or_else(|err| panic!("reading the answer failed: {err}"));
+            let text = String::from_utf8_lossy(&raw);
+            let (head, body) = text
+                .split_once("\r\n\r\n")
+                .unwrap_or_else(|| panic!("no answer: {text:?}"));
+            token_server_tests::Response {
+                status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
+                headers: head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|line| line.split_once(':'))
+                    .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_string()))
+                    .collect(),
+                body: body.to_string(),
+            }
+        }
+
+        #[test]
+        fn a_client_that_writes_an_8_mib_body_first_reads_the_413() {
+            if !native_only() {
+                return;
+            }
+            let server = Server::start(&[]);
+            let body = format!(r#"{{"meta":{{"pad":"{}"}}}}"#, "x".repeat(8 * 1024 * 1024));
+            for _ in 0..3 {
+                let response = write_then_read(&server, body.as_bytes());
+                assert_eq!(response.status, 413, "{response:?}");
+                assert_eq!(
+                    response.body,
+                    "the request body is larger than the limit of 65536 bytes"
+                );
+                assert_eq!(response.header("connection"), Some("close"));
+            }
+            server.login(json!({"user": "after the large bodies"}));
+        }
+
+        #[test]
+        fn accept_errors_past_the_open_file_limit_are_logged_rate_limited_and_survived() {
+            if !native_only() {
+                return;
+            }
+            use std::io::BufRead;
+            use std::sync::{Arc, Mutex};
+            // A hard limit of 48 open files, which the server cannot raise, and far more
+            // clients than that: accepting fails with EMFILE until some close.
+            /// Kills the server however the test ends.
+            struct Killed(std::process::Child);
+            impl Drop for Killed {
+                fn drop(&mut self) {
+                    let _ = self.0.kill();
+                    let _ = self.0.wait();
+                }
+            }
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(r#"ulimit -Sn 48 && ulimit -Hn 48 && exec "$0" --port 0"#)
+                .arg(native_binary())
+                .env("RUST_LOG", "token_server=info")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let log = Arc::new(Mutex::new(String::new()));
+            let stderr = child.stderr.take().unwrap();
+            let child = Killed(child);
+            let writer = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut log = writer.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            let wait_for = |needle: &str| -> String {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let text = log.lock().unwrap().clone();
+                    if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+                        return line.to_string();
+                    }
+                    assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            };
+            let line = wait_for("listening on ");
+            let addr: std::net::SocketAddr = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.trim().parse().ok())
+                .unwrap();
+            assert!(wait_for("open-file limit (48) is below --max-connections").contains("WARN"));
+            let crowd: Vec<TcpStream> =
+                (0..80).map(|_| TcpStream::connect(addr).unwrap()).collect();
+            wait_for("cannot accept a connection");
+            // Two seconds of failing accepts, retried every 100 ms: one line, not twenty.
+            std::thread::sleep(Duration::from_secs(2));
+            let text = log.lock().unwrap().clone();
+            let reports = text
+                .lines()
+                .filter(|line| line.contains("cannot accept"))
+                .count();
+            drop(crowd);
+            let served = token_server_tests::request(
+                addr,
+                "POST",
+                "/token",
+                Some("application/json"),
+                br#"{"meta":{}}"#,
+            );
+            drop(child);
+            assert_eq!(reports, 1, "{text}");
+            assert_eq!(served.status, 200, "{served:?}");
+        }
+
+        #[test]
+        fn connection_flags_with_bad_values_exit_2_naming_flag_and_range() {
+            if !native_only() {
+                return;
+            }
+            let cases: &[(&[&str], &[&str])] = &[
+                (
+                    &["--header-timeout", "500ms"],
+                    &["--header-timeout", "1s to 10min"],
+                ),
+                (
+                    &["--header-timeout", "11min"],
+                    &["--header-timeout", "1s to 10min"],
+                ),
+                (&["--idle-timeout", "0s"], &["--idle-timeout", "1s to 1h"]),
+                (&["--body-timeout", "2h"], &["--body-timeout", "1s to 1h"]),
+                (&["--body-timeout", "30"], &["--body-timeout", "1s to 1h"]),
+                (
+                    &["--shutdown-timeout", "2h"],
+                    &["--shutdown-timeout", "0s to 1h"],
+                ),
+                (&["--shutdown-timeout"], &["--shutdown-timeout", "0s to 1h"]),
+                (
+                    &["--max-connections", "0"],
+                    &["--max-connections", "1 to 1000000"],
+                ),
+                (
+                    &["--max-connections", "lots"],
+                    &["--max-connections", "1 to 1000000"],
+                ),
+            ];
+            for (args, needles) in cases {
+                let (code, stdout, stderr) = run(args);
+                assert_eq!(code, 2, "{args:?}: {stderr}");
+                let first = stderr.lines().next().unwrap_or("");
+                for needle in *needles {
+                    assert!(
+                        first.contains(needle),
+                        "{args:?}: {first:?} lacks {needle:?}"
+                    );
+                }
+                assert!(stdout.is_empty());
+            }
+        }
+    }
 }

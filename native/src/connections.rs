@@ -1,0 +1,212 @@
+//! Accepting and running client connections: at most `max_connections` open at once, each
+//! under the deadlines of [`crate::deadline`], accept errors survived without spinning,
+//! and a shutdown that gives in-flight requests a bounded time before dropping them.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use token_server_core::throttle::Throttle;
+use token_server_core::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::deadline::{ConnectionState, DeadlineStream, TimedBody, Timeouts};
+
+/// What bounds the connections of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Deadlines for request heads, idle connections and bodies.
+    pub timeouts: Timeouts,
+    /// Most connections open at once. Past it the server stops accepting, so further
+    /// clients wait in the kernel's listen backlog rather than failing outright.
+    pub max_connections: usize,
+    /// How long in-flight requests may run after the shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// The command line's defaults.
+    fn default() -> Self {
+        let config = crate::cli::Config::default();
+        ConnectionLimits {
+            timeouts: Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+                body: config.body_timeout,
+            },
+            max_connections: config.max_connections,
+            shutdown_timeout: config.shutdown_timeout,
+        }
+    }
+}
+
+/// How long the accept loop pauses after an error such as EMFILE: long enough not to
+/// spin on a condition that persists, short enough to resume soon after a close.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `service` on each connection accepted from `listener` until `shutdown`
+/// resolves; then stops accepting, lets in-flight requests finish within
+/// `limits.shutdown_timeout`, and drops the connections still open.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tower_service::Service<Request<TimedBody<Incoming>>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let accept_errors = Throttle::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit,
+        };
+        // The semaphore is never closed; a closed one would mean no more connections.
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                drop(permit);
+                if !is_the_clients_fault(&err) {
+                    if let Some(held) = accept_errors.check(SystemClock.now()) {
+                        log::error!("cannot accept a connection: {err}{}", repeated_since(held));
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                continue;
+            }
+        };
+        let watcher = graceful.watcher();
+        let service = service.clone();
+        connections.spawn(async move {
+            // Held for the connection's life: its slot under --max-connections.
+            let _permit = permit;
+            let state = ConnectionState::new(limits.timeouts);
+            let io = TokioIo::new(DeadlineStream::new(stream, state.clone()));
+            let service = TrackedService {
+                inner: service,
+                state,
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(io, service);
+            if let Err(err) = watcher.watch(connection).await {
+                log::debug!("connection from {peer} closed: {}", with_causes(&*err));
+            }
+        });
+    }
+    // Closing the listener makes new clients fail fast instead of waiting in a backlog
+    // nobody will accept from.
+    drop(listener);
+    while connections.try_join_next().is_some() {}
+    let open = connections.len();
+    if open > 0 {
+        log::info!(
+            "waiting up to {} for {open} open connection(s)",
+            token_server_core::duration::format_duration(limits.shutdown_timeout)
+        );
+    }
+    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        while connections.try_join_next().is_some() {}
+        log::warn!(
+            "dropping {} connection(s) still open after --shutdown-timeout",
+            connections.len()
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// Errors that concern one connection the client already gave up on, not the listener.
+fn is_the_clients_fault(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// An error with its chain of causes, as hyper's own messages are terse ("connection
+/// error") and the reason (a timeout, a reset) is in the source.
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The tail of a throttled log line: how many like it were held back.
+fn repeated_since(held: u64) -> String {
+    if held == 0 {
+        String::new()
+    } else {
+        format!(" ({held} more since the last report)")
+    }
+}
+
+/// The per-connection service: marks the connection busy from each request head until
+/// its answer is ready and its body no longer read, and puts the body under
+/// `--body-timeout`.
+#[derive(Clone)]
+struct TrackedService<S> {
+    inner: S,
+    state: ConnectionState,
+}
+
+type BoxedAnswer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+
+impl<S> hyper::service::Service<Request<Incoming>> for TrackedService<S>
+where
+    S: tower_service::Service<Request<TimedBody<Incoming>>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxedAnswer<S::Response, S::Error>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let guard = self.state.request_started();
+        let body_timeout = self.state.timeouts().body;
+        let body_guard = guard.clone();
+        let request = request.map(|body| TimedBody::new(body, body_timeout, body_guard));
+        // warp's service is always ready, as `TowerToHyperService` assumes too.
+        let answer = self.inner.clone().call(request);
+        Box::pin(async move {
+            let response = answer.await;
+            drop(guard);
+            response
+        })
+    }
+}

@@ -1,0 +1,411 @@
+//! Deadlines on a client connection, so a client that stalls (half a request head, nothing
+//! at all, a body that never ends, a kept-alive connection never reused) cannot hold a
+//! connection and its file descriptor forever.
+//!
+//! hyper 1 has a header-read timeout only, and it starts as soon as the previous answer is
+//! written, so it cannot tell a slow request head from a kept-alive connection waiting for
+//! its next request. These deadlines follow nginx instead: a request head gets
+//! `header` from its first byte (from the accept on a new connection), a kept-alive
+//! connection gets `idle` between requests, and a request body gets `body`.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// How long each stage of a request may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a new connection, or the first byte of a later request, to a complete head.
+    pub header: Duration,
+    /// From an answer on a kept-alive connection to the first byte of the next request.
+    pub idle: Duration,
+    /// From a complete head to the end of the body.
+    pub body: Duration,
+}
+
+/// Where one connection is in its request cycle: shared by the stream, which sees bytes
+/// arrive, and the service, which sees requests start and end.
+#[derive(Debug, Clone)]
+pub struct ConnectionState {
+    timeouts: Timeouts,
+    /// A std mutex: held for a comparison and an assignment, never across an await.
+    phase: Arc<Mutex<Phase>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a request head to be complete.
+    Head { deadline: Instant },
+    /// Between requests on a kept-alive connection.
+    Idle { deadline: Instant },
+    /// Requests being answered; their bodies carry their own deadline.
+    Busy { requests: usize },
+}
+
+impl ConnectionState {
+    /// The state of a connection just accepted: the header timeout runs from now.
+    pub fn new(timeouts: Timeouts) -> ConnectionState {
+        ConnectionState {
+            timeouts,
+            phase: Arc::new(Mutex::new(Phase::Head {
+                deadline: Instant::now() + timeouts.header,
+            })),
+        }
+    }
+
+    /// The limits this connection runs with.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    fn with_phase<T>(&self, change: impl FnOnce(&mut Phase) -> T) -> T {
+        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut phase)
+    }
+
+    /// Bytes arrived: on an idle connection a new request has begun.
+    fn bytes_arrived(&self) {
+        let header = self.timeouts.header;
+        self.with_phase(|phase| {
+            if let Phase::Idle { .. } = phase {
+                *phase = Phase::Head {
+                    deadline: Instant::now() + header,
+                };
+            }
+        });
+    }
+
+    /// A request head is complete; the connection is busy until every clone of the
+    /// returned guard is dropped (the answer is ready and the body is no longer read).
+    pub fn request_started(&self) -> RequestGuard {
+        self.with_phase(|phase| {
+            *phase = match *phase {
+                Phase::Busy { requests } => Phase::Busy {
+                    requests: requests + 1,
+                },
+                Phase::Head { .. } | Phase::Idle { .. } => Phase::Busy { requests: 1 },
+            }
+        });
+        RequestGuard {
+            _end: Arc::new(RequestEnd(self.clone())),
+        }
+    }
+
+    fn request_finished(&self) {
+        let idle = self.timeouts.idle;
+        self.with_phase(|phase| {
+            if let Phase::Busy { requests } = *phase {
+                *phase = if requests > 1 {
+                    Phase::Busy {
+                        requests: requests - 1,
+                    }
+                } else {
+                    Phase::Idle {
+                        deadline: Instant::now() + idle,
+                    }
+                };
+            }
+        });
+    }
+
+    /// When the connection is to be closed if it is still waiting for the client; `None`
+    /// while requests are being answered. The reason names the flag for the log.
+    fn deadline(&self) -> Option<(Instant, &'static str)> {
+        self.with_phase(|phase| match *phase {
+            Phase::Head { deadline } => Some((deadline, "--header-timeout")),
+            Phase::Idle { deadline } => Some((deadline, "--idle-timeout")),
+            Phase::Busy { .. } => None,
+        })
+    }
+}
+
+/// Keeps its connection busy while alive; cloned into the request body and the answer.
+#[derive(Debug, Clone)]
+pub struct RequestGuard {
+    /// Dropped with the last clone, which ends the request.
+    _end: Arc<RequestEnd>,
+}
+
+#[derive(Debug)]
+struct RequestEnd(ConnectionState);
+
+impl Drop for RequestEnd {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// A byte stream that fails with [`io::ErrorKind::TimedOut`] when it has waited for the
+/// client past the connection's deadline; hyper then closes the connection.
+#[derive(Debug)]
+pub struct DeadlineStream<T> {
+    inner: T,
+    state: ConnectionState,
+    /// Created on the first wait, then reset: one timer per connection.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> DeadlineStream<T> {
+    /// Wraps `inner`, whose deadlines `state` keeps.
+    pub fn new(inner: T, state: ConnectionState) -> DeadlineStream<T> {
+        DeadlineStream {
+            inner,
+            state,
+            timer: None,
+        }
+    }
+
+    /// Called when the stream would wait: `Pending` with the timer armed, or the error
+    /// that closes the connection once the deadline has passed.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some((deadline, flag)) = self.state.deadline() else {
+            return Poll::Pending;
+        };
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client waited longer than {flag}"),
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for DeadlineStream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.state.bytes_arrived();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+        }
+    }
+}
+
+/// Writes wait under the same deadline: an answer the client does not read for
+/// `--idle-timeout` ends the connection too.
+impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineStream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => this.poll_deadline(cx).map(Err),
+            ready => ready,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Why a request body ended early.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The connection failed or the client broke the framing.
+    Transport(hyper::Error),
+    /// The whole body did not arrive within `--body-timeout`.
+    TimedOut,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Transport(err) => err.fmt(f),
+            BodyError::TimedOut => f.write_str("the request body took longer than --body-timeout"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Transport(err) => Some(err),
+            BodyError::TimedOut => None,
+        }
+    }
+}
+
+/// A request body that ends with [`BodyError::TimedOut`] at its deadline, and keeps its
+/// connection busy (so no idle deadline runs) while it is being read.
+#[derive(Debug)]
+pub struct TimedBody<B> {
+    inner: B,
+    deadline: Instant,
+    /// Created only when the body is not all there yet; most bodies arrive with the head.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the deadline passed; the body then ends.
+    expired: bool,
+    _request: RequestGuard,
+}
+
+impl<B> TimedBody<B> {
+    /// `inner`, which must be read whole within `timeout` from now.
+    pub fn new(inner: B, timeout: Duration, request: RequestGuard) -> TimedBody<B> {
+        TimedBody {
+            inner,
+            deadline: Instant::now() + timeout,
+            timer: None,
+            expired: false,
+            _request: request,
+        }
+    }
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Error = hyper::Error> + Unpin,
+{
+    type Data = B::Data;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                Poll::Ready(frame.map(|frame| frame.map_err(BodyError::Transport)))
+            }
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.expired = true;
+                        log::debug!("{}; closing the connection", BodyError::TimedOut);
+                        Poll::Ready(Some(Err(BodyError::TimedOut)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        body: Duration::from_secs(30),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_cycles_through_head_busy_and_idle() {
+        let start = Instant::now();
+        let state = ConnectionState::new(TIMEOUTS);
+        assert_eq!(
+            state.deadline(),
+            Some((start + TIMEOUTS.header, "--header-timeout"))
+        );
+        let first = state.request_started();
+        let body_holds = first.clone();
+        let second = state.request_started();
+        drop(first);
+        assert_eq!(state.deadline(), None, "a request is still being answered");
+        drop(second);
+        assert_eq!(state.deadline(), None, "its body is still being read");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(body_holds);
+        let idle_from = Instant::now();
+        assert_eq!(
+            state.deadline(),
+            Some((idle_from + TIMEOUTS.idle, "--idle-timeout"))
+        );
+        tokio::time::advance(Duration::from_secs(20)).await;
+        state.bytes_arrived();
+        assert_eq!(
+            state.deadline(),
+            Some((
+                idle_from + Duration::from_secs(20) + TIMEOUTS.header,
+                "--header-timeout"
+            )),
+            "the next request's head gets the header timeout from its first byte"
+        );
+        state.bytes_arrived();
+        assert_eq!(
+            state.deadline(),
+            Some((
+                idle_from + Duration::from_secs(20) + TIMEOUTS.header,
+                "--header-timeout"
+            )),
+            "more bytes of the same head do not extend it"
+        );
+    }
+}
