@@ -378,14 +378,12 @@ impl TokenStore {
     ) -> Result<String, JsError> {
         let meta = map_from(meta, "meta").map_err(js_error)?;
         // The same bounds the REST protocol enforces on a login.
-        self.store
-            .meta_limits()
-            .check(&meta)
+        let meta = Meta::from_map_within(&meta, &self.store.meta_limits())
             .map_err(|err| js_error(FacadeError::BadArgument(err.to_string())))?;
         self.clock.tick().map_err(js_error)?;
         let token = self
             .store
-            .create(Meta::from_map(&meta))
+            .create(meta)
             .map_err(|err| js_error(store_error(err)))?;
         Ok(token.into_string())
     }
