@@ -2,6 +2,7 @@
 //! store built on any clock and randomness with exactly the shipped HTTP stack.
 
 pub mod cli;
+pub mod clock;
 pub mod periodic;
 pub mod purge;
 pub mod server;
