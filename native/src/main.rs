@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use token_server::clock::AnchoredClock;
 use token_server::{cli, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
-use token_server_core::{OsRandom, SystemClock, TokenStore};
+use token_server_core::{MetaLimits, OsRandom, TokenStore};
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1)) {
@@ -48,8 +49,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
-    let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
-        .with_max_tokens(config.max_tokens);
+    // Expiry runs on the monotonic clock, anchored to the wall clock once: a wall clock
+    // stepped while running neither revives nor kills sessions.
+    let store = TokenStore::new(config.token_lifetime, AnchoredClock::start(), OsRandom)
+        .with_max_tokens(config.max_tokens)
+        .with_meta_limits(MetaLimits {
+            max_bytes: config.max_meta_bytes,
+            ..MetaLimits::default()
+        });
     if let Some(path) = &config.state_file {
         match state::load(path, &store) {
             Ok(count) => log::info!("loaded {count} live tokens from {}", path.display()),
