@@ -72,7 +72,10 @@ function parseCli(TokenService, purgeIntervalMillis) {
   let service;
   let purgeMs;
   try {
-    service = new TokenService(values["token-lifetime"], undefined, values.dump);
+    // Node's performance clock is monotonic and starts at timeOrigin (the wall clock at
+    // start): expiry never jumps with the wall clock, as on the native host.
+    const now = () => performance.timeOrigin + performance.now();
+    service = new TokenService(values["token-lifetime"], now, values.dump);
   } catch (err) {
     fail(`--token-lifetime: ${err.message}`);
   }

@@ -20,7 +20,8 @@ use token_server_core::config::{
 use token_server_core::duration::{check_range, parse_duration_in};
 use token_server_core::protocol::{Body, Request, Service};
 use token_server_core::{
-    Clock, DumpEntry, Meta, OsRandom, PurgeReport, StoreError, Timestamp, TokenStore as Store,
+    Clock, DumpEntry, Meta, Monotonic, OsRandom, PurgeReport, StoreError, Timestamp,
+    TokenStore as Store,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -347,7 +348,11 @@ struct ReplyOut<'a> {
     allow: Option<&'a str>,
 }
 
-type CoreStore = Store<Snapshot, OsRandom>;
+/// The store's clock: the JS clock, kept from going back, so a `Date.now()` stepped back
+/// (NTP, a VM resume) revives no expired token.
+type StoreClock = Monotonic<Snapshot>;
+
+type CoreStore = Store<StoreClock, OsRandom>;
 
 /// A store of one-time tokens bound to metadata.
 #[wasm_bindgen(js_name = TokenStore)]
@@ -367,7 +372,7 @@ impl TokenStore {
     ) -> Result<TokenStore, JsError> {
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
+        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom);
         Ok(TokenStore { clock, store })
     }
 
@@ -459,7 +464,7 @@ impl TokenStore {
 #[wasm_bindgen(js_name = TokenService)]
 pub struct TokenService {
     clock: JsClock,
-    service: Service<Snapshot, OsRandom>,
+    service: Service<StoreClock, OsRandom>,
 }
 
 #[wasm_bindgen(js_class = TokenService)]
@@ -475,7 +480,7 @@ impl TokenService {
         let dump = flag_from(&dump, "dump").map_err(js_error)?;
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
+        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom);
         let service = Service::new(store).with_dump(dump);
         Ok(TokenService { clock, service })
     }
