@@ -113,7 +113,7 @@ pub enum RequestError {
     /// The body holds a number beyond the range of a 64-bit float (e.g. `1e400`): valid
     /// JSON, but not a value the service can keep.
     NumberOutOfRange,
-    /// The metadata exceeds a limit (depth or key count); says which.
+    /// The metadata exceeds a limit (depth, key count or size); says which.
     MetaLimit(MetaError),
     /// The store holds its maximum number of tokens.
     StoreFull,
