@@ -287,6 +287,55 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock that never goes back: it reads `inner` and returns the latest time it has
+/// returned so far if `inner` now says earlier.
+///
+/// For a host whose only time source is a wall clock that can be stepped (NTP, an
+/// operator, a VM resume): a step back must not revive tokens that had already expired.
+/// After a step back the time stands still until `inner` catches up; a step forward cannot
+/// be undone this way, which is why the native host reads a monotonic clock instead.
+///
+/// ```
+/// use std::time::Duration;
+/// use token_server_core::{Clock, ManualClock, Monotonic, Timestamp};
+/// let wall = ManualClock::new(5_000);
+/// let clock = Monotonic::new(wall.clone());
+/// assert_eq!(clock.now(), Timestamp(5_000));
+/// wall.set(Timestamp(1_000)); // stepped back
+/// assert_eq!(clock.now(), Timestamp(5_000));
+/// wall.set(Timestamp(6_000));
+/// assert_eq!(clock.now(), Timestamp(6_000));
+/// ```
+#[derive(Debug, Default)]
+pub struct Monotonic<C> {
+    inner: C,
+    /// The latest time returned, in milliseconds; only ever raised.
+    latest: AtomicU64,
+}
+
+impl<C: Clock> Monotonic<C> {
+    /// `inner`, kept from going back.
+    pub fn new(inner: C) -> Self {
+        Monotonic {
+            inner,
+            latest: AtomicU64::new(0),
+        }
+    }
+
+    /// The clock inside.
+    pub fn inner(&self) -> &C {
+        &self.inner
+    }
+}
+
+impl<C: Clock> Clock for Monotonic<C> {
+    fn now(&self) -> Timestamp {
+        let now = self.inner.now().0;
+        let before = self.latest.fetch_max(now, Ordering::Relaxed);
+        Timestamp(before.max(now))
+    }
+}
+
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> Timestamp {
         (**self).now()
@@ -366,6 +415,50 @@ mod tests {
         assert_eq!(clock.now(), Timestamp(15));
         clock.set(Timestamp(3));
         assert_eq!(other.now(), Timestamp(3));
+    }
+
+    #[test]
+    fn monotonic_holds_through_a_step_back_then_follows_again() {
+        let wall = ManualClock::new(10_000);
+        let clock = Monotonic::new(wall.clone());
+        assert_eq!(clock.now(), Timestamp(10_000));
+        wall.set(Timestamp(2_000));
+        assert_eq!(clock.now(), Timestamp(10_000));
+        wall.set(Timestamp(9_999));
+        assert_eq!(clock.now(), Timestamp(10_000));
+        wall.set(Timestamp(10_001));
+        assert_eq!(clock.now(), Timestamp(10_001));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_revives_no_expired_token_behind_monotonic() {
+        use crate::{Meta, SeededRandom, StoreError, TokenStore};
+        let lifetime = Duration::from_secs(60);
+        let start = Timestamp(1_700_000_000_000);
+        /// Rotations of a token expired and a token live when the wall clock stepped back
+        /// an hour, on a store reading the wall clock through `store_clock`.
+        fn run<C: Clock>(
+            lifetime: Duration,
+            start: Timestamp,
+            store_clock: impl Fn(ManualClock) -> C,
+        ) -> (Result<(), StoreError>, Result<(), StoreError>) {
+            let wall = ManualClock::new(start.0);
+            let store = TokenStore::new(lifetime, store_clock(wall.clone()), SeededRandom::new(5));
+            let expired = store.create(Meta::default()).unwrap();
+            wall.advance(Duration::from_secs(61));
+            let live = store.create(Meta::default()).unwrap();
+            wall.set(Timestamp(start.0 - 3_600_000));
+            (
+                store.rotate(expired.as_str(), None).map(|_| ()),
+                store.rotate(live.as_str(), None).map(|_| ()),
+            )
+        }
+        let (expired, live) = run(lifetime, start, Monotonic::new);
+        assert_eq!(expired, Err(StoreError::InvalidToken));
+        assert_eq!(live, Ok(()));
+        // What the guard prevents: on the bare wall clock the expired token works again.
+        let (expired, _) = run(lifetime, start, |wall| wall);
+        assert_eq!(expired, Ok(()));
     }
 
     #[test]

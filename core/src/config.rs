@@ -30,6 +30,14 @@ pub const MAX_META_DEPTH: usize = 32;
 /// Most keys accepted in one token's metadata, counting the keys of nested objects too.
 pub const MAX_META_KEYS: usize = 1_000;
 
+/// Longest metadata of one token, as compact JSON text, when none is given: 64 KiB.
+/// Checked at login and on the merged result of every update, so rotations cannot grow a
+/// token's metadata without end.
+pub const DEFAULT_MAX_META_BYTES: usize = 64 * 1024;
+
+/// Allowed `--max-meta-bytes`: from 1 KiB (a handful of keys) to 16 MiB.
+pub const MAX_META_BYTES_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+
 /// Most tokens held at once when none is given; past it, logins are refused with 503 so
 /// memory stays bounded (about 160 bytes each: 1.6 GB at this default).
 pub const DEFAULT_MAX_TOKENS: usize = 10_000_000;

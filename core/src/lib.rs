@@ -35,7 +35,7 @@ mod token;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub use clock::SystemClock;
-pub use clock::{Clock, ManualClock, Timestamp, TimestampError};
+pub use clock::{Clock, ManualClock, Monotonic, Timestamp, TimestampError};
 pub use meta::{Meta, MetaError, MetaLimits};
 pub use random::{OsRandom, RandomError, SeededRandom, TokenSource};
 pub use store::{DumpEntry, PurgeReport, Rotated, StoreError, Swept, TokenStore};

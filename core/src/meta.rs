@@ -23,6 +23,8 @@ pub enum MetaError {
     TooDeep { limit: usize },
     /// More keys in total (nested objects included) than the limit allows.
     TooManyKeys { limit: usize },
+    /// Longer, as compact JSON text, than the limit allows (in bytes).
+    TooLarge { limit: usize },
 }
 
 impl fmt::Display for MetaError {
@@ -40,6 +42,12 @@ impl fmt::Display for MetaError {
                 write!(
                     f,
                     "metadata has more than the limit of {limit} keys in total"
+                )
+            }
+            MetaError::TooLarge { limit } => {
+                write!(
+                    f,
+                    "metadata is larger than the limit of {limit} bytes (as compact JSON)"
                 )
             }
         }
@@ -95,12 +103,29 @@ impl Meta {
     /// );
     /// ```
     pub fn merged(&self, update: Map<String, Value>) -> Meta {
-        let unlimited = MetaLimits {
-            max_depth: usize::MAX,
-            max_keys: usize::MAX,
-        };
-        self.merged_within(update, &unlimited)
+        self.merged_within(update, &MetaLimits::UNLIMITED)
             .unwrap_or_else(|_| self.clone())
+    }
+
+    /// Metadata from a JSON object, refused when it exceeds `limits`: the checks of
+    /// [`MetaLimits::check`] with a single serialization, for the hot paths.
+    ///
+    /// ```
+    /// use token_server_core::{Meta, MetaError, MetaLimits};
+    /// let limits = MetaLimits { max_bytes: 11, ..MetaLimits::default() };
+    /// let small = serde_json::from_str(r#"{"a":"123"}"#).unwrap();
+    /// assert_eq!(Meta::from_map_within(&small, &limits).unwrap().as_json(), r#"{"a":"123"}"#);
+    /// let large = serde_json::from_str(r#"{"a":"1234"}"#).unwrap();
+    /// assert_eq!(Meta::from_map_within(&large, &limits), Err(MetaError::TooLarge { limit: 11 }));
+    /// ```
+    pub fn from_map_within(
+        map: &Map<String, Value>,
+        limits: &MetaLimits,
+    ) -> Result<Meta, MetaError> {
+        limits.check_shape(map)?;
+        let meta = Meta::from_map(map);
+        limits.check_len(meta.as_json().len())?;
+        Ok(meta)
     }
 
     /// [`Meta::merged`], refused when the result would exceed `limits`.
@@ -114,8 +139,7 @@ impl Meta {
         }
         let mut map = self.to_map();
         map.extend(update);
-        limits.check(&map)?;
-        Ok(Meta::from_map(&map))
+        Meta::from_map_within(&map, limits)
     }
 }
 
@@ -134,6 +158,10 @@ pub struct MetaLimits {
     pub max_depth: usize,
     /// Most keys, counting those of nested objects.
     pub max_keys: usize,
+    /// Longest compact JSON text, in bytes. Depth and key counts alone do not bound
+    /// memory: one key may hold a long string, and each update may add another, so
+    /// rotations could grow one token's metadata without end.
+    pub max_bytes: usize,
 }
 
 impl Default for MetaLimits {
@@ -141,24 +169,60 @@ impl Default for MetaLimits {
         MetaLimits {
             max_depth: crate::config::MAX_META_DEPTH,
             max_keys: crate::config::MAX_META_KEYS,
+            max_bytes: crate::config::DEFAULT_MAX_META_BYTES,
         }
     }
 }
 
 impl MetaLimits {
+    /// No bounds at all: what [`Meta::merged`] merges under.
+    pub const UNLIMITED: MetaLimits = MetaLimits {
+        max_depth: usize::MAX,
+        max_keys: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+
     /// Checks `map` against the limits.
     ///
     /// ```
     /// use token_server_core::{MetaError, MetaLimits};
-    /// let limits = MetaLimits { max_depth: 2, max_keys: 3 };
+    /// let limits = MetaLimits { max_depth: 2, max_keys: 3, max_bytes: 100 };
     /// let ok = serde_json::from_str(r#"{"a":{"b":1},"c":[1]}"#).unwrap();
     /// assert_eq!(limits.check(&ok), Ok(()));
     /// let deep = serde_json::from_str(r#"{"a":{"b":{"c":1}}}"#).unwrap();
     /// assert_eq!(limits.check(&deep), Err(MetaError::TooDeep { limit: 2 }));
+    /// let long = serde_json::from_str(&format!(r#"{{"a":"{}"}}"#, "x".repeat(100))).unwrap();
+    /// assert_eq!(limits.check(&long), Err(MetaError::TooLarge { limit: 100 }));
     /// ```
     pub fn check(&self, map: &Map<String, Value>) -> Result<(), MetaError> {
+        self.check_shape(map)?;
+        // Counted rather than kept: a caller that also needs the text uses
+        // `Meta::from_map_within`, which serializes once.
+        let mut counter = ByteCounter {
+            len: 0,
+            limit: self.max_bytes,
+        };
+        match serde_json::to_writer(&mut counter, map) {
+            Ok(()) => self.check_len(counter.len),
+            Err(_) => Err(MetaError::TooLarge {
+                limit: self.max_bytes,
+            }),
+        }
+    }
+
+    /// Depth and key count, the bounds that need no serialization.
+    fn check_shape(&self, map: &Map<String, Value>) -> Result<(), MetaError> {
         let mut keys = 0;
         self.check_object(map, 1, &mut keys)
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), MetaError> {
+        if len > self.max_bytes {
+            return Err(MetaError::TooLarge {
+                limit: self.max_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn check_object(
@@ -197,6 +261,27 @@ impl MetaLimits {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Counts the bytes serialized into it, failing as soon as they pass `limit`, so checking
+/// a huge map stops early and allocates nothing.
+struct ByteCounter {
+    len: usize,
+    limit: usize,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.len = self.len.saturating_add(bytes.len());
+        if self.len > self.limit {
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -268,7 +353,8 @@ mod tests {
         assert_eq!(
             MetaLimits {
                 max_depth: 4,
-                max_keys: 10
+                max_keys: 10,
+                max_bytes: 100,
             }
             .check(&arrays),
             Ok(())
@@ -276,7 +362,8 @@ mod tests {
         assert_eq!(
             MetaLimits {
                 max_depth: 3,
-                max_keys: 10
+                max_keys: 10,
+                max_bytes: 100,
             }
             .check(&arrays),
             Err(MetaError::TooDeep { limit: 3 })

@@ -15,6 +15,7 @@ use crate::config::MAX_BODY_BYTES;
 use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
 use crate::store::{StoreError, TokenStore};
+use crate::throttle::Throttle;
 
 /// Log target of the `HEAD /dump` lines, so operators can enable exactly them.
 pub const DUMP_LOG_TARGET: &str = "token_server::dump";
@@ -103,9 +104,16 @@ pub enum RequestError {
     PayloadTooLarge { limit: usize },
     /// The body is not JSON.
     MalformedJson(String),
+    /// The body ends before its JSON does (a client or proxy cut it short).
+    IncompleteJson,
+    /// The body is JSON, but not an object (an array, a string, a number, …).
+    NotAnObject,
     /// The body is JSON, but not of the shape the endpoint takes.
     WrongShape(String),
-    /// The metadata exceeds a limit (depth or key count); says which.
+    /// The body holds a number beyond the range of a 64-bit float (e.g. `1e400`): valid
+    /// JSON, but not a value the service can keep.
+    NumberOutOfRange,
+    /// The metadata exceeds a limit (depth, key count or size); says which.
     MetaLimit(MetaError),
     /// The store holds its maximum number of tokens.
     StoreFull,
@@ -126,8 +134,10 @@ impl RequestError {
             RequestError::MethodNotAllowed { .. } => 405,
             RequestError::UnsupportedMediaType => 415,
             RequestError::PayloadTooLarge { .. } => 413,
-            RequestError::MalformedJson(_) => 400,
-            RequestError::WrongShape(_)
+            RequestError::MalformedJson(_) | RequestError::IncompleteJson => 400,
+            RequestError::NotAnObject
+            | RequestError::WrongShape(_)
+            | RequestError::NumberOutOfRange
             | RequestError::MetaLimit(_)
             | RequestError::InvalidValue(_)
             | RequestError::ClockBackwards { .. } => 422,
@@ -166,6 +176,13 @@ impl fmt::Display for RequestError {
             RequestError::MalformedJson(reason) => {
                 write!(f, "the request body is not valid JSON: {reason}")
             }
+            RequestError::IncompleteJson => {
+                f.write_str("the request body is incomplete: it ends before its JSON does")
+            }
+            RequestError::NotAnObject => f.write_str("the request body must be a JSON object"),
+            RequestError::NumberOutOfRange => f.write_str(
+                "the request body holds a number beyond the range of a 64-bit float (about 1.8e308)",
+            ),
             RequestError::WrongShape(reason) => {
                 write!(f, "the request body has the wrong shape: {reason}")
             }
@@ -214,6 +231,12 @@ pub struct Service<C, R> {
     /// The clock `/test-clock` moves; `None` (those paths answer 404) unless the host
     /// runs the store on it for tests.
     test_clock: Option<ManualClock>,
+    /// Rate limit of the "store is full" warning: a flood of refused logins would
+    /// otherwise write one line each (400,000 lines in 5 s were seen).
+    full_warning: Throttle,
+    /// Rate limit of the "cannot issue a token" error, which a failing randomness source
+    /// would repeat for every request.
+    unavailable_error: Throttle,
 }
 
 impl<C: Clock, R: TokenSource> Service<C, R> {
@@ -224,6 +247,8 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             dump_enabled: false,
             max_body_bytes: MAX_BODY_BYTES,
             test_clock: None,
+            full_warning: Throttle::default(),
+            unavailable_error: Throttle::default(),
         }
     }
 
@@ -359,21 +384,24 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         }
     }
 
+    /// `body` read as the endpoint's shape `T`.
+    fn parse<'a, T: Deserialize<'a>>(&self, body: &'a [u8]) -> Result<T, RequestError> {
+        json::parse(body, self.store.meta_limits().max_depth)
+    }
+
     fn create(&self, body: &[u8]) -> Result<Reply, RequestError> {
-        let CreateBody { meta } = parse(body)?;
-        self.store
-            .meta_limits()
-            .check(&meta)
+        let CreateBody { meta } = self.parse(body)?;
+        let meta = Meta::from_map_within(&meta, &self.store.meta_limits())
             .map_err(RequestError::MetaLimit)?;
         let token = self
             .store
-            .create(Meta::from_map(&meta))
-            .map_err(store_error)?;
+            .create(meta)
+            .map_err(|err| self.store_error(err))?;
         Ok(Reply::text(200, token.into_string()))
     }
 
     fn rotate(&self, body: &[u8]) -> Result<Reply, RequestError> {
-        let RotateBody { token, meta } = parse(body)?;
+        let RotateBody { token, meta } = self.parse(body)?;
         match self.store.rotate(&token, meta) {
             Ok(rotated) => {
                 let meta = rotated.meta.as_json();
@@ -389,12 +417,12 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 Ok(Reply::json(out))
             }
             Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
-            Err(err) => Err(store_error(err)),
+            Err(err) => Err(self.store_error(err)),
         }
     }
 
     fn remove(&self, body: &[u8]) -> Result<Reply, RequestError> {
-        let RemoveBody { token } = parse(body)?;
+        let RemoveBody { token } = self.parse(body)?;
         self.store.remove(&token);
         Ok(Reply::empty(202))
     }
@@ -407,6 +435,39 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         }
         Reply::empty(202)
     }
+
+    /// The refusal for a store failure other than an invalid token, logged for the
+    /// operator: the first of a run at once, then at most one line per interval with the
+    /// count of those held back (time from the store's clock).
+    fn store_error(&self, err: StoreError) -> RequestError {
+        match err {
+            StoreError::MetaLimit(err) => RequestError::MetaLimit(err),
+            StoreError::Full => {
+                if let Some(held_back) = self.full_warning.check(self.store.clock().now()) {
+                    log::warn!(
+                        "token store is full: refusing new tokens (raise --max-tokens?){}",
+                        since_last(held_back)
+                    );
+                }
+                RequestError::StoreFull
+            }
+            StoreError::InvalidToken | StoreError::Random(_) => {
+                if let Some(held_back) = self.unavailable_error.check(self.store.clock().now()) {
+                    log::error!("cannot issue a token: {err}{}", since_last(held_back));
+                }
+                RequestError::Unavailable
+            }
+        }
+    }
+}
+
+/// The tail of a rate-limited log line: how many like it were held back since the last.
+fn since_last(held_back: u64) -> String {
+    if held_back == 0 {
+        String::new()
+    } else {
+        format!("; {held_back} more since the last such line")
+    }
 }
 
 /// Whether a `Content-Type` value names JSON: `application/json`, any case, parameters
@@ -416,31 +477,7 @@ fn is_json_media_type(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RequestError> {
-    serde_json::from_slice(body).map_err(|err| {
-        let reason = err.to_string();
-        match err.classify() {
-            serde_json::error::Category::Data => RequestError::WrongShape(reason),
-            _ => RequestError::MalformedJson(reason),
-        }
-    })
-}
-
-/// The refusal for a store failure other than an invalid token, logged for the operator.
-fn store_error(err: StoreError) -> RequestError {
-    match err {
-        StoreError::MetaLimit(err) => RequestError::MetaLimit(err),
-        StoreError::Full => {
-            log::warn!("token store is full: refusing new tokens (raise --max-tokens?)");
-            RequestError::StoreFull
-        }
-        StoreError::InvalidToken | StoreError::Random(_) => {
-            log::error!("cannot issue a token: {err}");
-            RequestError::Unavailable
-        }
-    }
-}
-
+mod json;
 mod test_clock;
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ const MAX_TOKENS: usize = 5;
 const LIMITS: MetaLimits = MetaLimits {
     max_depth: 2,
     max_keys: 4,
+    max_bytes: 40,
 };
 
 /// Which token an op presents.
@@ -85,7 +86,9 @@ fn keys(value: &Value) -> usize {
 
 fn within_limits(map: &Map<String, Value>) -> bool {
     let value = Value::Object(map.clone());
-    levels(&value) <= LIMITS.max_depth && keys(&value) <= LIMITS.max_keys
+    levels(&value) <= LIMITS.max_depth
+        && keys(&value) <= LIMITS.max_keys
+        && value.to_string().len() <= LIMITS.max_bytes
 }
 
 impl Model {

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use token_server_core::config::{
-    DEFAULT_MAX_TOKENS, DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME,
-    MAX_BODY_BYTES, PURGE_INTERVAL_RANGE, TOKEN_LIFETIME_RANGE,
+    DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS, DEFAULT_PORT, DEFAULT_PURGE_INTERVAL,
+    DEFAULT_TOKEN_LIFETIME, MAX_BODY_BYTES, MAX_META_BYTES_RANGE, PURGE_INTERVAL_RANGE,
+    TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
@@ -31,6 +32,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most tokens held at once.
     pub max_tokens: usize,
+    /// Longest metadata of one token, as compact JSON, in bytes.
+    pub max_meta_bytes: usize,
     /// Where live tokens are kept across restarts; none by default.
     pub state_file: Option<PathBuf>,
     /// How often the state file is rewritten while running.
@@ -61,6 +64,7 @@ impl Default for Config {
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             max_body_bytes: MAX_BODY_BYTES,
             max_tokens: DEFAULT_MAX_TOKENS,
+            max_meta_bytes: DEFAULT_MAX_META_BYTES,
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
             test_clock: false,
@@ -116,6 +120,7 @@ const PURGE_FLAG: &str = "-P/--purge-interval";
 const LIFETIME_FLAG: &str = "-t/--token-lifetime";
 const MAX_BODY_FLAG: &str = "--max-body";
 const MAX_TOKENS_FLAG: &str = "--max-tokens";
+const MAX_META_BYTES_FLAG: &str = "--max-meta-bytes";
 const STATE_FILE_FLAG: &str = "--state-file";
 const SNAPSHOT_FLAG: &str = "--snapshot-interval";
 const HEADER_TIMEOUT_FLAG: &str = "--header-timeout";
@@ -125,11 +130,11 @@ const MAX_CONNECTIONS_FLAG: &str = "--max-connections";
 const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
-const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
+pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 
 /// Snapshot interval when a state file is set and no interval given.
-const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Allowed `--header-timeout`: long enough for a slow link, short enough that a client
 /// sending half a request cannot hold a connection for long.
@@ -172,10 +177,10 @@ const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
-const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+pub const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 
 /// Allowed `--max-tokens`.
-const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
+pub const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
@@ -271,6 +276,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                         reason: format!("'{text}' is not allowed: {expected}"),
                     })?;
             }
+            Long("max-meta-bytes") => {
+                let expected = format!(
+                    "bytes from {} to {}, or with a unit: {}",
+                    MAX_META_BYTES_RANGE.start(),
+                    MAX_META_BYTES_RANGE.end(),
+                    format_bytes(DEFAULT_MAX_META_BYTES)
+                );
+                let text = value(&mut parser, MAX_META_BYTES_FLAG, &expected)?;
+                config.max_meta_bytes = parse_bytes(&text)
+                    .filter(|bytes| MAX_META_BYTES_RANGE.contains(bytes))
+                    .ok_or_else(|| CliError::InvalidValue {
+                        flag: MAX_META_BYTES_FLAG,
+                        reason: format!("'{text}' is not allowed: {expected}"),
+                    })?;
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -326,8 +346,32 @@ fn parse_bytes(text: &str) -> Option<usize> {
     number.parse::<usize>().ok()?.checked_mul(scale)
 }
 
+/// A byte count as `--max-body`-style flags take it: with the largest unit that divides it
+/// (`64KiB`, `16MiB`), else plain.
+pub fn format_bytes(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    match bytes {
+        0 => "0".to_string(),
+        _ if bytes.is_multiple_of(MIB) => format!("{}MiB", bytes / MIB),
+        _ if bytes.is_multiple_of(1024) => format!("{}KiB", bytes / 1024),
+        _ => bytes.to_string(),
+    }
+}
+
 /// The `--help` text: every flag with its range and default.
 pub fn help() -> String {
+    let bytes_range = |r: &RangeInclusive<usize>| {
+        format!(
+            "{} and {}",
+            format_bytes(*r.start()),
+            format_bytes(*r.end())
+        )
+    };
+    let tokens_range = format!(
+        "{} and {}",
+        MAX_TOKENS_RANGE.start(),
+        MAX_TOKENS_RANGE.end()
+    );
     let range = |r: &RangeInclusive<Duration>| {
         format!(
             "{} and {}",
@@ -354,10 +398,13 @@ Options:
                                  (default: {purge})
   -t, --token-lifetime DURATION  How long a token remains valid, between {lifetime_range}
                                  (default: {lifetime})
-      --max-body BYTES           Largest request body, between 1KiB and 16MiB; larger
-                                 ones get 413 (default: 64KiB)
-      --max-tokens COUNT         Most tokens held at once, between 1 and 1000000000;
+      --max-body BYTES           Largest request body, between {body_range}; larger
+                                 ones get 413 (default: {max_body})
+      --max-tokens COUNT         Most tokens held at once, between {tokens_range};
                                  logins past it get 503 (default: {max_tokens})
+      --max-meta-bytes BYTES     Largest metadata of one token, between {meta_bytes_range},
+                                 as compact JSON; checked at login and on the merged
+                                 result of every update, 422 past it (default: {meta_bytes})
       --state-file PATH          Keep live tokens across restarts in PATH: loaded at start,
                                  written atomically on shutdown (default: none)
       --snapshot-interval DURATION
@@ -371,7 +418,7 @@ Options:
       --idle-timeout DURATION    Close a kept-alive connection with no request for this
                                  long, between {idle_range} (default: {idle})
       --body-timeout DURATION    Close a connection whose request body takes longer,
-                                 between {body_range} (default: {body})
+                                 between {body_timeout_range} (default: {body_timeout})
       --max-connections COUNT    Most connections open at once, between 1 and 1000000;
                                  further ones wait until one closes (default: {max_connections})
       --shutdown-timeout DURATION
@@ -390,15 +437,20 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         purge = format_duration(DEFAULT_PURGE_INTERVAL),
         lifetime_range = range(&TOKEN_LIFETIME_RANGE),
         lifetime = format_duration(DEFAULT_TOKEN_LIFETIME),
+        body_range = bytes_range(&MAX_BODY_RANGE),
+        max_body = format_bytes(MAX_BODY_BYTES),
+        tokens_range = tokens_range,
         max_tokens = DEFAULT_MAX_TOKENS,
+        meta_bytes_range = bytes_range(&MAX_META_BYTES_RANGE),
+        meta_bytes = format_bytes(DEFAULT_MAX_META_BYTES),
         snapshot_range = range(&SNAPSHOT_INTERVAL_RANGE),
         snapshot = format_duration(DEFAULT_SNAPSHOT_INTERVAL),
         header_range = range(&HEADER_TIMEOUT_RANGE),
         header = format_duration(DEFAULT_HEADER_TIMEOUT),
         idle_range = range(&IDLE_TIMEOUT_RANGE),
         idle = format_duration(DEFAULT_IDLE_TIMEOUT),
-        body_range = range(&BODY_TIMEOUT_RANGE),
-        body = format_duration(DEFAULT_BODY_TIMEOUT),
+        body_timeout_range = range(&BODY_TIMEOUT_RANGE),
+        body_timeout = format_duration(DEFAULT_BODY_TIMEOUT),
         max_connections = DEFAULT_MAX_CONNECTIONS,
         shutdown_range = range(&SHUTDOWN_TIMEOUT_RANGE),
         shutdown = format_duration(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -589,6 +641,38 @@ mod tests {
     }
 
     #[test]
+    fn max_meta_bytes_is_read_with_units_and_checked() {
+        assert_eq!(config(&[]).max_meta_bytes, 64 * 1024);
+        assert_eq!(
+            config(&["--max-meta-bytes", "1MiB"]).max_meta_bytes,
+            1024 * 1024
+        );
+        assert_eq!(config(&["--max-meta-bytes", "1024"]).max_meta_bytes, 1024);
+        assert_eq!(
+            config(&["--max-meta-bytes", "16MiB"]).max_meta_bytes,
+            16 * 1024 * 1024
+        );
+        for bad in ["1023", "17MiB", "64kb", "", "-1"] {
+            let message = error(&["--max-meta-bytes", bad]);
+            assert!(
+                message.starts_with("--max-meta-bytes: ") && message.contains("1024 to 16777216"),
+                "{bad}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_counts_are_shown_in_the_largest_whole_unit() {
+        assert_eq!(format_bytes(1024), "1KiB");
+        assert_eq!(format_bytes(64 * 1024), "64KiB");
+        assert_eq!(format_bytes(16 * 1024 * 1024), "16MiB");
+        assert_eq!(format_bytes(1536), "1536");
+        for bytes in [1024, 65536, 1536, 16 * 1024 * 1024] {
+            assert_eq!(parse_bytes(&format_bytes(bytes)), Some(bytes));
+        }
+    }
+
+    #[test]
     fn help_lists_every_flag_with_range_and_default() {
         let help = help();
         for needle in [
@@ -612,6 +696,9 @@ mod tests {
             "--snapshot-interval",
             "1s and 24h",
             "--test-clock",
+            "--max-meta-bytes",
+            "Largest metadata of one token, between 1KiB and 16MiB,",
+            "(default: 64KiB)",
             "32 levels",
             "1000 keys",
             "--header-timeout",

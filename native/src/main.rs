@@ -12,7 +12,7 @@ use token_server::connections::ConnectionLimits;
 use token_server::deadline::Timeouts;
 use token_server::{cli, fd_limit, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
-use token_server_core::{OsRandom, TokenStore};
+use token_server_core::{MetaLimits, OsRandom, TokenStore};
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1)) {
@@ -51,6 +51,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
+    // Expiry runs on the monotonic clock anchored to the wall clock once (a wall clock
+    // stepped while running neither revives nor kills sessions), or on the test clock.
     let clock = ServerClock::new(config.test_clock);
     if config.test_clock {
         log::warn!(
@@ -58,7 +60,11 @@ async fn serve(config: cli::Config) -> ExitCode {
         );
     }
     let store = TokenStore::new(config.token_lifetime, clock.clone(), OsRandom)
-        .with_max_tokens(config.max_tokens);
+        .with_max_tokens(config.max_tokens)
+        .with_meta_limits(MetaLimits {
+            max_bytes: config.max_meta_bytes,
+            ..MetaLimits::default()
+        });
     if let Some(path) = &config.state_file {
         if let Err(err) = state::check_writable(path) {
             eprintln!("token-server: {err}\nRefusing to start: no snapshot could be saved.");

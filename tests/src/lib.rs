@@ -202,6 +202,9 @@ fn take_port<'a>(args: &[&'a str]) -> (Option<String>, Vec<&'a str>) {
 #[derive(Default)]
 struct Log {
     text: Mutex<String>,
+    /// When each line arrived, in order: the server's own timestamps have whole seconds
+    /// only, too coarse to measure a 1 s interval.
+    arrivals: Mutex<Vec<Instant>>,
     grew: Condvar,
 }
 
@@ -210,7 +213,9 @@ fn collect_lines(output: impl Read + Send + 'static, log: Arc<Log>) {
     std::thread::spawn(move || {
         for line in BufReader::new(output).lines() {
             let Ok(line) = line else { break };
+            let arrived = Instant::now();
             let mut text = log.text.lock().unwrap();
+            log.arrivals.lock().unwrap().push(arrived);
             text.push_str(&line);
             text.push('\n');
             log.grew.notify_all();
@@ -364,6 +369,38 @@ impl Server {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(!left.is_zero(), "no log line with {what:?} in:\n{text}");
+            text = self.log.grew.wait_timeout(text, left).unwrap().0;
+        }
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns them with the time each
+    /// arrived.
+    pub fn wait_for_lines(
+        &self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<(Instant, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut text = self.log.text.lock().unwrap();
+        loop {
+            let arrivals = self.log.arrivals.lock().unwrap();
+            let found: Vec<(Instant, String)> = text
+                .lines()
+                .zip(arrivals.iter())
+                .filter(|(line, _)| line.contains(needle))
+                .map(|(line, &arrived)| (arrived, line.to_string()))
+                .collect();
+            drop(arrivals);
+            if found.len() >= count {
+                return found;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{} of {count} log lines with {needle:?} in:\n{text}",
+                found.len()
+            );
             text = self.log.grew.wait_timeout(text, left).unwrap().0;
         }
     }

@@ -90,6 +90,10 @@ fn every_bad_request_gets_its_status_and_a_sentence() {
         ("POST", "/token", json, br#"{"meta":[1,2]}"#, 422),
         ("POST", "/token", json, br#"{"meta":"x"}"#, 422),
         ("POST", "/token", json, b"[]", 422),
+        ("POST", "/token", json, br#"[{"meta":{}}]"#, 422),
+        ("PUT", "/token", json, br#""x""#, 422),
+        ("DELETE", "/token", json, b"3", 422),
+        ("POST", "/token", json, br#"{"meta":{"n":1e400}}"#, 422),
         ("PUT", "/token", json, br#"{"meta":{}}"#, 422),
         ("PUT", "/token", json, br#"{"token":42}"#, 422),
         ("PUT", "/token", json, br#"{"token":"x","meta":7}"#, 422),
@@ -369,6 +373,77 @@ fn a_chunked_body_past_the_limit_is_answered_413_before_it_ends() {
 }
 
 #[test]
+fn bodies_that_are_not_objects_or_end_early_are_named_as_such() {
+    let server = Server::start(&[]);
+    let token = server.login(json!({"kept": 1}));
+    for body in [r#"[{"meta":{}}]"#, r#""x""#, "3"] {
+        let response = server.request("POST", "/token", Some("application/json"), body.as_bytes());
+        assert_eq!(
+            (response.status, response.body.as_str()),
+            (422, "the request body must be a JSON object"),
+            "{body}"
+        );
+    }
+    let cut = format!(r#"{{"token":"{token}","meta":{{"a":1"#);
+    for body in [r#"{"meta":{"a":1"#, cut.as_str()] {
+        let response = server.request("PUT", "/token", Some("application/json"), body.as_bytes());
+        assert_eq!(response.status, 400, "{body}: {response:?}");
+        assert!(response.body.contains("incomplete"), "{response:?}");
+    }
+    assert_eq!(
+        server.rotate(&token, None)["Ok"]["meta"],
+        json!({"kept": 1})
+    );
+}
+
+#[test]
+fn metadata_past_the_parser_depth_is_refused_with_422_not_400() {
+    let server = Server::start(&[]);
+    let token = server.login(json!({"kept": 1}));
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(130), "}".repeat(130));
+    let login = format!(r#"{{"meta":{deep}}}"#);
+    let update = format!(r#"{{"token":"{token}","meta":{deep}}}"#);
+    for (method, body) in [("POST", login), ("PUT", update)] {
+        let response = server.request(method, "/token", Some("application/json"), body.as_bytes());
+        assert_eq!(response.status, 422, "{method}: {response:?}");
+        assert!(response.body.contains("32 levels"), "{response:?}");
+    }
+    assert_eq!(
+        server.rotate(&token, None)["Ok"]["meta"],
+        json!({"kept": 1})
+    );
+}
+
+#[test]
+fn rotations_cannot_grow_metadata_past_the_byte_cap() {
+    // The default cap (64 KiB) on both hosts: each update stays under the body limit,
+    // their merged result is what is refused.
+    let server = Server::start(&[]);
+    let mut token = server.login(json!({"user": "grower"}));
+    let chunk = "z".repeat(20_000);
+    let mut refused = None;
+    for i in 0..10 {
+        let body = json!({ "token": token, "meta": { format!("k{i}"): chunk } });
+        let response = server.json("PUT", "/token", &body);
+        if response.status == 422 {
+            refused = Some((i, response.body));
+            break;
+        }
+        assert_eq!(response.status, 200, "{response:?}");
+        token = response.json()["Ok"]["token"].as_str().unwrap().to_string();
+    }
+    let (step, message) = refused.expect("metadata grew without bound");
+    assert_eq!(
+        step, 3,
+        "three 20,000-byte keys fit in 64 KiB, a fourth does not"
+    );
+    assert!(message.contains("limit of 65536 bytes"), "{message}");
+    let kept = server.rotate(&token, None);
+    assert_eq!(kept["Ok"]["meta"]["user"], json!("grower"));
+    assert!(kept["Ok"]["meta"].get("k3").is_none(), "{kept}");
+}
+
+#[test]
 fn the_default_address_is_loopback() {
     let server = Server::start(&[]);
     assert!(server.addr.ip().is_loopback(), "{}", server.addr);
@@ -449,26 +524,116 @@ mod cli {
         }
     }
 
+    /// The text of option `flag` in `help`: its line and the continuation lines up to the
+    /// next option, whitespace collapsed so wrapped phrases read whole.
+    fn help_section(help: &str, flag: &str) -> String {
+        let is_option = |line: &str| {
+            let indent = line.len() - line.trim_start().len();
+            indent <= 6 && line.trim_start().starts_with('-')
+        };
+        let mut lines = help
+            .lines()
+            .skip_while(|line| !(is_option(line) && line.contains(flag)));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("--help lacks {flag}:\n{help}"));
+        let rest = lines.take_while(|line| !is_option(line) && !line.trim().is_empty());
+        std::iter::once(first)
+            .chain(rest)
+            .flat_map(str::split_whitespace)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     #[test]
-    fn help_lists_every_flag() {
+    fn help_lists_every_flag_with_the_ranges_and_defaults_in_force() {
+        use token_server::cli::{
+            format_bytes, DEFAULT_SNAPSHOT_INTERVAL, MAX_BODY_RANGE, MAX_TOKENS_RANGE,
+            SNAPSHOT_INTERVAL_RANGE,
+        };
+        use token_server_core::config::*;
+        use token_server_core::duration::format_duration;
+
         if !native_only() {
             return;
         }
         let (code, stdout, _) = run(&["--help"]);
         assert_eq!(code, 0);
-        for flag in [
-            "--help",
-            "--dump",
-            "--port",
-            "--purge-interval",
-            "--token-lifetime",
-            "--version",
-            "--bind",
-            "3666",
-            "1s and 90min",
-            "30min and 96h",
+        let durations = |range: &std::ops::RangeInclusive<Duration>, default: Duration| {
+            vec![
+                format!(
+                    "between {} and {}",
+                    format_duration(*range.start()),
+                    format_duration(*range.end())
+                ),
+                format!("(default: {})", format_duration(default)),
+            ]
+        };
+        let bytes = |range: &std::ops::RangeInclusive<usize>, default: usize| {
+            vec![
+                format!(
+                    "between {} and {}",
+                    format_bytes(*range.start()),
+                    format_bytes(*range.end())
+                ),
+                format!("(default: {})", format_bytes(default)),
+            ]
+        };
+        // Each flag, and what its own entry must say, from the constants the binary uses.
+        let expected: Vec<(&str, Vec<String>)> = vec![
+            ("--help", vec![]),
+            ("--version", vec![]),
+            ("--dump", vec![]),
+            ("--port", vec![format!("(default: {DEFAULT_PORT})")]),
+            ("--bind", vec!["(default: 127.0.0.1".to_string()]),
+            (
+                "--purge-interval",
+                durations(&PURGE_INTERVAL_RANGE, DEFAULT_PURGE_INTERVAL),
+            ),
+            (
+                "--token-lifetime",
+                durations(&TOKEN_LIFETIME_RANGE, DEFAULT_TOKEN_LIFETIME),
+            ),
+            ("--max-body", bytes(&MAX_BODY_RANGE, MAX_BODY_BYTES)),
+            (
+                "--max-tokens",
+                vec![
+                    format!(
+                        "between {} and {}",
+                        MAX_TOKENS_RANGE.start(),
+                        MAX_TOKENS_RANGE.end()
+                    ),
+                    format!("(default: {DEFAULT_MAX_TOKENS})"),
+                ],
+            ),
+            (
+                "--max-meta-bytes",
+                bytes(&MAX_META_BYTES_RANGE, DEFAULT_MAX_META_BYTES),
+            ),
+            ("--state-file", vec![]),
+            (
+                "--snapshot-interval",
+                durations(&SNAPSHOT_INTERVAL_RANGE, DEFAULT_SNAPSHOT_INTERVAL),
+            ),
+        ];
+        for (flag, needles) in &expected {
+            let section = help_section(&stdout, flag);
+            for needle in needles {
+                assert!(
+                    section.contains(needle.as_str()),
+                    "--help on {flag} lacks {needle:?}: {section:?}"
+                );
+            }
+        }
+        let collapsed = stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+        for limit in [
+            format!("{MAX_META_DEPTH} levels"),
+            format!("{MAX_META_KEYS} keys"),
         ] {
-            assert!(stdout.contains(flag), "--help lacks {flag}:\n{stdout}");
+            assert!(
+                collapsed.contains(&limit),
+                "--help lacks {limit}:\n{stdout}"
+            );
         }
         let (code, short, _) = run(&["-h"]);
         assert_eq!((code, short), (0, stdout));
@@ -485,10 +650,23 @@ mod cli {
         let server = Server::start_with_env(&["-P", "1s"], &[("RUST_LOG", "token_server=debug")]);
         server.login(json!({}));
         server.login(json!({}));
-        let line = server.wait_for_log("remaining", Duration::from_secs(5));
+        // At debug every sweep logs a line; five of them span four intervals.
+        let sweeps = server.wait_for_lines(" remaining", 6, Duration::from_secs(30));
+        let last = &sweeps[sweeps.len() - 1];
         assert!(
-            line.contains("purge: 0 expired tokens dropped, 2 remaining"),
-            "{line}"
+            last.1
+                .contains("purge: 0 expired tokens dropped, 2 remaining"),
+            "{}",
+            last.1
+        );
+        // Measured from the second sweep on: the first may come at any time after start.
+        let (first, _) = sweeps[1];
+        let spacing = (last.0 - first) / (sweeps.len() as u32 - 2);
+        // Wide bounds: a loaded machine delays lines, but a loop at 1min, or one that
+        // spins, falls far outside.
+        assert!(
+            spacing >= Duration::from_millis(500) && spacing <= Duration::from_millis(3000),
+            "sweeps {spacing:?} apart with -P 1s: {sweeps:?}"
         );
     }
 
@@ -507,6 +685,72 @@ mod cli {
         );
         server.wait_for_log("token store is full", Duration::from_secs(5));
         assert!(server.rotate(&first, None)["Ok"].is_object());
+    }
+
+    #[test]
+    fn a_flood_of_refused_logins_logs_a_handful_of_warnings() {
+        if !native_only() {
+            return;
+        }
+        let server = Server::start(&["--max-tokens", "1"]);
+        let first = server.login(json!({"n": 1}));
+        let refusals = 2_000;
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..refusals / 4 {
+                        let refused = server.json("POST", "/token", &json!({"meta": {}}));
+                        assert_eq!(refused.status, 503);
+                    }
+                });
+            }
+        });
+        server.wait_for_log("token store is full", Duration::from_secs(5));
+        // The flood took seconds at most; give stray lines time to arrive.
+        std::thread::sleep(Duration::from_millis(300));
+        let warnings = server
+            .log()
+            .lines()
+            .filter(|line| line.contains("token store is full"))
+            .count();
+        assert!(
+            (1..=10).contains(&warnings),
+            "{warnings} warnings for {refusals} refusals:\n{}",
+            server.log()
+        );
+        assert!(server.rotate(&first, None)["Ok"].is_object());
+    }
+
+    #[test]
+    fn max_meta_bytes_sets_the_metadata_cap() {
+        if !native_only() {
+            return;
+        }
+        let server = Server::start(&["--max-meta-bytes", "1KiB"]);
+        let token = server.login(json!({"pad": "x".repeat(1000)}));
+        let response = server.json(
+            "PUT",
+            "/token",
+            &json!({"token": token, "meta": {"more": "y".repeat(20)}}),
+        );
+        assert_eq!(response.status, 422, "{response:?}");
+        assert!(
+            response.body.contains("limit of 1024 bytes"),
+            "{response:?}"
+        );
+        let response = server.json(
+            "POST",
+            "/token",
+            &json!({"meta": {"pad": "x".repeat(1100)}}),
+        );
+        assert_eq!(response.status, 422, "{response:?}");
+        assert!(server.rotate(&token, None)["Ok"].is_object());
+        let (code, _, stderr) = run(&["--max-meta-bytes", "100"]);
+        assert_eq!(code, 2);
+        assert!(
+            stderr.starts_with("token-server: --max-meta-bytes: "),
+            "{stderr}"
+        );
     }
 
     #[test]

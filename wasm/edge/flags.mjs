@@ -64,7 +64,10 @@ export function parseFlags(args, wasm) {
   let service;
   let purgeMs;
   try {
-    service = new wasm.TokenService(values["token-lifetime"], undefined, values.dump);
+    // The performance clock is monotonic and starts at timeOrigin (the wall clock at
+    // start): expiry never jumps with the wall clock, as on the native host.
+    const now = () => performance.timeOrigin + performance.now();
+    service = new wasm.TokenService(values["token-lifetime"], now, values.dump);
   } catch (err) {
     throw new UsageError(`--token-lifetime: ${err.message}`);
   }

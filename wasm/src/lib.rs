@@ -20,8 +20,8 @@ use token_server_core::config::{
 use token_server_core::duration::{check_range, parse_duration_in};
 use token_server_core::protocol::{Body, Request, Service};
 use token_server_core::{
-    Clock, DumpEntry, Meta, MetaError, MetaLimits, OsRandom, PurgeReport, StoreError, Timestamp,
-    TokenStore as Store,
+    Clock, DumpEntry, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport, StoreError,
+    Timestamp, TokenStore as Store,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -536,7 +536,11 @@ struct ReplyOut<'a> {
     allow: Option<&'a str>,
 }
 
-type CoreStore = Store<Snapshot, OsRandom>;
+/// The store's clock: the JS clock, kept from going back, so a `Date.now()` stepped back
+/// (NTP, a VM resume) revives no expired token.
+type StoreClock = Monotonic<Snapshot>;
+
+type CoreStore = Store<StoreClock, OsRandom>;
 
 /// A store of one-time tokens bound to metadata.
 #[wasm_bindgen(js_name = TokenStore)]
@@ -556,7 +560,7 @@ impl TokenStore {
     ) -> Result<TokenStore, JsError> {
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
+        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom);
         Ok(TokenStore { clock, store })
     }
 
@@ -565,12 +569,16 @@ impl TokenStore {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Meta")] meta: JsValue,
     ) -> Result<String, JsError> {
-        // Read within the same bounds the REST protocol enforces on a login.
-        let meta = map_from(meta, "meta", &self.store.meta_limits()).map_err(js_error)?;
+        // Read within the same bounds the REST protocol enforces on a login: the walk
+        // checks depth, keys and cycles before converting, the serialization the size.
+        let limits = self.store.meta_limits();
+        let meta = map_from(meta, "meta", &limits).map_err(js_error)?;
+        let meta = Meta::from_map_within(&meta, &limits)
+            .map_err(|err| js_error(FacadeError::BadArgument(err.to_string())))?;
         self.clock.tick().map_err(js_error)?;
         let token = self
             .store
-            .create(Meta::from_map(&meta))
+            .create(meta)
             .map_err(|err| js_error(store_error(err)))?;
         Ok(token.into_string())
     }
@@ -646,7 +654,7 @@ impl TokenStore {
 #[wasm_bindgen(js_name = TokenService)]
 pub struct TokenService {
     clock: JsClock,
-    service: Service<Snapshot, OsRandom>,
+    service: Service<StoreClock, OsRandom>,
 }
 
 #[wasm_bindgen(js_class = TokenService)]
@@ -662,7 +670,7 @@ impl TokenService {
         let dump = flag_from(&dump, "dump").map_err(js_error)?;
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, clock.snapshot.clone(), OsRandom);
+        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom);
         let service = Service::new(store).with_dump(dump);
         Ok(TokenService { clock, service })
     }

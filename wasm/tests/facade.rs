@@ -216,6 +216,32 @@ fn dump_shows_expiry_and_meta_but_never_tokens() {
 }
 
 #[wasm_bindgen_test]
+fn a_clock_stepping_back_revives_no_expired_token() {
+    let clock = FakeClock::at(START);
+    let store = store_at("30min", &clock);
+    let expired = store.create(obj("{}")).unwrap();
+    clock.set(START + HALF_HOUR + 1.0);
+    let live = store.create(obj(r#"{"live":true}"#)).unwrap();
+    clock.set(START - HALF_HOUR); // the JS clock stepped back an hour
+    let result = store.rotate(expired.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(get(&result, "ok"), JsValue::FALSE, "revived by a step back");
+    let result = store.rotate(live.into(), JsValue::UNDEFINED).unwrap();
+    rotated_token(&result);
+}
+
+#[wasm_bindgen_test]
+fn metadata_over_the_default_byte_cap_is_refused() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let large = format!(r#"{{"pad":"{}"}}"#, "x".repeat(64 * 1024));
+    let err = store
+        .create(obj(&large))
+        .expect_err("64 KiB of padding accepted");
+    assert!(message(err).contains("65536 bytes"));
+    assert_eq!(store.size(), 0);
+}
+
+#[wasm_bindgen_test]
 fn metadata_past_the_limits_is_refused_like_over_http() {
     let clock = FakeClock::at(START);
     let store = store_at("2h", &clock);

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{parse, Reply, RequestError, Service};
+use super::{Reply, RequestError, Service};
 use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::duration::parse_duration;
 use crate::random::TokenSource;
@@ -40,7 +40,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         clock: &ManualClock,
         body: &[u8],
     ) -> Result<Reply, RequestError> {
-        let AdvanceBody { by } = parse(body)?;
+        let AdvanceBody { by } = self.parse(body)?;
         let by = parse_duration(by)
             .map_err(|err| RequestError::InvalidValue(format!("\"by\": {err}")))?;
         clock.advance(by);
@@ -54,7 +54,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         clock: &ManualClock,
         body: &[u8],
     ) -> Result<Reply, RequestError> {
-        let SetBody { to } = parse(body)?;
+        let SetBody { to } = self.parse(body)?;
         let to = Timestamp::parse_rfc3339(to)
             .map_err(|err| RequestError::InvalidValue(format!("\"to\": {err}")))?;
         clock
@@ -208,6 +208,7 @@ mod tests {
             ("/test-clock/advance", r#"{"by":90}"#, 422),
             ("/test-clock/advance", r#"{}"#, 422),
             ("/test-clock/advance", r#"{"by":"1h","extra":1}"#, 422),
+            ("/test-clock/advance", r#"["1h"]"#, 422),
             ("/test-clock/advance", r#"{"by":"1h""#, 400),
             ("/test-clock/set", r#"{"to":"yesterday"}"#, 422),
             (

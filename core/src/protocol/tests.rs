@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::meta::MetaLimits;
 use crate::random::SeededRandom;
 use serde_json::json;
 use std::time::Duration;
@@ -155,6 +156,22 @@ fn every_error_has_its_status_and_a_plain_sentence() {
             400,
         ),
         ("POST", "/token", Some("application/json"), "\u{0}", 400),
+        (
+            "POST",
+            "/token",
+            Some("application/json"),
+            r#"[{"meta":{}}]"#,
+            422,
+        ),
+        ("POST", "/token", Some("application/json"), r#""x""#, 422),
+        ("PUT", "/token", Some("application/json"), "3", 422),
+        (
+            "POST",
+            "/token",
+            Some("application/json"),
+            r#"{"meta":{"n":1e400}}"#,
+            422,
+        ),
         ("POST", "/token", Some("application/json"), "{}", 422),
         ("POST", "/token", Some("application/json"), "[]", 422),
         (
@@ -402,5 +419,265 @@ fn the_body_limit_is_configurable() {
     assert_eq!(
         call(&service, "POST", "/token", r#"{"meta":{"ab":1}}"#).status,
         413
+    );
+}
+
+#[test]
+fn bodies_that_are_json_but_not_objects_answer_422() {
+    let (_clock, service) = service();
+    for body in [
+        r#"[{"meta":{}}]"#,
+        r#"["tok"]"#,
+        r#""x""#,
+        "3",
+        " null",
+        "true",
+        "[]",
+    ] {
+        for method in ["POST", "PUT", "DELETE"] {
+            let reply = call(&service, method, "/token", body);
+            assert_eq!(
+                (reply.status, reply.body.as_str()),
+                (422, "the request body must be a JSON object"),
+                "{method} {body}"
+            );
+        }
+    }
+    assert_eq!(service.store().len(), 0, "an array body must not log in");
+    // Broken JSON that does not start an object is still 400, not 422.
+    assert_eq!(call(&service, "POST", "/token", "[1,").status, 400);
+    assert_eq!(call(&service, "POST", "/token", "nul").status, 400);
+}
+
+#[test]
+fn a_body_that_ends_early_answers_400_saying_it_is_incomplete() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({"kept": 1}));
+    for body in [
+        r#"{"meta":{"a":1"#.to_string(),
+        r#"{"meta":"#.to_string(),
+        r#"{"meta":{"a":"unterminated"#.to_string(),
+        format!(r#"{{"token":"{token}","meta":{{"b":2}}"#),
+        "[{".to_string(),
+    ] {
+        let reply = call(&service, "POST", "/token", &body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        assert!(reply.body.contains("incomplete"), "{body}: {}", reply.body);
+        assert!(!reply.body.contains("EOF"), "{body}: {}", reply.body);
+    }
+    let reply = call(&service, "POST", "/token", "  ");
+    assert_eq!(reply.status, 400);
+    assert!(reply.body.contains("empty"), "{}", reply.body);
+    assert_eq!(
+        put(&service, json!({ "token": token }))["Ok"]["meta"],
+        json!({"kept": 1})
+    );
+}
+
+#[test]
+fn metadata_past_the_parser_depth_answers_422_naming_the_limit() {
+    let (_clock, service) = service();
+    let service = service.with_max_body_bytes(1024 * 1024);
+    let token = login(&service, json!({"kept": 1}));
+    for levels in [40, 127, 130, 1000, 100_000] {
+        let deep = format!("{}1{}", r#"{"a":"#.repeat(levels), "}".repeat(levels));
+        for body in [
+            format!(r#"{{"meta":{deep}}}"#),
+            format!(r#"{{"token":"{token}","meta":{deep}}}"#),
+        ] {
+            let method = if body.contains("token") {
+                "PUT"
+            } else {
+                "POST"
+            };
+            let reply = call(&service, method, "/token", &body);
+            assert_eq!(reply.status, 422, "{levels} levels: {}", reply.body);
+            assert!(reply.body.contains("32 levels"), "{}", reply.body);
+        }
+        // Arrays too.
+        let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        let reply = call(
+            &service,
+            "POST",
+            "/token",
+            &format!(r#"{{"meta":{{"a":{deep}}}}}"#),
+        );
+        assert_eq!(
+            reply.status, 422,
+            "{levels} levels of arrays: {}",
+            reply.body
+        );
+    }
+    // A broken body that is not deep stays 400.
+    let reply = call(&service, "POST", "/token", r#"{"meta":{"a":1,}}"#);
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(service.store().len(), 1);
+    assert_eq!(
+        put(&service, json!({ "token": token }))["Ok"]["meta"],
+        json!({"kept": 1})
+    );
+}
+
+#[test]
+fn numbers_beyond_f64_answer_422_and_small_ones_round_to_zero() {
+    let (_clock, service) = service();
+    let token = login(&service, json!({"kept": 1}));
+    let big_integer = "9".repeat(400);
+    for number in ["1e400", "-1e400", "1E309", big_integer.as_str()] {
+        for body in [
+            format!(r#"{{"meta":{{"n":{number}}}}}"#),
+            format!(r#"{{"token":"{token}","meta":{{"n":[{number}]}}}}"#),
+        ] {
+            let method = if body.contains("token") {
+                "PUT"
+            } else {
+                "POST"
+            };
+            let reply = call(&service, method, "/token", &body);
+            assert_eq!(reply.status, 422, "{body}: {}", reply.body);
+            assert!(reply.body.contains("64-bit float"), "{}", reply.body);
+        }
+    }
+    // Underflow is no error in JSON parsers: it is zero.
+    let tiny = login(&service, json!({}));
+    let answer = put(
+        &service,
+        serde_json::from_str(&format!(r#"{{"token":"{tiny}","meta":{{"n":1e-400}}}}"#)).unwrap(),
+    );
+    assert_eq!(answer["Ok"]["meta"], json!({"n": 0.0}));
+    assert_eq!(
+        put(&service, json!({ "token": token }))["Ok"]["meta"],
+        json!({"kept": 1})
+    );
+}
+
+#[test]
+fn metadata_over_the_byte_limit_answers_422_naming_it_at_login_and_after_a_merge() {
+    let store = TokenStore::new(LIFETIME, ManualClock::new(0), SeededRandom::new(3))
+        .with_meta_limits(MetaLimits {
+            max_bytes: 100,
+            ..MetaLimits::default()
+        });
+    let service = Service::new(store);
+    // {"pad":"…"} is 10 bytes around the padding.
+    let reply = call(
+        &service,
+        "POST",
+        "/token",
+        &json!({"meta": {"pad": "x".repeat(91)}}).to_string(),
+    );
+    assert_eq!(reply.status, 422);
+    assert!(reply.body.contains("limit of 100 bytes"), "{}", reply.body);
+    assert_eq!(service.store().len(), 0);
+    let token = login(&service, json!({"pad": "x".repeat(90)}));
+    // Each update is small; their merged result is what is bounded.
+    let mut token = token;
+    let mut refused = None;
+    for i in 0..20 {
+        let body = json!({ "token": token, "meta": { format!("k{i}"): "yyyyyyyy" } });
+        let reply = call(&service, "PUT", "/token", &body.to_string());
+        if reply.status == 422 {
+            refused = Some(reply.body);
+            break;
+        }
+        let answer: Value = serde_json::from_str(&reply.body).unwrap();
+        token = answer["Ok"]["token"].as_str().unwrap().to_string();
+    }
+    let refused = refused.expect("growing metadata past the limit must be refused");
+    assert!(refused.contains("limit of 100 bytes"), "{refused}");
+    // The token presented with the refused update still works, its metadata unchanged.
+    let answer = put(&service, json!({ "token": token }));
+    assert_eq!(answer["Ok"]["meta"]["pad"], json!("x".repeat(90)));
+}
+
+#[test]
+fn the_default_metadata_byte_limit_is_64_kib() {
+    let (_clock, service) = service();
+    let service = service.with_max_body_bytes(1024 * 1024);
+    let exactly = json!({"meta": {"pad": "x".repeat(64 * 1024 - 10)}}).to_string();
+    assert_eq!(call(&service, "POST", "/token", &exactly).status, 200);
+    let over = json!({"meta": {"pad": "x".repeat(64 * 1024 - 9)}}).to_string();
+    let reply = call(&service, "POST", "/token", &over);
+    assert_eq!(reply.status, 422);
+    assert!(
+        reply.body.contains("limit of 65536 bytes"),
+        "{}",
+        reply.body
+    );
+}
+
+/// Log lines of the current thread, captured by a logger installed once per test binary;
+/// tests on other threads do not mix in.
+mod captured_log {
+    use std::cell::RefCell;
+    use std::sync::Once;
+
+    thread_local! {
+        static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    struct ThreadLogger;
+
+    impl log::Log for ThreadLogger {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            let line = format!("{} {}", record.level(), record.args());
+            LINES.with(|lines| lines.borrow_mut().push(line));
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// Starts capturing on this thread, dropping what was captured before.
+    pub fn start() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            log::set_logger(&ThreadLogger).expect("no other logger in the core's tests");
+            log::set_max_level(log::LevelFilter::Trace);
+        });
+        LINES.with(|lines| lines.borrow_mut().clear());
+    }
+
+    /// The lines captured on this thread that contain `needle`.
+    pub fn lines_with(needle: &str) -> Vec<String> {
+        LINES.with(|lines| {
+            lines
+                .borrow()
+                .iter()
+                .filter(|line| line.contains(needle))
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+#[test]
+fn a_flood_of_refused_logins_on_a_full_store_logs_a_handful_of_lines() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = TokenStore::new(LIFETIME, clock.clone(), SeededRandom::new(4)).with_max_tokens(1);
+    let service = Service::new(store);
+    login(&service, json!({}));
+    captured_log::start();
+    // 30,000 refused logins over 30 s of store time: one a millisecond.
+    for _ in 0..30_000 {
+        let reply = call(&service, "POST", "/token", r#"{"meta":{}}"#);
+        assert_eq!(reply.status, 503);
+        clock.advance(Duration::from_millis(1));
+    }
+    let lines = captured_log::lines_with("token store is full");
+    // The first at once, then one per 10 s of store time, each counting the rest.
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].starts_with("WARN "), "{lines:#?}");
+    assert!(!lines[0].contains("more since"), "{lines:#?}");
+    assert!(
+        lines[1].contains("; 9999 more since the last such line"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].contains("; 9999 more since the last such line"),
+        "{lines:#?}"
     );
 }

@@ -368,6 +368,7 @@ fn an_update_past_the_meta_limits_is_refused_and_the_token_kept() {
     let store = store.with_meta_limits(MetaLimits {
         max_depth: 3,
         max_keys: 3,
+        max_bytes: 1024,
     });
     let token = store.create(meta(json!({"a": 1, "b": 2}))).unwrap();
     assert_eq!(

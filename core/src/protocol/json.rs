@@ -1,0 +1,157 @@
+//! Reading a request body as the JSON object an endpoint takes, and telling apart the ways
+//! that fails, so each gets the answer it deserves (400: not JSON or cut short; 422: JSON,
+//! but not an object, of the wrong shape, too deep, or with a number out of range).
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::error::Category;
+
+use crate::meta::MetaError;
+use crate::protocol::RequestError;
+
+/// The deepest metadata serde_json can read inside a body: its recursion limit allows 127
+/// nested arrays or objects, and the body object around the metadata takes one of them.
+/// Past this, the parser stops with a syntax error, whatever the metadata limit says.
+const MAX_PARSED_META_DEPTH: usize = 126;
+
+/// `body` as `T`, which must be read from a JSON object; `max_meta_depth` is the metadata
+/// depth limit, named in the answer when nesting is what stopped the parser.
+pub(super) fn parse<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    max_meta_depth: usize,
+) -> Result<T, RequestError> {
+    match first_significant_byte(body) {
+        None => Err(RequestError::MalformedJson("it is empty".to_string())),
+        Some(b'{') => {
+            serde_json::from_slice(body).map_err(|err| classify(&err, body, max_meta_depth))
+        }
+        // serde reads a struct from an array too, so `[{"meta":{}}]` would be a login:
+        // the body must be an object before it is read as the endpoint's shape.
+        Some(_) => Err(match serde_json::from_slice::<IgnoredAny>(body) {
+            Ok(IgnoredAny) => RequestError::NotAnObject,
+            Err(err) => classify(&err, body, max_meta_depth),
+        }),
+    }
+}
+
+/// The first byte that is not JSON whitespace.
+fn first_significant_byte(body: &[u8]) -> Option<u8> {
+    body.iter()
+        .copied()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// The refusal for a body serde_json could not read.
+///
+/// serde_json reports nesting past its recursion limit and numbers past `f64` as syntax
+/// errors, like a stray comma, and says which only in its message. Rather than match
+/// message text, a failed body is scanned once more (the happy path never is): nesting
+/// deeper than the metadata limit, or a number no `f64` holds, is what the client must
+/// hear about.
+fn classify(err: &serde_json::Error, body: &[u8], max_meta_depth: usize) -> RequestError {
+    match err.classify() {
+        Category::Data => RequestError::WrongShape(err.to_string()),
+        Category::Eof => RequestError::IncompleteJson,
+        Category::Syntax | Category::Io => {
+            let scan = Scan::of(body);
+            let limit = max_meta_depth.min(MAX_PARSED_META_DEPTH);
+            // The body object is one level above the metadata.
+            if scan.depth > limit.saturating_add(1) {
+                RequestError::MetaLimit(MetaError::TooDeep { limit })
+            } else if scan.number_out_of_range {
+                RequestError::NumberOutOfRange
+            } else {
+                RequestError::MalformedJson(err.to_string())
+            }
+        }
+    }
+}
+
+/// What a lexical pass over a body found, outside strings.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Scan {
+    /// Deepest nesting of arrays and objects; the body object is level 1.
+    depth: usize,
+    /// Whether a number token overflows `f64` (serde_json refuses those; underflow to
+    /// zero it accepts).
+    number_out_of_range: bool,
+}
+
+impl Scan {
+    fn of(body: &[u8]) -> Scan {
+        let mut scan = Scan::default();
+        let mut depth = 0usize;
+        let mut at = 0;
+        while let Some(&byte) = body.get(at) {
+            at += 1;
+            match byte {
+                b'"' => at = string_end(body, at),
+                b'{' | b'[' => {
+                    depth += 1;
+                    scan.depth = scan.depth.max(depth);
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                b'-' | b'0'..=b'9' => {
+                    let start = at - 1;
+                    while body.get(at).is_some_and(|b| {
+                        matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                    }) {
+                        at += 1;
+                    }
+                    let overflows = std::str::from_utf8(&body[start..at])
+                        .ok()
+                        .and_then(|number| number.parse::<f64>().ok())
+                        .is_some_and(f64::is_infinite);
+                    scan.number_out_of_range |= overflows;
+                }
+                _ => {}
+            }
+        }
+        scan
+    }
+}
+
+/// The index just past the string whose opening quote is before `at`.
+fn string_end(body: &[u8], mut at: usize) -> usize {
+    while let Some(&byte) = body.get(at) {
+        at += 1;
+        match byte {
+            b'\\' => at += 1,
+            b'"' => return at,
+            _ => {}
+        }
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_ignores_brackets_and_digits_in_strings() {
+        let scan = Scan::of(br#"{"a":"[[[{{1e400","b\"[":[1e300,-2]}"#);
+        assert_eq!(
+            scan,
+            Scan {
+                depth: 2,
+                number_out_of_range: false
+            }
+        );
+        assert!(Scan::of(br#"{"a":-1e400}"#).number_out_of_range);
+        assert!(Scan::of(format!("[{}]", "9".repeat(400)).as_bytes()).number_out_of_range);
+        assert!(!Scan::of(b"[1e-400]").number_out_of_range);
+    }
+
+    #[test]
+    fn serde_json_stops_where_this_module_says() {
+        // The depth the limit constant assumes: 127 nested levels read, 128 refused.
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(127)).is_ok());
+        let err = serde_json::from_str::<serde_json::Value>(&nested(128)).unwrap_err();
+        assert_eq!(err.classify(), Category::Syntax);
+        // Overflow is an error, underflow is not, as `Scan` assumes.
+        assert!(serde_json::from_str::<serde_json::Value>("1e400").is_err());
+        assert!(serde_json::from_str::<serde_json::Value>("1e-400").is_ok());
+    }
+}
