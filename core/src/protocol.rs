@@ -252,7 +252,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     ///     body: Body::Complete(br#"{"meta":{"name":"My user"}}"#),
     /// });
     /// assert_eq!(reply.status, 200);
-    /// assert_eq!(reply.body.len(), 22);
+    /// assert_eq!(reply.body.len(), 32);
     /// ```
     pub fn handle(&self, request: &Request<'_>) -> Reply {
         self.route(request).unwrap_or_else(|err| err.reply())
@@ -316,6 +316,14 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 Ok(Reply::json(out))
             }
             Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
+            Err(StoreError::Revoked) => {
+                // Either a thief or the real user holds a stale copy; the operator should
+                // know, but the token itself stays out of the log.
+                log::warn!(
+                    "an old token was presented outside its rotation grace: its session is ended (--revoke-on-reuse)"
+                );
+                Ok(Reply::json(INVALID_TOKEN_BODY.to_string()))
+            }
             Err(err) => Err(store_error(err)),
         }
     }
@@ -361,7 +369,7 @@ fn store_error(err: StoreError) -> RequestError {
             log::warn!("token store is full: refusing new tokens (raise --max-tokens?)");
             RequestError::StoreFull
         }
-        StoreError::InvalidToken | StoreError::Random(_) => {
+        StoreError::InvalidToken | StoreError::Revoked | StoreError::Random(_) => {
             log::error!("cannot issue a token: {err}");
             RequestError::Unavailable
         }

@@ -106,7 +106,10 @@ mod tests {
         // Logged at 0, 100, …, 900; each after the first reports the 99 held back.
         assert_eq!(logged.len(), 10);
         assert_eq!(logged[0], (0, 0));
-        assert!(logged[1..].iter().all(|&(_, held)| held == 99), "{logged:?}");
+        assert!(
+            logged[1..].iter().all(|&(_, held)| held == 99),
+            "{logged:?}"
+        );
         assert_eq!(logged[9].0, 900);
     }
 

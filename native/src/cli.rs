@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use token_server_core::config::{
-    DEFAULT_MAX_TOKENS, DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME,
-    MAX_BODY_BYTES, PURGE_INTERVAL_RANGE, TOKEN_LIFETIME_RANGE,
+    check_session_lifetimes, SessionShorterThanToken, DEFAULT_MAX_TOKENS, DEFAULT_PORT,
+    DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, MAX_BODY_BYTES, MAX_BODY_BYTES_RANGE,
+    MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE, ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
@@ -35,6 +36,13 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How often the state file is rewritten while running.
     pub snapshot_interval: Duration,
+    /// How long an exchanged token still answers with its successor; off by default, so
+    /// tokens stay strictly one-time as the seed says.
+    pub rotation_grace: Option<Duration>,
+    /// Whether an old token presented outside its grace ends its session; off by default.
+    pub revoke_on_reuse: bool,
+    /// How long a session lasts at most, however often it rotates; none by default.
+    pub max_session_lifetime: Option<Duration>,
 }
 
 impl Default for Config {
@@ -49,6 +57,9 @@ impl Default for Config {
             max_tokens: DEFAULT_MAX_TOKENS,
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            rotation_grace: None,
+            revoke_on_reuse: false,
+            max_session_lifetime: None,
         }
     }
 }
@@ -71,6 +82,8 @@ pub enum CliError {
     Syntax(lexopt::Error),
     /// A known flag with a missing, malformed or out-of-range value.
     InvalidValue { flag: &'static str, reason: String },
+    /// `--max-session-lifetime` shorter than `--token-lifetime`; names both.
+    SessionShorterThanToken(SessionShorterThanToken),
 }
 
 impl fmt::Display for CliError {
@@ -78,6 +91,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Syntax(err) => err.fmt(f),
             CliError::InvalidValue { flag, reason } => write!(f, "{flag}: {reason}"),
+            CliError::SessionShorterThanToken(err) => err.fmt(f),
         }
     }
 }
@@ -98,6 +112,8 @@ const MAX_BODY_FLAG: &str = "--max-body";
 const MAX_TOKENS_FLAG: &str = "--max-tokens";
 const STATE_FILE_FLAG: &str = "--state-file";
 const SNAPSHOT_FLAG: &str = "--snapshot-interval";
+const GRACE_FLAG: &str = "--rotation-grace";
+const MAX_SESSION_FLAG: &str = "--max-session-lifetime";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -105,9 +121,6 @@ const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
 
 /// Snapshot interval when a state file is set and no interval given.
 const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
-const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 
 /// Allowed `--max-tokens`.
 const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
@@ -148,7 +161,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                 let expected = "bytes from 1024 to 16777216, or with a unit: 64KiB, 1MiB";
                 let text = value(&mut parser, MAX_BODY_FLAG, expected)?;
                 config.max_body_bytes = parse_bytes(&text)
-                    .filter(|bytes| MAX_BODY_RANGE.contains(bytes))
+                    .filter(|bytes| MAX_BODY_BYTES_RANGE.contains(bytes))
                     .ok_or_else(|| CliError::InvalidValue {
                         flag: MAX_BODY_FLAG,
                         reason: format!("'{text}' is not allowed: {expected}"),
@@ -177,9 +190,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                         reason: format!("'{text}' is not allowed: {expected}"),
                     })?;
             }
+            Long("rotation-grace") => {
+                config.rotation_grace =
+                    Some(duration(&mut parser, GRACE_FLAG, &ROTATION_GRACE_RANGE)?);
+            }
+            Long("revoke-on-reuse") => config.revoke_on_reuse = true,
+            Long("max-session-lifetime") => {
+                config.max_session_lifetime = Some(duration(
+                    &mut parser,
+                    MAX_SESSION_FLAG,
+                    &MAX_SESSION_LIFETIME_RANGE,
+                )?);
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
+    check_session_lifetimes(config.max_session_lifetime, config.token_lifetime)
+        .map_err(CliError::SessionShorterThanToken)?;
     Ok(Command::Run(config))
 }
 
@@ -269,6 +296,15 @@ Options:
       --snapshot-interval DURATION
                                  With --state-file, also write it this often, between
                                  {snapshot_range} (default: {snapshot})
+      --rotation-grace DURATION  For this long after a token is exchanged, presenting it
+                                 again answers the same successor (parallel requests of a
+                                 page), between {grace_range} (default: off)
+      --revoke-on-reuse          Presenting an exchanged token outside its grace ends its
+                                 whole session (RFC 9700 4.14) (default: off)
+      --max-session-lifetime DURATION
+                                 A session ends this long after its login however often it
+                                 rotates, between {session_range} and not shorter
+                                 than --token-lifetime (default: none)
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -284,6 +320,8 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         max_tokens = DEFAULT_MAX_TOKENS,
         snapshot_range = range(&SNAPSHOT_INTERVAL_RANGE),
         snapshot = format_duration(DEFAULT_SNAPSHOT_INTERVAL),
+        grace_range = range(&ROTATION_GRACE_RANGE),
+        session_range = range(&MAX_SESSION_LIFETIME_RANGE),
         depth = token_server_core::config::MAX_META_DEPTH,
         keys = token_server_core::config::MAX_META_KEYS,
     )
@@ -428,6 +466,54 @@ mod tests {
     }
 
     #[test]
+    fn session_flags_are_off_by_default_and_read_in_their_ranges() {
+        let default = config(&[]);
+        assert_eq!(default.rotation_grace, None);
+        assert!(!default.revoke_on_reuse);
+        assert_eq!(default.max_session_lifetime, None);
+        let on = config(&[
+            "--rotation-grace",
+            "30s",
+            "--revoke-on-reuse",
+            "--max-session-lifetime",
+            "30d",
+        ]);
+        assert_eq!(on.rotation_grace, Some(Duration::from_secs(30)));
+        assert!(on.revoke_on_reuse);
+        assert_eq!(
+            on.max_session_lifetime,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            config(&["--rotation-grace", "1s"]).rotation_grace,
+            Some(*ROTATION_GRACE_RANGE.start())
+        );
+        assert_eq!(
+            config(&["--rotation-grace", "5min"]).rotation_grace,
+            Some(*ROTATION_GRACE_RANGE.end())
+        );
+        assert_eq!(
+            error(&["--rotation-grace", "999ms"]),
+            "--rotation-grace: '999ms' is out of range: allowed is 1s to 5min"
+        );
+        assert_eq!(
+            error(&["--max-session-lifetime", "401d"]),
+            "--max-session-lifetime: '401d' is out of range: allowed is 30min to 400d"
+        );
+        assert_eq!(
+            config(&["--max-session-lifetime", "2h"]).max_session_lifetime,
+            Some(Duration::from_secs(7200)),
+            "equal to the default token lifetime is allowed"
+        );
+        assert_eq!(
+            error(&["--max-session-lifetime", "1h", "-t", "90min"]),
+            "--max-session-lifetime (1h) must not be shorter than --token-lifetime (90min)"
+        );
+        // Also with the default token lifetime (2h), whichever order.
+        assert!(error(&["--max-session-lifetime", "1h"]).contains("--token-lifetime (2h)"));
+    }
+
+    #[test]
     fn help_lists_every_flag_with_range_and_default() {
         let help = help();
         for needle in [
@@ -452,6 +538,11 @@ mod tests {
             "1s and 24h",
             "32 levels",
             "1000 keys",
+            "--rotation-grace",
+            "between 1s and 5min",
+            "--revoke-on-reuse",
+            "--max-session-lifetime",
+            "between 30min and 400d",
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use token_server::{cli, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
+use token_server_core::session::SessionRules;
 use token_server_core::{OsRandom, SystemClock, TokenStore};
 
 fn main() -> ExitCode {
@@ -48,7 +49,19 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
+    let rules = SessionRules {
+        rotation_grace: config.rotation_grace,
+        revoke_on_reuse: config.revoke_on_reuse,
+        max_session_lifetime: config.max_session_lifetime,
+        ..SessionRules::new(config.token_lifetime)
+    };
+    if rules.revoke_on_reuse && rules.rotation_grace.is_none() {
+        log::warn!(
+            "--revoke-on-reuse without --rotation-grace: two parallel requests with one token will end its session"
+        );
+    }
     let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
+        .with_rules(rules)
         .with_max_tokens(config.max_tokens);
     if let Some(path) = &config.state_file {
         match state::load(path, &store) {

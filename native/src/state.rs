@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use token_server_core::protocol::Service;
-use token_server_core::snapshot::{read_snapshot, write_snapshot, SnapshotError, StoredToken};
+use token_server_core::snapshot::{
+    read_snapshot, write_snapshot, ReadChecks, SnapshotError, StoredSession,
+};
 use token_server_core::{Clock, TokenSource, TokenStore};
 
 use crate::periodic::{self, PeriodicGuard};
@@ -54,8 +56,12 @@ pub fn load<C: Clock, R: TokenSource>(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(err) => return Err(error(SnapshotError::Io(err))),
     };
-    let tokens = read_snapshot(BufReader::new(file)).map_err(error)?;
-    Ok(store.import(tokens))
+    let checks = ReadChecks {
+        now: store.clock().now(),
+        meta_limits: store.meta_limits(),
+    };
+    let sessions = read_snapshot(BufReader::new(file), &checks).map_err(error)?;
+    Ok(store.import(sessions))
 }
 
 /// Writes the store's live tokens to `path` atomically (see [`write`]).
@@ -69,7 +75,7 @@ pub fn save<C: Clock, R: TokenSource>(
 /// Writes `tokens` to `path` atomically: a temporary file beside it, fsync, rename over the
 /// old one, fsync of the folder. A crash at any point leaves either the old file or the new
 /// one, never a mix.
-pub fn write(path: &Path, tokens: &[StoredToken]) -> Result<usize, StateError> {
+pub fn write(path: &Path, tokens: &[StoredSession]) -> Result<usize, StateError> {
     let error = |cause| StateError {
         path: path.to_path_buf(),
         action: "write",
@@ -157,7 +163,7 @@ mod tests {
         assert_eq!(load(&path, &loaded).unwrap(), 1);
         assert!(loaded.rotate(token.as_str(), None).is_ok());
         assert_eq!(load(&folder.join("missing"), &store()).unwrap(), 0);
-        fs::write(&path, "token-server state v1\n").unwrap();
+        fs::write(&path, "token-server state v2\n").unwrap();
         let message = load(&path, &store()).unwrap_err().to_string();
         assert!(
             message.contains("truncated") && message.contains("state"),

@@ -3,6 +3,7 @@
 //
 //   bash wasm/build.sh    # once, builds wasm/pkg
 //   node wasm/edge/server.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
+//                             [--rotation-grace D] [--revoke-on-reuse] [--max-session-lifetime D]
 //
 // Every answer (status, Content-Type, Allow, body) comes from the core protocol, the same
 // code the native server runs; this file only moves bytes and runs the purge timer.
@@ -18,6 +19,11 @@ const USAGE = `usage: node wasm/edge/server.mjs [options]
   -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
   -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
       --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
+      --rotation-grace D   an exchanged token answers its successor again for D, between 1s and 5min (default off)
+      --revoke-on-reuse    an exchanged token presented outside its grace ends its session (default off)
+      --max-session-lifetime D
+                           a session ends D after its login, between 30min and 400d and not
+                           shorter than --token-lifetime (default none)
   -h, --help               this text`;
 const HOST = "127.0.0.1";
 const DEFAULT_PORT = 3666;
@@ -46,7 +52,12 @@ function parsePort(text) {
   return Number(text);
 }
 
-function parseCli(TokenService, purgeIntervalMillis) {
+function parseCli({
+  TokenService,
+  purgeIntervalMillis,
+  rotationGraceMillis,
+  maxSessionLifetimeMillis,
+}) {
   let values;
   try {
     ({ values } = parseArgs({
@@ -56,6 +67,9 @@ function parseCli(TokenService, purgeIntervalMillis) {
         "token-lifetime": { type: "string", short: "t" },
         "purge-interval": { type: "string", short: "P" },
         dump: { type: "boolean", default: false },
+        "rotation-grace": { type: "string" },
+        "revoke-on-reuse": { type: "boolean", default: false },
+        "max-session-lifetime": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -71,10 +85,27 @@ function parseCli(TokenService, purgeIntervalMillis) {
   // Durations are parsed and range-checked by the core, exactly as the native CLI does.
   let service;
   let purgeMs;
+  const options = { revokeOnReuse: values["revoke-on-reuse"] };
   try {
-    service = new TokenService(values["token-lifetime"], undefined, values.dump);
+    options.rotationGrace = rotationGraceMillis(values["rotation-grace"]);
   } catch (err) {
-    fail(`--token-lifetime: ${err.message}`);
+    fail(`--rotation-grace: ${err.message}`);
+  }
+  try {
+    options.maxSessionLifetime = maxSessionLifetimeMillis(values["max-session-lifetime"]);
+  } catch (err) {
+    fail(`--max-session-lifetime: ${err.message}`);
+  }
+  try {
+    service = new TokenService(values["token-lifetime"], undefined, values.dump, options);
+  } catch (err) {
+    // The one cross-flag rule names both flags itself.
+    fail(err.message.startsWith("--") ? err.message : `--token-lifetime: ${err.message}`);
+  }
+  if (options.revokeOnReuse && options.rotationGrace === undefined) {
+    process.stderr.write(
+      "warning: --revoke-on-reuse without --rotation-grace: two parallel requests with one token will end its session\n",
+    );
   }
   try {
     purgeMs = purgeIntervalMillis(values["purge-interval"]);
@@ -147,8 +178,7 @@ async function answer(service, req, res) {
 }
 
 function main() {
-  const { TokenService, purgeIntervalMillis } = loadPackage();
-  const { port, service, purgeMs } = parseCli(TokenService, purgeIntervalMillis);
+  const { port, service, purgeMs } = parseCli(loadPackage());
 
   const server = http.createServer((req, res) => {
     answer(service, req, res).catch((err) => {
