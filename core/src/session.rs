@@ -96,58 +96,45 @@ pub struct Predecessor {
 }
 
 /// A session's predecessors still (possibly) in grace, oldest first, at most
-/// [`MAX_PREDECESSORS`].
-///
-/// One pointer wide and unallocated while empty: most sessions hold none (no grace
-/// configured, or the last exchange is older than the grace), and every record pays
-/// for the field.
+/// [`MAX_PREDECESSORS`]. Unallocated while empty, as most sessions' are.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-// The box makes the field one pointer wide instead of a `Vec`'s three: 16 bytes on each
-// of a million records, for a second allocation only on the few sessions in grace.
-#[allow(clippy::box_collection)]
-pub struct Predecessors(Option<Box<Vec<Predecessor>>>);
+pub struct Predecessors(Vec<Predecessor>);
 
 impl Predecessors {
     /// No predecessors.
-    pub const NONE: Predecessors = Predecessors(None);
+    pub const NONE: Predecessors = Predecessors(Vec::new());
 
     /// The predecessors, oldest first.
     pub fn as_slice(&self) -> &[Predecessor] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
+        &self.0
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.0.is_empty()
     }
 
     /// Drops those whose grace ended at or before `now`; returns whether any are left.
     pub fn prune(&mut self, now: Timestamp) -> bool {
-        if let Some(list) = &mut self.0 {
-            list.retain(|p| now < p.deadline);
-            if list.is_empty() {
-                self.0 = None;
-            }
-        }
-        self.0.is_some()
+        self.0.retain(|p| now < p.deadline);
+        !self.0.is_empty()
     }
 
     fn push(&mut self, predecessor: Predecessor) {
-        let list = self.0.get_or_insert_with(Box::default);
-        list.push(predecessor);
-        if list.len() > MAX_PREDECESSORS {
-            list.remove(0);
+        if self.0.capacity() == 0 {
+            // Most sessions in grace hold one predecessor: no room for four.
+            self.0.reserve_exact(1);
+        }
+        self.0.push(predecessor);
+        if self.0.len() > MAX_PREDECESSORS {
+            self.0.remove(0);
         }
     }
 }
 
 impl From<Vec<Predecessor>> for Predecessors {
     fn from(list: Vec<Predecessor>) -> Self {
-        if list.is_empty() {
-            Predecessors(None)
-        } else {
-            Predecessors(Some(Box::new(list)))
-        }
+        Predecessors(list)
     }
 }
 
@@ -165,8 +152,10 @@ pub struct SessionRecord {
     pub meta: Meta,
     /// Exchanged tokens still in their grace period.
     pub predecessors: Predecessors,
-    /// Bumped by every change, so a shared store can compare-and-set. 32 bits: a store
-    /// compares it only between its own read and write, so wrapping is harmless.
+    /// Bumped by every change, so a shared store can compare-and-set (and skip the write
+    /// when it did not change). 32 bits: a store compares it only between its own read and
+    /// write, so wrapping is harmless. The in-memory store, deciding under its shard lock,
+    /// does not keep it.
     pub version: u32,
 }
 

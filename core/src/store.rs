@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 use crate::clock::{Clock, Timestamp};
 use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
-use crate::session::{transition, Action, Outcome, SessionRecord, SessionRules};
+use crate::session::{transition, Action, Outcome, Predecessors, SessionRecord, SessionRules};
 use crate::snapshot::StoredSession;
 use crate::token::{
-    BuildKeyHasher, Presented, Secret, SessionId, Token, SECRET_BYTES, SESSION_ID_BYTES,
+    BuildKeyHasher, Presented, Secret, SecretHash, SessionId, Token, SECRET_BYTES, SESSION_ID_BYTES,
 };
 
 /// Number of independently locked parts of the store.
@@ -139,7 +139,81 @@ impl fmt::Debug for Swept {
     }
 }
 
-type Shard = HashMap<SessionId, SessionRecord, BuildKeyHasher>;
+/// One session as this store keeps it: a [`SessionRecord`] without its predecessors (kept
+/// in the shard's grace map, only while it has any) and without a version (every decision
+/// is taken under the shard lock, so there is nothing to compare-and-set).
+///
+/// 48 bytes, a third of them the metadata's pointer: a million of these, in hash tables
+/// that are between half and seven eighths full, are most of the store's memory, and most
+/// sessions have no predecessor to keep.
+struct Entry {
+    secret_hash: SecretHash,
+    started: Timestamp,
+    expires: Timestamp,
+    meta: Meta,
+}
+
+impl Entry {
+    fn live_until(&self, rules: &SessionRules) -> Timestamp {
+        self.expires.min(rules.session_end(self.started))
+    }
+}
+
+/// One independently locked part of the store.
+#[derive(Default)]
+struct Shard {
+    sessions: HashMap<SessionId, Entry, BuildKeyHasher>,
+    /// The predecessors of the sessions that have any in grace; usually empty.
+    grace: HashMap<SessionId, Predecessors, BuildKeyHasher>,
+}
+
+impl Shard {
+    /// Takes session `id` out, as the record [`transition`] decides on.
+    fn take(&mut self, id: &SessionId) -> Option<SessionRecord> {
+        let entry = self.sessions.remove(id)?;
+        let predecessors = if self.grace.is_empty() {
+            Predecessors::NONE
+        } else {
+            self.grace.remove(id).unwrap_or_default()
+        };
+        Some(SessionRecord {
+            secret_hash: entry.secret_hash,
+            started: entry.started,
+            expires: entry.expires,
+            meta: entry.meta,
+            predecessors,
+            version: 0,
+        })
+    }
+
+    /// Files `record` under `id`; the slot must be free (just taken, or checked vacant).
+    fn put(&mut self, id: SessionId, record: SessionRecord) {
+        if !record.predecessors.is_empty() {
+            self.grace.insert(id, record.predecessors);
+        }
+        self.sessions.insert(
+            id,
+            Entry {
+                secret_hash: record.secret_hash,
+                started: record.started,
+                expires: record.expires,
+                meta: record.meta,
+            },
+        );
+    }
+
+    /// A copy of session `id`'s record, for a state file.
+    fn record(&self, id: &SessionId, entry: &Entry) -> SessionRecord {
+        SessionRecord {
+            secret_hash: entry.secret_hash,
+            started: entry.started,
+            expires: entry.expires,
+            meta: entry.meta.clone(),
+            predecessors: self.grace.get(id).cloned().unwrap_or_default(),
+            version: 0,
+        }
+    }
+}
 
 /// Sessions of one-time tokens bound to metadata, each token valid for a fixed lifetime
 /// from its issue; the rules are [`crate::session::transition`]'s.
@@ -272,9 +346,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let fresh = self.fresh_secret()?;
         let now = self.clock.now();
         let mut shard = self.shard(&presented.id);
-        let record = shard
-            .remove(&presented.id)
-            .ok_or(StoreError::InvalidToken)?;
+        let record = shard.take(&presented.id).ok_or(StoreError::InvalidToken)?;
         let (next, outcome) = transition(
             record,
             &presented.secret,
@@ -285,9 +357,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         );
         let meta = next.as_ref().map(|record| record.meta.clone());
         match next {
-            Some(record) => {
-                shard.insert(presented.id, record);
-            }
+            Some(record) => shard.put(presented.id, record),
             None => {
                 self.held.fetch_sub(1, Ordering::Relaxed);
             }
@@ -314,7 +384,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         };
         let now = self.clock.now();
         let mut shard = self.shard(&presented.id);
-        let Some(record) = shard.remove(&presented.id) else {
+        let Some(record) = shard.take(&presented.id) else {
             return false;
         };
         // Nothing is issued on an end; the fresh secret is never used.
@@ -328,9 +398,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             &self.rules,
         );
         match next {
-            Some(record) => {
-                shard.insert(presented.id, record);
-            }
+            Some(record) => shard.put(presented.id, record),
             None => {
                 self.held.fetch_sub(1, Ordering::Relaxed);
             }
@@ -384,15 +452,13 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         // Expired metadata is moved out under the lock and freed after it is released:
         // the frees are most of a sweep's cost.
         let mut shard = lock(shard);
-        let before = shard.len();
+        let Shard { sessions, grace } = &mut *shard;
+        let before = sessions.len();
         let mut expired = Vec::new();
-        shard.retain(|_, record| {
-            let live_until = record.live_until(&self.rules);
+        sessions.retain(|_, entry| {
+            let live_until = entry.live_until(&self.rules);
             let live = now < live_until;
             if live {
-                if !record.predecessors.is_empty() {
-                    record.predecessors.prune(now);
-                }
                 report.next_expiry = Some(match report.next_expiry {
                     Some(next) => next.min(live_until),
                     None => live_until,
@@ -403,12 +469,15 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
                     // a reallocation, and a shard with nothing expired allocates nothing.
                     expired.reserve_exact(before);
                 }
-                expired.push(record.meta.take());
+                expired.push(entry.meta.take());
             }
             live
         });
-        report.purged = before - shard.len();
-        report.remaining = shard.len();
+        if !grace.is_empty() {
+            grace.retain(|id, predecessors| sessions.contains_key(id) && predecessors.prune(now));
+        }
+        report.purged = before - sessions.len();
+        report.remaining = sessions.len();
         self.held.fetch_sub(report.purged, Ordering::Relaxed);
         (report, Swept(expired))
     }
@@ -435,11 +504,12 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let shard = lock(shard);
         sessions.extend(
             shard
+                .sessions
                 .iter()
-                .filter(|(_, record)| now < record.live_until(&self.rules))
-                .map(|(id, record)| StoredSession {
+                .filter(|(_, entry)| now < entry.live_until(&self.rules))
+                .map(|(id, entry)| StoredSession {
                     id: *id,
-                    record: record.clone(),
+                    record: shard.record(id, entry),
                 }),
         );
     }
@@ -455,8 +525,8 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
                 continue;
             }
             let mut shard = self.shard(&session.id);
-            if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(session.id) {
-                slot.insert(session.record);
+            if !shard.sessions.contains_key(&session.id) {
+                shard.put(session.id, session.record);
                 self.held.fetch_add(1, Ordering::Relaxed);
                 filed += 1;
             }
@@ -470,11 +540,11 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let mut entries = Vec::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            entries.extend(shard.values().filter_map(|record| {
-                let expires = record.live_until(&self.rules);
+            entries.extend(shard.sessions.values().filter_map(|entry| {
+                let expires = entry.live_until(&self.rules);
                 (now < expires).then(|| DumpEntry {
                     expires,
-                    meta: record.meta.clone(),
+                    meta: entry.meta.clone(),
                 })
             }));
         }
@@ -484,7 +554,10 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
 
     /// Sessions held, including expired ones a purge has not dropped yet.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).sessions.len())
+            .sum()
     }
 
     /// Whether the store holds no session at all.
@@ -515,8 +588,8 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         loop {
             let id = self.fresh_id()?;
             let mut shard = self.shard(&id);
-            if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(id) {
-                slot.insert(record);
+            if !shard.sessions.contains_key(&id) {
+                shard.put(id, record);
                 return Ok(Token::new(id, secret));
             }
         }

@@ -246,8 +246,8 @@ fn a_failing_randomness_source_costs_no_session() {
     // Move the entry into a store whose randomness fails, keeping its key.
     let broken = TokenStore::new(LIFETIME, clock, FailingRandom);
     let id = Presented::parse(token.as_str()).unwrap().id;
-    let record = good.shard(&id).remove(&id).unwrap();
-    broken.shard(&id).insert(id, record);
+    let record = good.shard(&id).take(&id).unwrap();
+    broken.shard(&id).put(id, record);
 
     assert!(matches!(
         broken.create(Meta::default()),
