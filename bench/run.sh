@@ -27,9 +27,9 @@ ROOT=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$CARGO_TARGET_DIR/release"
 if [ "$QUICK" = 1 ]; then
-  TOKENS=20000; OPS=20000; DURATION=2; PAIRS=1; PURGE_RUN=2; SNAP_TOKENS=20000
+  TOKENS=20000; OPS=20000; DURATION=2; PAIRS=1; PURGE_RUN=2; SNAP_TOKENS=20000; GRACE_PAIRS=1
 else
-  TOKENS=1000000; OPS=200000; DURATION=3; PAIRS=11; PURGE_RUN=2; SNAP_TOKENS=5000000
+  TOKENS=1000000; OPS=200000; DURATION=3; PAIRS=11; PURGE_RUN=2; SNAP_TOKENS=5000000; GRACE_PAIRS=5
 fi
 CONNS=16
 
@@ -112,7 +112,7 @@ echo "== servers on CPUs $SERVER_CPUS, wrk -t$THREADS on CPUs $LOAD_CPUS"
 echo "== core micro-benchmarks (native, $TOKENS tokens, $OPS ops)"
 CORE=$("$BIN/core-micro" --tokens "$TOKENS" --ops "$OPS")
 core() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$CORE"; }
-for name in create rotate rotate_merge remove; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
+for name in create rotate rotate_merge remove rotate_grace; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
 info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
 info "core OsRandom, 16 bytes (part of create/rotate)" "$(core core_random_ns)" "ns/op"
 
@@ -165,6 +165,24 @@ PER_TOKEN=$(awk -v a="$RSS_AFTER" -v b="$RSS_BEFORE" -v n="${CREATED:-1}" 'BEGIN
 info "server RSS before / after" "$RSS_BEFORE / $RSS_AFTER" "KiB"
 check "3. server RSS per live token" "$PER_TOKEN" "<=" "$MAX_BYTES_PER_TOKEN" "B"
 check "3. core RSS per live token (in-process)" "$(core core_rss_bytes_per_token)" "<=" "$MAX_BYTES_PER_TOKEN" "B"
+info "core RSS per live session, each rotated once in its grace" "$(core core_rss_bytes_per_session_in_grace)" "B"
+
+echo "== sessions: rotation throughput with a 30s rotation grace (B) against none (A), ${GRACE_PAIRS}x ${DURATION}s each"
+: >"$WORK/ga"; : >"$WORK/gb"
+for _ in $(seq 1 "$GRACE_PAIRS"); do
+  start nograce "$BIN/bench-server"
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  A no grace: $line"; field "$line" ops_per_s >>"$WORK/ga"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed without grace"
+  start grace "$BIN/bench-server" --rotation-grace 30
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  B 30s grace: $line"; field "$line" ops_per_s >>"$WORK/gb"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed with grace"
+done
+GA=$(median <"$WORK/ga"); GB=$(median <"$WORK/gb")
+info "rotation without grace (median)" "$GA" "PUT/s"
+info "rotation with a 30s grace (median)" "$GB" "PUT/s"
+info "grace on / off" "$(awk -v a="$GA" -v b="$GB" 'BEGIN { printf "%.3f", b / a }')" "x"
 
 echo "== target 4: $TOKENS tokens expire together, purged under concurrent rotations"
 info "core purge of $TOKENS, total" "$(core core_purge_total_ms)" "ms"

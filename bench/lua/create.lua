@@ -20,7 +20,7 @@ function init(args)
 end
 
 function response(status, headers, body)
-  if status == 200 and #body == 22 then
+  if status == 200 and #body == 32 then
     created = created + 1
     if created == share then
       local flag = io.open((os.getenv("DONE_DIR") or "/tmp") .. "/done-" .. id, "w")

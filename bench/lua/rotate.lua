@@ -17,7 +17,7 @@ function response(status, headers, body)
   local token = body:match('^{"Ok":{"token":"([^"]+)"')
   if status == 200 and token then
     puts = puts + 1
-  elseif status == 200 and #body == 22 then
+  elseif status == 200 and #body == 32 then
     token = body
     posts = posts + 1
   else

@@ -1,4 +1,4 @@
-//! The seed specification's ranges and defaults, shared by every host so they cannot differ.
+//! The ranges and defaults of every option, shared by every host so they cannot differ.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -17,12 +17,73 @@ pub const PURGE_INTERVAL_RANGE: RangeInclusive<Duration> =
 /// Purge interval when none is given: 1min.
 pub const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Allowed rotation grace periods (`--rotation-grace`): 1s to 5min. Long enough for a
+/// page's parallel requests and a flaky network's retry; short enough that a stolen token
+/// replayed later is caught as a reuse. (Ory Hydra allows up to 5min too.)
+pub const ROTATION_GRACE_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(5 * 60);
+
+/// Allowed absolute session lifetimes (`--max-session-lifetime`): 30min to 400d, and
+/// never shorter than the token lifetime (see [`check_session_lifetimes`]).
+pub const MAX_SESSION_LIFETIME_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(30 * 60)..=Duration::from_secs(400 * 24 * 3600);
+
+/// Why a maximum session lifetime cannot go with a token lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionShorterThanToken {
+    /// The maximum session lifetime asked for.
+    pub max_session_lifetime: Duration,
+    /// The token lifetime it is shorter than.
+    pub token_lifetime: Duration,
+}
+
+impl std::fmt::Display for SessionShorterThanToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--max-session-lifetime ({}) must not be shorter than --token-lifetime ({})",
+            crate::duration::format_duration(self.max_session_lifetime),
+            crate::duration::format_duration(self.token_lifetime)
+        )
+    }
+}
+
+impl std::error::Error for SessionShorterThanToken {}
+
+/// Refuses a maximum session lifetime shorter than the token lifetime: every token would
+/// then be cut short by its session, and the token lifetime would be a lie.
+///
+/// ```
+/// use std::time::Duration;
+/// use token_server_core::config::check_session_lifetimes;
+/// let hour = Duration::from_secs(3600);
+/// assert!(check_session_lifetimes(Some(2 * hour), hour).is_ok());
+/// assert!(check_session_lifetimes(None, hour).is_ok());
+/// let err = check_session_lifetimes(Some(hour), 2 * hour).unwrap_err();
+/// assert_eq!(err.to_string(), "--max-session-lifetime (1h) must not be shorter than --token-lifetime (2h)");
+/// ```
+pub fn check_session_lifetimes(
+    max_session_lifetime: Option<Duration>,
+    token_lifetime: Duration,
+) -> Result<(), SessionShorterThanToken> {
+    match max_session_lifetime {
+        Some(max) if max < token_lifetime => Err(SessionShorterThanToken {
+            max_session_lifetime: max,
+            token_lifetime,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Port when none is given.
 pub const DEFAULT_PORT: u16 = 3666;
 
 /// Largest request body accepted: 64 KiB. Metadata is a handful of keys; anything near
 /// this is a mistake or an attack.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
+pub const MAX_BODY_BYTES_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 
 /// Deepest nesting of metadata accepted: the object itself is level 1.
 pub const MAX_META_DEPTH: usize = 32;

@@ -150,12 +150,17 @@ pub fn check_range(
 /// assert_eq!(format_duration(Duration::from_secs(5400)), "90min");
 /// assert_eq!(format_duration(Duration::from_secs(96 * 3600)), "96h");
 /// assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+/// assert_eq!(format_duration(Duration::from_secs(400 * 86_400)), "400d");
 /// ```
 pub fn format_duration(duration: Duration) -> String {
     let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-    // Hours rather than days: the CLI's documented bounds read "96h", not "4d".
-    let (unit, size) = [("h", 3_600_000), ("min", 60_000), ("s", 1_000)]
+    // Hours rather than days up to 96h: the CLI's documented bounds read "96h", not "4d";
+    // past it days, as "400d" reads better than "9600h".
+    let day = 86_400_000;
+    let days = (ms > 96 * 3_600_000 && ms % day == 0).then_some(("d", day));
+    let (unit, size) = days
         .into_iter()
+        .chain([("h", 3_600_000), ("min", 60_000), ("s", 1_000)])
         .find(|&(_, size)| ms != 0 && ms % size == 0)
         .unwrap_or(("ms", 1));
     if ms == 0 {

@@ -28,6 +28,7 @@ pub mod duration;
 mod meta;
 pub mod protocol;
 mod random;
+pub mod session;
 pub mod snapshot;
 mod store;
 pub mod throttle;
@@ -39,4 +40,7 @@ pub use clock::{Clock, ManualClock, Monotonic, Timestamp, TimestampError};
 pub use meta::{Meta, MetaError, MetaLimits};
 pub use random::{OsRandom, RandomError, SeededRandom, TokenSource};
 pub use store::{DumpEntry, PurgeReport, Rotated, StoreError, Swept, TokenStore};
-pub use token::{Token, TOKEN_BYTES, TOKEN_LEN};
+pub use token::{
+    Secret, SecretHash, SessionId, Token, LEGACY_TOKEN_LEN, SECRET_BYTES, SESSION_ID_BYTES,
+    TOKEN_BYTES, TOKEN_LEN,
+};

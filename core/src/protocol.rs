@@ -324,7 +324,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     ///     body: Body::Complete(br#"{"meta":{"name":"My user"}}"#),
     /// });
     /// assert_eq!(reply.status, 200);
-    /// assert_eq!(reply.body.len(), 22);
+    /// assert_eq!(reply.body.len(), 32);
     /// ```
     pub fn handle(&self, request: &Request<'_>) -> Reply {
         self.route(request).unwrap_or_else(|err| err.reply())
@@ -417,6 +417,14 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 Ok(Reply::json(out))
             }
             Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
+            Err(StoreError::Revoked) => {
+                // Either a thief or the real user holds a stale copy; the operator should
+                // know, but the token itself stays out of the log.
+                log::warn!(
+                    "an old token was presented outside its rotation grace: its session is ended (--revoke-on-reuse)"
+                );
+                Ok(Reply::json(INVALID_TOKEN_BODY.to_string()))
+            }
             Err(err) => Err(self.store_error(err)),
         }
     }
@@ -451,7 +459,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 }
                 RequestError::StoreFull
             }
-            StoreError::InvalidToken | StoreError::Random(_) => {
+            StoreError::InvalidToken | StoreError::Revoked | StoreError::Random(_) => {
                 if let Some(held_back) = self.unavailable_error.check(self.store.clock().now()) {
                     log::error!("cannot issue a token: {err}{}", since_last(held_back));
                 }

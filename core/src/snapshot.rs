@@ -1,37 +1,72 @@
-//! The state file format: live tokens' key hashes, expiries and metadata, versioned, so a
-//! restart logs nobody out. Never contains a token: only the store's SHA-256 keys.
+//! The state file format: live sessions' ids, secret hashes, times, metadata and sealed
+//! grace successors, versioned, so a restart logs nobody out. Never contains a usable
+//! token: only SHA-256 prefixes of secrets, and successors sealed with a key derived from
+//! their predecessor's secret (see [`crate::session::seal`]).
 //!
-//! Text, one token per line, so an operator can inspect it (`head`, `wc -l`):
+//! Text, one session per line, so an operator can inspect it (`head`, `wc -l`):
 //!
 //! ```text
-//! token-server state v1
-//! <32 hex digits of key hash> <expiry, ms since epoch> <metadata JSON>
+//! token-server state v2
+//! <16 hex id> <32 hex secret hash> <start ms> <expiry ms> <predecessors> <metadata JSON>
 //! …
-//! end <number of token lines>
+//! end <number of session lines>
 //! ```
 //!
+//! Times are milliseconds since the epoch. `<predecessors>` is `-`, or comma-separated
+//! `<32 hex secret hash>:<32 hex sealed successor>:<grace deadline ms>`, oldest first.
 //! The closing `end` line makes a truncated file detectable.
+//!
+//! Format v1 (written before sessions) still loads; its lines are
+//! `<32 hex key hash> <expiry ms> <metadata JSON>`, each a legacy session whose id is the
+//! first 8 bytes of the key hash and whose start is the time of loading (v1 did not record
+//! it).
+//!
+//! The reader accepts only what a writer writes: see [`read_snapshot`].
 
+use std::collections::HashSet;
 use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
 
 use crate::clock::Timestamp;
-use crate::meta::Meta;
+use crate::config::{MAX_BODY_BYTES_RANGE, ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE};
+use crate::meta::{Meta, MetaLimits};
+use crate::session::{Predecessor, Predecessors, SessionRecord, MAX_PREDECESSORS};
+use crate::token::{SecretHash, SessionId};
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// Longest line the reader accepts, in bytes: twice the largest request body a server can
+/// be configured to take, as merges can grow metadata past one body; plus the fixed fields
+/// and a full list of predecessors. Past it a line is refused unread, so a corrupt file
+/// cannot make the reader buffer without bound.
+pub const MAX_LINE_BYTES: usize = 2 * *MAX_BODY_BYTES_RANGE.end() + 4096;
 
 const HEADER_PREFIX: &str = "token-server state v";
 
-/// One live token as stored at rest: its key hash, never the token.
+/// One live session as stored at rest: never a usable token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredToken {
-    /// The store's key: the first 16 bytes of the SHA-256 of the token's secret.
-    pub key_hash: [u8; 16],
-    /// When the token stops working.
-    pub expires: Timestamp,
-    /// Its metadata.
-    pub meta: Meta,
+pub struct StoredSession {
+    /// The session's id, the store's key.
+    pub id: SessionId,
+    /// Everything else the store keeps of it.
+    pub record: SessionRecord,
+}
+
+/// What a state file is checked against while it is read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadChecks {
+    /// The time of loading: no expiry may lie further ahead than the longest lifetime a
+    /// server can give, and v1 sessions start now.
+    pub now: Timestamp,
+    /// The metadata bounds every session must respect, as at login.
+    pub meta_limits: MetaLimits,
 }
 
 /// Why a state file could not be read.
@@ -40,9 +75,17 @@ pub enum SnapshotError {
     /// Reading or writing failed.
     Io(std::io::Error),
     /// The file is of another format version (or not a state file at all).
-    Version { found: String },
+    Version {
+        /// The start of its first line.
+        found: String,
+    },
     /// A line is not what this format writes.
-    Corrupt { line: usize, reason: String },
+    Corrupt {
+        /// The line's number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file ends before its `end` line: it was cut short.
     Truncated,
 }
@@ -53,7 +96,7 @@ impl fmt::Display for SnapshotError {
             SnapshotError::Io(err) => write!(f, "{err}"),
             SnapshotError::Version { found } => write!(
                 f,
-                "not a state file of format version {FORMAT_VERSION} (it starts with {found:?})"
+                "not a state file of format version {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION} (it starts with {found:?})"
             ),
             SnapshotError::Corrupt { line, reason } => {
                 write!(f, "line {line} is corrupt: {reason}")
@@ -71,45 +114,39 @@ impl From<std::io::Error> for SnapshotError {
     }
 }
 
-/// Writes `tokens` in the state file format.
+/// Writes `sessions` in the state file format (the current version).
 pub fn write_snapshot<'a, W: Write>(
     out: &mut W,
-    tokens: impl IntoIterator<Item = &'a StoredToken>,
+    sessions: impl IntoIterator<Item = &'a StoredSession>,
 ) -> Result<usize, SnapshotError> {
     let mut writer = SnapshotWriter::new(out)?;
-    for token in tokens {
-        writer.write(token)?;
+    for session in sessions {
+        writer.write(session)?;
     }
     Ok(writer.finish()?.1)
 }
 
-/// Writes the state file format one token at a time: the header when created, a line per
+/// Writes the state file format one session at a time: the header when created, a line per
 /// [`write`](SnapshotWriter::write), the `end` line at [`finish`](SnapshotWriter::finish).
 /// For a host that streams a large store to disk rather than collecting it first; the
 /// bytes are exactly those of [`write_snapshot`].
 ///
 /// ```
-/// use token_server_core::snapshot::{read_snapshot, SnapshotWriter, StoredToken};
-/// use token_server_core::{Meta, Timestamp};
+/// use token_server_core::snapshot::SnapshotWriter;
 ///
 /// let mut writer = SnapshotWriter::new(Vec::new()).unwrap();
-/// let token = StoredToken {
-///     key_hash: [7; 16],
-///     expires: Timestamp(1_700_000_000_000),
-///     meta: Meta::from_json(r#"{"u":1}"#).unwrap(),
-/// };
-/// writer.write(&token).unwrap();
-/// // The bytes so far can be taken out and sent on; the count carries over.
+/// // Sessions would be written here, one `writer.write(&session)` each; the bytes so far
+/// // can be taken out and sent on, and the count carries over.
 /// let mut file = std::mem::take(writer.get_mut());
 /// let (rest, count) = writer.finish().unwrap();
 /// file.extend_from_slice(&rest);
-/// assert_eq!(count, 1);
-/// assert_eq!(read_snapshot(&file[..]).unwrap(), vec![token]);
+/// assert_eq!(count, 0);
+/// assert_eq!(file, b"token-server state v2\nend 0\n");
 /// ```
 #[derive(Debug)]
 pub struct SnapshotWriter<W> {
     out: W,
-    /// Token lines written so far, for the `end` line.
+    /// Session lines written so far, for the `end` line.
     count: usize,
 }
 
@@ -120,25 +157,14 @@ impl<W: Write> SnapshotWriter<W> {
         Ok(SnapshotWriter { out, count: 0 })
     }
 
-    /// Appends `token`'s line.
-    pub fn write(&mut self, token: &StoredToken) -> Result<(), SnapshotError> {
-        let mut hex = [0u8; 32];
-        for (i, byte) in token.key_hash.iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(byte >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(byte & 15)];
-        }
-        self.out.write_all(&hex)?;
-        writeln!(
-            self.out,
-            " {} {}",
-            token.expires.as_millis(),
-            token.meta.as_json()
-        )?;
+    /// Appends `session`'s line.
+    pub fn write(&mut self, session: &StoredSession) -> Result<(), SnapshotError> {
+        write_session(&mut self.out, session)?;
         self.count += 1;
         Ok(())
     }
 
-    /// Token lines written so far.
+    /// Session lines written so far.
     pub fn count(&self) -> usize {
         self.count
     }
@@ -148,66 +174,272 @@ impl<W: Write> SnapshotWriter<W> {
         &mut self.out
     }
 
-    /// Ends the file with its `end` line; returns the sink and the number of tokens.
+    /// Ends the file with its `end` line; returns the sink and the number of sessions.
     pub fn finish(mut self) -> Result<(W, usize), SnapshotError> {
         writeln!(self.out, "end {}", self.count)?;
         Ok((self.out, self.count))
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Reads a whole state file; any deviation from the format is an error, never a silently
-/// shorter list.
-pub fn read_snapshot<R: BufRead>(input: R) -> Result<Vec<StoredToken>, SnapshotError> {
-    let mut lines = input.lines();
-    let header = lines.next().transpose()?.unwrap_or_default();
-    if header != format!("{HEADER_PREFIX}{FORMAT_VERSION}") {
-        let found: String = header.chars().take(40).collect();
-        return Err(SnapshotError::Version { found });
+/// Writes one session line.
+pub fn write_session<W: Write>(out: &mut W, session: &StoredSession) -> std::io::Result<()> {
+    let record = &session.record;
+    write_hex(out, &session.id.0)?;
+    out.write_all(b" ")?;
+    write_hex(out, &record.secret_hash.0)?;
+    write!(
+        out,
+        " {} {} ",
+        record.started.as_millis(),
+        record.expires.as_millis()
+    )?;
+    let predecessors = record.predecessors.as_slice();
+    if predecessors.is_empty() {
+        out.write_all(b"-")?;
     }
-    let mut tokens = Vec::new();
-    for (index, line) in lines.enumerate() {
-        let number = index + 2;
-        let line = line?;
-        let corrupt = |reason: &str| SnapshotError::Corrupt {
-            line: number,
-            reason: reason.to_string(),
-        };
-        if let Some(count) = line.strip_prefix("end ") {
-            let count: usize = count.parse().map_err(|_| corrupt("bad end line"))?;
-            if count != tokens.len() {
-                return Err(corrupt("end line does not match the number of tokens"));
-            }
-            return Ok(tokens);
+    for (i, predecessor) in predecessors.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
         }
-        let mut fields = line.splitn(3, ' ');
-        let (Some(hex), Some(expires), Some(meta)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(corrupt("expected: key expiry metadata"));
-        };
-        let key_hash = parse_hex(hex).ok_or_else(|| corrupt("bad key hash"))?;
-        let expires = expires
-            .parse()
-            .map(Timestamp)
-            .map_err(|_| corrupt("bad expiry"))?;
-        let meta = Meta::from_json(meta).map_err(|err| corrupt(&err.to_string()))?;
-        tokens.push(StoredToken {
-            key_hash,
-            expires,
-            meta,
-        });
+        write_hex(out, &predecessor.secret_hash.0)?;
+        out.write_all(b":")?;
+        write_hex(out, &predecessor.sealed_successor)?;
+        write!(out, ":{}", predecessor.deadline.as_millis())?;
     }
-    Err(SnapshotError::Truncated)
+    writeln!(out, " {}", record.meta.as_json())
 }
 
-fn parse_hex(hex: &str) -> Option<[u8; 16]> {
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn write_hex<W: Write>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    let mut hex = [0u8; 64];
+    for (i, byte) in bytes.iter().enumerate() {
+        hex[2 * i] = HEX[usize::from(byte >> 4)];
+        hex[2 * i + 1] = HEX[usize::from(byte & 15)];
+    }
+    out.write_all(&hex[..2 * bytes.len()])
+}
+
+/// Reads a whole state file of format v1 or v2; any deviation from what a writer writes
+/// is an error naming the line, never a silently shorter or different list.
+///
+/// Refused: another header, a line longer than [`MAX_LINE_BYTES`], a malformed field, a
+/// duplicate session id, an expiry (or grace deadline) further from `checks.now` than the
+/// longest lifetime (or grace) a server can give, a start after the expiry, more than
+/// [`MAX_PREDECESSORS`] predecessors, metadata over `checks.meta_limits`, an `end` count
+/// that does not match, anything after the `end` line, and no `end` line at all.
+pub fn read_snapshot<R: BufRead>(
+    mut input: R,
+    checks: &ReadChecks,
+) -> Result<Vec<StoredSession>, SnapshotError> {
+    let mut line = Vec::new();
+    let mut number = 1;
+    let header: &str = read_line(&mut input, &mut line, number)?.unwrap_or_default();
+    let version = match header.strip_prefix(HEADER_PREFIX) {
+        Some("1") => 1,
+        Some("2") => 2,
+        _ => {
+            let found: String = header.chars().take(40).collect();
+            return Err(SnapshotError::Version { found });
+        }
+    };
+    let mut sessions = Vec::new();
+    let mut ids = HashSet::new();
+    loop {
+        number += 1;
+        let Some(text) = read_line(&mut input, &mut line, number)? else {
+            return Err(SnapshotError::Truncated);
+        };
+        let corrupt = |reason: String| SnapshotError::Corrupt {
+            line: number,
+            reason,
+        };
+        if let Some(count) = text.strip_prefix("end ") {
+            let count: usize = count.parse().map_err(|_| corrupt("bad end line".into()))?;
+            if count != sessions.len() {
+                return Err(corrupt(format!(
+                    "the end line counts {count} sessions, the file holds {}",
+                    sessions.len()
+                )));
+            }
+            let mut rest = [0u8; 1];
+            if input.read(&mut rest)? != 0 {
+                return Err(SnapshotError::Corrupt {
+                    line: number + 1,
+                    reason: "data after the end line".into(),
+                });
+            }
+            return Ok(sessions);
+        }
+        let session = if version == 1 {
+            parse_v1(text, checks)
+        } else {
+            parse_v2(text, checks)
+        }
+        .map_err(corrupt)?;
+        if !ids.insert(session.id) {
+            return Err(corrupt("a second session with the same id".into()));
+        }
+        sessions.push(session);
+    }
+}
+
+/// Reads line `number` into `buffer` without its newline; `None` at the end of input.
+fn read_line<'a, R: BufRead>(
+    input: &mut R,
+    buffer: &'a mut Vec<u8>,
+    number: usize,
+) -> Result<Option<&'a str>, SnapshotError> {
+    buffer.clear();
+    let limit = MAX_LINE_BYTES as u64 + 1;
+    let read = input.by_ref().take(limit).read_until(b'\n', buffer)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let corrupt = |reason: String| SnapshotError::Corrupt {
+        line: number,
+        reason,
+    };
+    if buffer.last() == Some(&b'\n') {
+        buffer.pop();
+    } else if buffer.len() > MAX_LINE_BYTES {
+        return Err(corrupt(format!(
+            "longer than the limit of {MAX_LINE_BYTES} bytes"
+        )));
+    }
+    std::str::from_utf8(buffer)
+        .map(Some)
+        .map_err(|_| corrupt("not UTF-8".into()))
+}
+
+fn parse_v1(line: &str, checks: &ReadChecks) -> Result<StoredSession, String> {
+    let mut fields = line.splitn(3, ' ');
+    let (Some(hash), Some(expires), Some(meta)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err("expected: key expiry metadata".into());
+    };
+    let secret_hash = SecretHash(parse_hex(hash).ok_or("bad key hash")?);
+    let expires = parse_time(expires, checks, TOKEN_LIFETIME_RANGE.end(), "expiry")?;
+    Ok(StoredSession {
+        id: secret_hash.legacy_session_id(),
+        record: SessionRecord {
+            secret_hash,
+            started: checks.now.min(expires),
+            expires,
+            meta: parse_meta(meta, checks)?,
+            predecessors: Predecessors::NONE,
+            version: 0,
+        },
+    })
+}
+
+fn parse_v2(line: &str, checks: &ReadChecks) -> Result<StoredSession, String> {
+    let mut fields = line.splitn(6, ' ');
+    let (Some(id), Some(hash), Some(started), Some(expires), Some(predecessors), Some(meta)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err("expected: id secret-hash start expiry predecessors metadata".into());
+    };
+    let id = SessionId(parse_hex(id).ok_or("bad session id")?);
+    let secret_hash = SecretHash(parse_hex(hash).ok_or("bad secret hash")?);
+    let started = Timestamp(started.parse().map_err(|_| "bad start time")?);
+    let expires = parse_time(expires, checks, TOKEN_LIFETIME_RANGE.end(), "expiry")?;
+    if started > expires {
+        return Err("the session starts after its expiry".into());
+    }
+    let predecessors = if predecessors == "-" {
+        Predecessors::NONE
+    } else {
+        let list = predecessors
+            .split(',')
+            .map(|text| parse_predecessor(text, checks))
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.len() > MAX_PREDECESSORS {
+            return Err(format!(
+                "more than {MAX_PREDECESSORS} predecessors in grace"
+            ));
+        }
+        Predecessors::from(list)
+    };
+    Ok(StoredSession {
+        id,
+        record: SessionRecord {
+            secret_hash,
+            started,
+            expires,
+            meta: parse_meta(meta, checks)?,
+            predecessors,
+            version: 0,
+        },
+    })
+}
+
+fn parse_predecessor(text: &str, checks: &ReadChecks) -> Result<Predecessor, String> {
+    let mut parts = text.split(':');
+    let (Some(hash), Some(sealed), Some(deadline), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("bad predecessor: expected hash:sealed:deadline".into());
+    };
+    Ok(Predecessor {
+        secret_hash: SecretHash(parse_hex(hash).ok_or("bad predecessor hash")?),
+        sealed_successor: parse_hex(sealed).ok_or("bad sealed successor")?,
+        deadline: parse_time(
+            deadline,
+            checks,
+            ROTATION_GRACE_RANGE.end(),
+            "grace deadline",
+        )?,
+    })
+}
+
+/// A time in milliseconds, at most `longest` after `checks.now`: no server writes one
+/// further ahead.
+fn parse_time(
+    text: &str,
+    checks: &ReadChecks,
+    longest: &Duration,
+    what: &str,
+) -> Result<Timestamp, String> {
+    let time = Timestamp(text.parse().map_err(|_| format!("bad {what}"))?);
+    if time > checks.now.saturating_add(*longest) {
+        return Err(format!(
+            "the {what} {time} lies further ahead than any server gives ({})",
+            crate::duration::format_duration(*longest)
+        ));
+    }
+    Ok(time)
+}
+
+fn parse_meta(text: &str, checks: &ReadChecks) -> Result<Meta, String> {
+    let map: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err("metadata is not a JSON object".into()),
+        Err(err) => return Err(format!("metadata is not valid JSON: {err}")),
+    };
+    checks
+        .meta_limits
+        .check(&map)
+        .map_err(|err| err.to_string())?;
+    let meta = Meta::from_map(&map);
+    if meta.as_json() != text {
+        return Err("metadata is not in the compact form a writer writes".into());
+    }
+    Ok(meta)
+}
+
+fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let hex = hex.as_bytes();
-    if hex.len() != 32 {
+    if hex.len() != 2 * N {
         return None;
     }
     let digit = |c: u8| HEX.iter().position(|&h| h == c).map(|d| d as u8);
-    let mut out = [0u8; 16];
+    let mut out = [0u8; N];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = (digit(hex[2 * i])? << 4) | digit(hex[2 * i + 1])?;
     }
@@ -215,91 +447,4 @@ fn parse_hex(hex: &str) -> Option<[u8; 16]> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Vec<StoredToken> {
-        (0..3u8)
-            .map(|i| StoredToken {
-                key_hash: [i.wrapping_mul(77); 16],
-                expires: Timestamp(1_700_000_000_000 + u64::from(i)),
-                meta: Meta::from_json(&format!(r#"{{"n":{i},"s":"a b\nc"}}"#)).unwrap(),
-            })
-            .collect()
-    }
-
-    fn encoded(tokens: &[StoredToken]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_snapshot(&mut out, tokens).unwrap();
-        out
-    }
-
-    #[test]
-    fn round_trips() {
-        let tokens = sample();
-        let bytes = encoded(&tokens);
-        assert_eq!(read_snapshot(&bytes[..]).unwrap(), tokens);
-        assert_eq!(read_snapshot(&encoded(&[])[..]).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn a_streamed_file_taken_in_pieces_is_byte_identical() {
-        let tokens = sample();
-        let mut writer = SnapshotWriter::new(Vec::new()).unwrap();
-        let mut file = Vec::new();
-        for token in &tokens {
-            writer.write(token).unwrap();
-            file.append(writer.get_mut());
-        }
-        let (rest, count) = writer.finish().unwrap();
-        file.extend_from_slice(&rest);
-        assert_eq!((file, count), (encoded(&tokens), 3));
-        // And both are the format as documented, byte for byte.
-        let one = StoredToken {
-            key_hash: [0xab; 16],
-            expires: Timestamp(5),
-            meta: Meta::from_json(r#"{"a":1}"#).unwrap(),
-        };
-        let expected = format!(
-            "token-server state v1\n{} 5 {{\"a\":1}}\nend 1\n",
-            "ab".repeat(16)
-        );
-        assert_eq!(String::from_utf8(encoded(&[one])).unwrap(), expected);
-    }
-
-    #[test]
-    fn every_truncation_is_refused() {
-        let bytes = encoded(&sample());
-        // Every cut but the one that only drops the final newline.
-        for cut in 0..bytes.len() - 1 {
-            assert!(
-                read_snapshot(&bytes[..cut]).is_err(),
-                "a file cut at byte {cut} of {} was accepted",
-                bytes.len()
-            );
-        }
-    }
-
-    #[test]
-    fn corruption_and_other_versions_are_refused() {
-        let text = String::from_utf8(encoded(&sample())).unwrap();
-        let other_version = text.replacen("state v1", "state v2", 1);
-        assert!(matches!(
-            read_snapshot(other_version.as_bytes()),
-            Err(SnapshotError::Version { .. })
-        ));
-        let bad_meta = text.replacen(r#"{"n":1"#, r#"["n":1"#, 1);
-        assert!(matches!(
-            read_snapshot(bad_meta.as_bytes()),
-            Err(SnapshotError::Corrupt { line: 3, .. })
-        ));
-        let bad_key = text.replacen("4d4d", "4x4d", 1);
-        assert!(matches!(
-            read_snapshot(bad_key.as_bytes()),
-            Err(SnapshotError::Corrupt { .. })
-        ));
-        let wrong_count = text.replacen("end 3", "end 4", 1);
-        assert!(read_snapshot(wrong_count.as_bytes()).is_err());
-        assert!(read_snapshot(&b"garbage"[..]).is_err());
-    }
-}
+mod tests;

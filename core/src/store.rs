@@ -1,4 +1,5 @@
-//! The token store: issue, rotate, remove and purge one-time tokens.
+//! The token store: sessions of one-time tokens, in memory, each decided under its shard's
+//! lock by [`crate::session::transition`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,12 +12,15 @@ use serde_json::{Map, Value};
 use crate::clock::{Clock, Timestamp};
 use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
-use crate::snapshot::StoredToken;
-use crate::token::{BuildKeyHasher, Token, TokenKey, TokenSecret, TOKEN_BYTES};
+use crate::session::{transition, Action, Outcome, Predecessors, SessionRecord, SessionRules};
+use crate::snapshot::StoredSession;
+use crate::token::{
+    BuildKeyHasher, Presented, Secret, SecretHash, SessionId, Token, SECRET_BYTES, SESSION_ID_BYTES,
+};
 
 /// Number of independently locked parts of the store.
 ///
-/// A power of two indexed by the token's first two random bytes. 1024 keeps each lock's
+/// A power of two indexed by the session id's first two random bytes. 1024 keeps each lock's
 /// hold and each map's rehash small (a million tokens are ~1,000 per shard, swept in well
 /// under a millisecond) while costing only some 50 KiB when empty.
 const SHARDS: usize = 1024;
@@ -34,6 +38,10 @@ pub enum StoreError {
     /// The metadata (after merging an update) exceeds a [`MetaLimits`] bound; the token
     /// presented is untouched.
     MetaLimit(MetaError),
+    /// An old token of a live session was presented outside its grace period and
+    /// revocation on reuse is on: the session is ended. Clients are answered exactly as
+    /// for [`StoreError::InvalidToken`]; the host logs a warning, never with the token.
+    Revoked,
 }
 
 impl fmt::Display for StoreError {
@@ -43,6 +51,9 @@ impl fmt::Display for StoreError {
             StoreError::Random(err) => err.fmt(f),
             StoreError::Full => f.write_str("token store is full"),
             StoreError::MetaLimit(err) => err.fmt(f),
+            StoreError::Revoked => {
+                f.write_str("an old token was reused outside its grace: its session is ended")
+            }
         }
     }
 }
@@ -58,9 +69,10 @@ impl From<RandomError> for StoreError {
 /// The outcome of a successful [`TokenStore::rotate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotated {
-    /// The token that replaces the one presented.
+    /// The token that replaces the one presented (the same for every replay of it
+    /// inside its grace period).
     pub token: Token,
-    /// The metadata after merging the update.
+    /// The session's metadata after merging the update.
     pub meta: Meta,
 }
 
@@ -127,17 +139,88 @@ impl fmt::Debug for Swept {
     }
 }
 
+/// One session as this store keeps it: a [`SessionRecord`] without its predecessors (kept
+/// in the shard's grace map, only while it has any) and without a version (every decision
+/// is taken under the shard lock, so there is nothing to compare-and-set).
+///
+/// 48 bytes, a third of them the metadata's pointer: a million of these, in hash tables
+/// that are between half and seven eighths full, are most of the store's memory, and most
+/// sessions have no predecessor to keep.
 struct Entry {
+    secret_hash: SecretHash,
+    started: Timestamp,
     expires: Timestamp,
     meta: Meta,
 }
 
-type Shard = HashMap<TokenKey, Entry, BuildKeyHasher>;
+impl Entry {
+    fn live_until(&self, rules: &SessionRules) -> Timestamp {
+        self.expires.min(rules.session_end(self.started))
+    }
+}
 
-/// One-time tokens bound to metadata, each valid for a fixed lifetime from its issue.
+/// One independently locked part of the store.
+#[derive(Default)]
+struct Shard {
+    sessions: HashMap<SessionId, Entry, BuildKeyHasher>,
+    /// The predecessors of the sessions that have any in grace; usually empty.
+    grace: HashMap<SessionId, Predecessors, BuildKeyHasher>,
+}
+
+impl Shard {
+    /// Takes session `id` out, as the record [`transition`] decides on.
+    fn take(&mut self, id: &SessionId) -> Option<SessionRecord> {
+        let entry = self.sessions.remove(id)?;
+        let predecessors = if self.grace.is_empty() {
+            Predecessors::NONE
+        } else {
+            self.grace.remove(id).unwrap_or_default()
+        };
+        Some(SessionRecord {
+            secret_hash: entry.secret_hash,
+            started: entry.started,
+            expires: entry.expires,
+            meta: entry.meta,
+            predecessors,
+            version: 0,
+        })
+    }
+
+    /// Files `record` under `id`; the slot must be free (just taken, or checked vacant).
+    fn put(&mut self, id: SessionId, record: SessionRecord) {
+        if !record.predecessors.is_empty() {
+            self.grace.insert(id, record.predecessors);
+        }
+        self.sessions.insert(
+            id,
+            Entry {
+                secret_hash: record.secret_hash,
+                started: record.started,
+                expires: record.expires,
+                meta: record.meta,
+            },
+        );
+    }
+
+    /// A copy of session `id`'s record, for a state file.
+    fn record(&self, id: &SessionId, entry: &Entry) -> SessionRecord {
+        SessionRecord {
+            secret_hash: entry.secret_hash,
+            started: entry.started,
+            expires: entry.expires,
+            meta: entry.meta.clone(),
+            predecessors: self.grace.get(id).cloned().unwrap_or_default(),
+            version: 0,
+        }
+    }
+}
+
+/// Sessions of one-time tokens bound to metadata, each token valid for a fixed lifetime
+/// from its issue; the rules are [`crate::session::transition`]'s.
 ///
 /// Safe to share between threads (`&self` everywhere) when the clock and token source
-/// are: the store is split in independently locked shards.
+/// are: the store is split in independently locked shards, and every decision about a
+/// session is taken under its shard's lock.
 ///
 /// ```
 /// use std::time::Duration;
@@ -154,54 +237,65 @@ type Shard = HashMap<TokenKey, Entry, BuildKeyHasher>;
 /// ```
 pub struct TokenStore<C, R> {
     /// Std mutexes, not async ones: no lock is ever held across an await or for more than
-    /// one map operation, and they work unchanged on wasm32.
+    /// one session's transition, and they work unchanged on wasm32.
     shards: Box<[Mutex<Shard>]>,
-    lifetime: Duration,
+    rules: SessionRules,
     clock: C,
     random: R,
-    meta_limits: MetaLimits,
     max_tokens: usize,
-    /// Tokens held, kept beside the shards so `create` can enforce `max_tokens` without
+    /// Sessions held, kept beside the shards so `create` can enforce `max_tokens` without
     /// locking every shard to count.
     held: AtomicUsize,
 }
 
 impl<C: Clock, R: TokenSource> TokenStore<C, R> {
-    /// An empty store whose tokens live for `lifetime`.
+    /// An empty store whose tokens live for `lifetime`, under the seed's rules otherwise
+    /// (see [`SessionRules::new`]).
     pub fn new(lifetime: Duration, clock: C, random: R) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
         TokenStore {
             shards,
-            lifetime,
+            rules: SessionRules::new(lifetime),
             clock,
             random,
-            meta_limits: MetaLimits::default(),
             max_tokens: crate::config::DEFAULT_MAX_TOKENS,
             held: AtomicUsize::new(0),
         }
     }
 
-    /// Caps the tokens held at once; past it [`create`](TokenStore::create) fails with
+    /// Caps the sessions held at once; past it [`create`](TokenStore::create) fails with
     /// [`StoreError::Full`] while rotations of existing tokens go on.
     pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
         self.max_tokens = max_tokens;
         self
     }
 
-    /// Bounds the metadata that an update may grow a token's metadata to.
+    /// Bounds the metadata that an update may grow a session's metadata to.
     pub fn with_meta_limits(mut self, limits: MetaLimits) -> Self {
-        self.meta_limits = limits;
+        self.rules.meta_limits = limits;
         self
+    }
+
+    /// Applies `rules` (grace, revocation on reuse, absolute lifetime, limits) instead
+    /// of the seed's.
+    pub fn with_rules(mut self, rules: SessionRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &SessionRules {
+        &self.rules
     }
 
     /// The metadata bounds in force.
     pub fn meta_limits(&self) -> MetaLimits {
-        self.meta_limits
+        self.rules.meta_limits
     }
 
     /// How long a token stays valid after its issue.
     pub fn lifetime(&self) -> Duration {
-        self.lifetime
+        self.rules.token_lifetime
     }
 
     /// The clock the store reads.
@@ -209,89 +303,110 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         &self.clock
     }
 
-    /// Issues a new token bound to `meta`, valid for the store's lifetime from now.
+    /// Starts a session bound to `meta`; returns its first token, valid for the store's
+    /// lifetime from now.
     ///
-    /// Fails with [`StoreError::Full`] when the store holds its maximum of tokens.
+    /// Fails with [`StoreError::Full`] when the store holds its maximum of sessions.
     pub fn create(&self, meta: Meta) -> Result<Token, StoreError> {
         // Reserve the slot first, so concurrent creates cannot overshoot the cap.
         if self.held.fetch_add(1, Ordering::Relaxed) >= self.max_tokens {
             self.held.fetch_sub(1, Ordering::Relaxed);
             return Err(StoreError::Full);
         }
-        let expires = self.clock.now().saturating_add(self.lifetime);
-        let secret = match self.fresh_secret() {
-            Ok(secret) => secret,
-            Err(err) => {
-                self.held.fetch_sub(1, Ordering::Relaxed);
-                return Err(err.into());
-            }
-        };
-        self.insert_fresh(secret, Entry { expires, meta })
+        let created = self
+            .fresh_secret()
+            .map_err(StoreError::from)
+            .and_then(|secret| {
+                let record = SessionRecord::new(&secret, self.clock.now(), meta, &self.rules);
+                self.insert_fresh(&secret, record)
+            });
+        if created.is_err() {
+            // The slot this create was counted for stays empty.
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+        created
     }
 
-    /// Consumes `token` and issues a new one with a full lifetime, its metadata merged with
-    /// `update` (see [`Meta::merged`]).
+    /// Exchanges `token` for its successor, the session's metadata merged with `update`
+    /// (see [`Meta::merged`]).
     ///
     /// Fails with [`StoreError::InvalidToken`] for a token that is unknown, used, removed
     /// or expired, even if a purge has not dropped it yet. Of several concurrent rotations
-    /// of one token exactly one succeeds.
+    /// of one token exactly one issues a successor; with a rotation grace the others get
+    /// that same successor, without one they fail. A refused update
+    /// ([`StoreError::MetaLimit`]) leaves the session exactly as it was, at every instant.
     pub fn rotate(
         &self,
         token: &str,
         update: Option<Map<String, Value>>,
     ) -> Result<Rotated, StoreError> {
-        let key = TokenKey::parse(token).ok_or(StoreError::InvalidToken)?;
-        // Drawn before the old token is consumed: a failing randomness source must not
-        // cost the client its session.
+        let presented = Presented::parse(token).ok_or(StoreError::InvalidToken)?;
+        // Drawn before anything is decided: a failing randomness source must not cost the
+        // client its session.
         let fresh = self.fresh_secret()?;
         let now = self.clock.now();
-        let entry = self.shard(&key).remove(&key);
-        let Some(entry) = entry else {
-            return Err(StoreError::InvalidToken);
-        };
-        if now >= entry.expires {
-            self.held.fetch_sub(1, Ordering::Relaxed);
-            return Err(StoreError::InvalidToken);
-        }
-        let meta = match update {
-            Some(update) => match entry.meta.merged_within(update, &self.meta_limits) {
-                Ok(meta) => meta,
-                Err(err) => {
-                    // Refused: the presented token goes back, valid until its old expiry.
-                    self.shard(&key).insert(key, entry);
-                    return Err(StoreError::MetaLimit(err));
-                }
-            },
-            None => entry.meta,
-        };
-        let meta_out = meta.clone();
-        let token = self.insert_fresh(
+        let mut shard = self.shard(&presented.id);
+        let record = shard.take(&presented.id).ok_or(StoreError::InvalidToken)?;
+        let (next, outcome) = transition(
+            record,
+            &presented.secret,
+            Action::Exchange(update),
+            now,
             fresh,
-            Entry {
-                expires: now.saturating_add(self.lifetime),
-                meta,
-            },
-        )?;
-        Ok(Rotated {
-            token,
-            meta: meta_out,
-        })
+            &self.rules,
+        );
+        let meta = next.as_ref().map(|record| record.meta.clone());
+        match next {
+            Some(record) => shard.put(presented.id, record),
+            None => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        drop(shard);
+        match (outcome, meta) {
+            (Outcome::Exchanged { successor } | Outcome::Replayed { successor }, Some(meta)) => {
+                Ok(Rotated {
+                    token: Token::new(presented.id, &successor),
+                    meta,
+                })
+            }
+            (Outcome::Revoked, _) => Err(StoreError::Revoked),
+            (Outcome::Refused(err), _) => Err(StoreError::MetaLimit(err)),
+            _ => Err(StoreError::InvalidToken),
+        }
     }
 
-    /// Removes `token`; returns whether it was a live token.
+    /// Ends the session of `token` (also when presented with a token in its grace);
+    /// returns whether a live session ended.
     pub fn remove(&self, token: &str) -> bool {
-        let Some(key) = TokenKey::parse(token) else {
+        let Some(presented) = Presented::parse(token) else {
             return false;
         };
         let now = self.clock.now();
-        let removed = self.shard(&key).remove(&key);
-        if removed.is_some() {
-            self.held.fetch_sub(1, Ordering::Relaxed);
+        let mut shard = self.shard(&presented.id);
+        let Some(record) = shard.take(&presented.id) else {
+            return false;
+        };
+        // Nothing is issued on an end; the fresh secret is never used.
+        let unused = Secret::from_bytes([0; SECRET_BYTES]);
+        let (next, outcome) = transition(
+            record,
+            &presented.secret,
+            Action::End,
+            now,
+            unused,
+            &self.rules,
+        );
+        match next {
+            Some(record) => shard.put(presented.id, record),
+            None => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
         }
-        removed.is_some_and(|entry| now < entry.expires)
+        matches!(outcome, Outcome::Ended | Outcome::Revoked)
     }
 
-    /// Drops every expired token.
+    /// Drops every expired session.
     ///
     /// Locks one shard at a time, so concurrent requests wait at most for one shard's
     /// sweep, never for the whole store.
@@ -309,7 +424,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         self.shards.len()
     }
 
-    /// Drops the expired tokens of one shard only, holding just that shard's lock; the
+    /// Drops the expired sessions of one shard only, holding just that shard's lock; the
     /// report counts that shard alone. An index past [`shard_count`] purges nothing.
     ///
     /// [`purge`](TokenStore::purge) is this over every shard; a host that wants to pace a
@@ -325,6 +440,9 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     /// [`purge_shard`](TokenStore::purge_shard), except that the expired metadata is
     /// handed back instead of freed: the lock is released when this returns and the memory
     /// when the caller drops the [`Swept`], so the two can be timed apart.
+    ///
+    /// Also forgets predecessors whose grace is over, so a session rotated once does not
+    /// keep its grace entry until its next rotation.
     pub fn sweep_shard(&self, index: usize) -> (PurgeReport, Swept) {
         let now = self.clock.now();
         let mut report = PurgeReport::NOTHING;
@@ -334,14 +452,16 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         // Expired metadata is moved out under the lock and freed after it is released:
         // the frees are most of a sweep's cost.
         let mut shard = lock(shard);
-        let before = shard.len();
+        let Shard { sessions, grace } = &mut *shard;
+        let before = sessions.len();
         let mut expired = Vec::new();
-        shard.retain(|_, entry| {
-            let live = now < entry.expires;
+        sessions.retain(|_, entry| {
+            let live_until = entry.live_until(&self.rules);
+            let live = now < live_until;
             if live {
                 report.next_expiry = Some(match report.next_expiry {
-                    Some(next) => next.min(entry.expires),
-                    None => entry.expires,
+                    Some(next) => next.min(live_until),
+                    None => live_until,
                 });
             } else {
                 if expired.capacity() == 0 {
@@ -353,55 +473,60 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             }
             live
         });
-        report.purged = before - shard.len();
-        report.remaining = shard.len();
+        if !grace.is_empty() {
+            grace.retain(|id, predecessors| sessions.contains_key(id) && predecessors.prune(now));
+        }
+        report.purged = before - sessions.len();
+        report.remaining = sessions.len();
         self.held.fetch_sub(report.purged, Ordering::Relaxed);
         (report, Swept(expired))
     }
 
-    /// Every live token as it is kept at rest (key hash, expiry, metadata), for a state
-    /// file. Locks one shard at a time, so requests are never stalled for the whole copy.
-    pub fn export(&self) -> Vec<StoredToken> {
-        let mut tokens = Vec::new();
+    /// Every live session as it is kept at rest (id, secret hash, times, metadata, sealed
+    /// grace successors), for a state file. Locks one shard at a time, so requests are
+    /// never stalled for the whole copy.
+    pub fn export(&self) -> Vec<StoredSession> {
+        let mut sessions = Vec::new();
         for index in 0..self.shard_count() {
-            self.export_shard(index, &mut tokens);
+            self.export_shard(index, &mut sessions);
         }
-        tokens
+        sessions
     }
 
-    /// [`export`](TokenStore::export) of one shard only, appended to `tokens`, holding just
-    /// that shard's lock; for a host that paces a large export. An index past
+    /// [`export`](TokenStore::export) of one shard only, appended to `sessions`, holding
+    /// just that shard's lock; for a host that paces a large export. An index past
     /// [`shard_count`](TokenStore::shard_count) exports nothing.
-    pub fn export_shard(&self, index: usize, tokens: &mut Vec<StoredToken>) {
+    pub fn export_shard(&self, index: usize, sessions: &mut Vec<StoredSession>) {
         let now = self.clock.now();
         let Some(shard) = self.shards.get(index) else {
             return;
         };
         let shard = lock(shard);
-        tokens.extend(
+        sessions.extend(
             shard
+                .sessions
                 .iter()
-                .filter(|(_, entry)| now < entry.expires)
-                .map(|(key, entry)| StoredToken {
-                    key_hash: key.0,
-                    expires: entry.expires,
-                    meta: entry.meta.clone(),
+                .filter(|(_, entry)| now < entry.live_until(&self.rules))
+                .map(|(id, entry)| StoredSession {
+                    id: *id,
+                    record: shard.record(id, entry),
                 }),
         );
     }
 
-    /// Files tokens read from a state file, each valid until its original expiry; expired
-    /// ones are dropped. Returns how many were filed. Meant for an empty store at start.
-    pub fn import(&self, tokens: impl IntoIterator<Item = StoredToken>) -> usize {
+    /// Files sessions read from a state file, each valid until its original expiry;
+    /// expired ones are dropped. Returns how many were filed. Meant for an empty store at
+    /// start.
+    pub fn import(&self, sessions: impl IntoIterator<Item = StoredSession>) -> usize {
         let now = self.clock.now();
         let mut filed = 0;
-        for token in tokens.into_iter().filter(|token| now < token.expires) {
-            let key = TokenKey(token.key_hash);
-            let entry = Entry {
-                expires: token.expires,
-                meta: token.meta,
-            };
-            if self.shard(&key).insert(key, entry).is_none() {
+        for session in sessions {
+            if now >= session.record.live_until(&self.rules) {
+                continue;
+            }
+            let mut shard = self.shard(&session.id);
+            if !shard.sessions.contains_key(&session.id) {
+                shard.put(session.id, session.record);
                 self.held.fetch_add(1, Ordering::Relaxed);
                 filed += 1;
             }
@@ -409,67 +534,64 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         filed
     }
 
-    /// Every live token's expiry and metadata, earliest expiry first; never the tokens.
+    /// Every live session's expiry and metadata, earliest expiry first; never a token.
     pub fn dump(&self) -> Vec<DumpEntry> {
         let now = self.clock.now();
         let mut entries = Vec::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            entries.extend(
-                shard
-                    .values()
-                    .filter(|entry| now < entry.expires)
-                    .map(|entry| DumpEntry {
-                        expires: entry.expires,
-                        meta: entry.meta.clone(),
-                    }),
-            );
+            entries.extend(shard.sessions.values().filter_map(|entry| {
+                let expires = entry.live_until(&self.rules);
+                (now < expires).then(|| DumpEntry {
+                    expires,
+                    meta: entry.meta.clone(),
+                })
+            }));
         }
         entries.sort_by_key(|entry| entry.expires);
         entries
     }
 
-    /// Tokens held, including expired ones a purge has not dropped yet.
+    /// Sessions held, including expired ones a purge has not dropped yet.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|shard| lock(shard).len()).sum()
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).sessions.len())
+            .sum()
     }
 
-    /// Whether the store holds no token at all.
+    /// Whether the store holds no session at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn shard(&self, key: &TokenKey) -> MutexGuard<'_, Shard> {
-        lock(&self.shards[(usize::from(key.0[0]) | usize::from(key.0[1]) << 8) % SHARDS])
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[id.shard(SHARDS)])
     }
 
-    fn fresh_secret(&self) -> Result<TokenSecret, RandomError> {
-        let mut bytes = [0u8; TOKEN_BYTES];
+    fn fresh_secret(&self) -> Result<Secret, RandomError> {
+        let mut bytes = [0u8; SECRET_BYTES];
         self.random.fill(&mut bytes)?;
-        Ok(TokenSecret(bytes))
+        Ok(Secret::from_bytes(bytes))
     }
 
-    /// Files `entry` under the key of `secret` and returns the token spelling the secret,
-    /// drawing another secret in the (astronomically unlikely, but possible with a seeded
-    /// test source) case that the key is taken.
-    fn insert_fresh(&self, mut secret: TokenSecret, entry: Entry) -> Result<Token, StoreError> {
+    fn fresh_id(&self) -> Result<SessionId, RandomError> {
+        let mut bytes = [0u8; SESSION_ID_BYTES];
+        self.random.fill(&mut bytes)?;
+        Ok(SessionId(bytes))
+    }
+
+    /// Files `record` under a fresh session id and returns the token of `secret` in it,
+    /// drawing another id in the (rare, but possible with a seeded test source) case that
+    /// the id is taken.
+    fn insert_fresh(&self, secret: &Secret, record: SessionRecord) -> Result<Token, StoreError> {
         loop {
-            let key = secret.key();
-            {
-                let mut shard = self.shard(&key);
-                if let std::collections::hash_map::Entry::Vacant(slot) = shard.entry(key) {
-                    slot.insert(entry);
-                    return Ok(Token::from_secret(&secret));
-                }
+            let id = self.fresh_id()?;
+            let mut shard = self.shard(&id);
+            if !shard.sessions.contains_key(&id) {
+                shard.put(id, record);
+                return Ok(Token::new(id, secret));
             }
-            secret = match self.fresh_secret() {
-                Ok(secret) => secret,
-                Err(err) => {
-                    // The slot this insert was counted for stays empty.
-                    self.held.fetch_sub(1, Ordering::Relaxed);
-                    return Err(err.into());
-                }
-            };
         }
     }
 }

@@ -1,20 +1,34 @@
-//! The token a client holds, and the fixed-size key the store files it under.
+//! The token a client holds: a session id and a secret, and the hashes the store keeps of it.
 
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use sha2::{Digest, Sha256};
 
-/// Random bytes per token: 128 bits, unguessable by any online attack.
-pub const TOKEN_BYTES: usize = 16;
+/// Random bytes of a session id: 64 bits, drawn again on the (rare) collision, so ids need
+/// not be unguessable on their own; the secret is what makes a token unguessable.
+pub const SESSION_ID_BYTES: usize = 8;
 
-/// Characters per token: 16 bytes in unpadded base64url.
-pub const TOKEN_LEN: usize = 22;
+/// Random bytes of a token's secret: 128 bits, unguessable by any online attack.
+pub const SECRET_BYTES: usize = 16;
+
+/// Bytes a token spells: session id then secret.
+pub const TOKEN_BYTES: usize = SESSION_ID_BYTES + SECRET_BYTES;
+
+/// Characters per token: 24 bytes in base64url (no padding is needed for 24 bytes).
+pub const TOKEN_LEN: usize = 32;
+
+/// Characters of a legacy token, issued before sessions (state file format v1): 16 random
+/// bytes in unpadded base64url. Still accepted, so an upgrade logs nobody out.
+pub const LEGACY_TOKEN_LEN: usize = 22;
+
+/// Bytes of the hash the store keeps of a secret: the first 16 bytes of its SHA-256.
+pub const SECRET_HASH_BYTES: usize = 16;
 
 /// RFC 4648 base64url: only characters that are safe in URLs and cookies.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/// A one-time access token as handed to clients: 22 base64url characters.
+/// A token as handed to clients: 32 base64url characters (opaque to them).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Token(String);
 
@@ -29,8 +43,12 @@ impl Token {
         self.0
     }
 
-    pub(crate) fn from_secret(secret: &TokenSecret) -> Token {
-        Token(encode(&secret.0))
+    /// The token of session `id` whose current secret is `secret`.
+    pub fn new(id: SessionId, secret: &Secret) -> Token {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        bytes[..SESSION_ID_BYTES].copy_from_slice(&id.0);
+        bytes[SESSION_ID_BYTES..].copy_from_slice(&secret.0);
+        Token(encode(&bytes))
     }
 }
 
@@ -47,87 +65,107 @@ impl fmt::Debug for Token {
     }
 }
 
-/// The 16 random bytes a token spells: held only while a request is answered, never
-/// stored.
-pub(crate) struct TokenSecret(pub(crate) [u8; TOKEN_BYTES]);
+/// A session's id: the first 8 bytes of its tokens, and the key the store files it under.
+///
+/// For a legacy session (loaded from a v1 state file) it is the first 8 bytes of its
+/// secret hash, so a legacy token finds its session with one hash.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct SessionId(pub [u8; SESSION_ID_BYTES]);
 
-impl TokenSecret {
-    /// The secret a client's token text spells, or `None` when it cannot be a token we
-    /// issued.
+impl SessionId {
+    /// Which of `shards` shards the session is in: its first two random bytes.
+    pub(crate) fn shard(&self, shards: usize) -> usize {
+        (usize::from(self.0[0]) | usize::from(self.0[1]) << 8) % shards
+    }
+}
+
+impl Hash for SessionId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_le_bytes(self.0));
+    }
+}
+
+/// The secret part of a token: held only while a request is answered, or sealed (see
+/// [`crate::session`]); never stored as it is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(crate) [u8; SECRET_BYTES]);
+
+impl Secret {
+    /// A secret from its bytes (e.g. drawn from a [`crate::TokenSource`]).
+    pub fn from_bytes(bytes: [u8; SECRET_BYTES]) -> Secret {
+        Secret(bytes)
+    }
+
+    /// The hash the store keeps: the first 16 bytes of the secret's SHA-256. A legacy
+    /// token's secret hash is its v1 key, so one rule verifies both forms.
+    pub fn hash(&self) -> SecretHash {
+        let digest = Sha256::digest(self.0);
+        let mut hash = [0u8; SECRET_HASH_BYTES];
+        hash.copy_from_slice(&digest[..SECRET_HASH_BYTES]);
+        SecretHash(hash)
+    }
+}
+
+/// Secrets are credentials too.
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What the store keeps of a secret: enough to recognise it, useless to present.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SecretHash(pub [u8; SECRET_HASH_BYTES]);
+
+impl SecretHash {
+    /// The session id of a legacy token with this secret hash: its first 8 bytes.
+    pub fn legacy_session_id(&self) -> SessionId {
+        let mut id = [0u8; SESSION_ID_BYTES];
+        id.copy_from_slice(&self.0[..SESSION_ID_BYTES]);
+        SessionId(id)
+    }
+}
+
+/// A token as a client presented it: the session it names and the secret it carries.
+pub(crate) struct Presented {
+    pub(crate) id: SessionId,
+    pub(crate) secret: Secret,
+}
+
+impl Presented {
+    /// The session id and secret `text` spells, or `None` when it cannot be a token we
+    /// issued. Accepts the current form (32 characters) and the legacy one (22).
     ///
     /// Only the canonical spelling is accepted, so one token has exactly one text.
-    pub(crate) fn parse(text: &str) -> Option<TokenSecret> {
-        let text = text.as_bytes();
-        if text.len() != TOKEN_LEN {
-            return None;
-        }
-        let mut sextets = [0u8; TOKEN_LEN];
-        for (out, &c) in sextets.iter_mut().zip(text) {
-            *out = decode_char(c)?;
-        }
-        let mut bytes = [0u8; TOKEN_BYTES];
-        for (group, chunk) in sextets.chunks(4).enumerate() {
-            let mut acc: u32 = 0;
-            for &s in chunk {
-                acc = (acc << 6) | u32::from(s);
+    pub(crate) fn parse(text: &str) -> Option<Presented> {
+        match text.len() {
+            TOKEN_LEN => {
+                let bytes: [u8; TOKEN_BYTES] = decode(text)?;
+                let mut id = [0u8; SESSION_ID_BYTES];
+                id.copy_from_slice(&bytes[..SESSION_ID_BYTES]);
+                let mut secret = [0u8; SECRET_BYTES];
+                secret.copy_from_slice(&bytes[SESSION_ID_BYTES..]);
+                Some(Presented {
+                    id: SessionId(id),
+                    secret: Secret(secret),
+                })
             }
-            let bits = chunk.len() * 6;
-            let whole = bits / 8;
-            // Bits beyond the last whole byte must be zero in canonical base64.
-            let spare = bits - whole * 8;
-            if acc & ((1 << spare) - 1) != 0 {
-                return None;
+            LEGACY_TOKEN_LEN => {
+                let secret = Secret(decode(text)?);
+                Some(Presented {
+                    id: secret.hash().legacy_session_id(),
+                    secret,
+                })
             }
-            acc >>= spare;
-            for i in 0..whole {
-                bytes[group * 3 + i] = (acc >> (8 * (whole - 1 - i))) as u8;
-            }
+            _ => None,
         }
-        Some(TokenSecret(bytes))
-    }
-
-    /// The key the store files this token under.
-    pub(crate) fn key(&self) -> TokenKey {
-        let digest = Sha256::digest(self.0);
-        let mut key = [0u8; TOKEN_BYTES];
-        key.copy_from_slice(&digest[..TOKEN_BYTES]);
-        TokenKey(key)
     }
 }
 
-/// The store's key for a token: the first 16 bytes of the SHA-256 of its secret.
+/// Hashes a [`SessionId`] by taking its random bits as they are.
 ///
-/// A hash, not the token, so that nothing the store holds (in memory, a core dump, a
-/// state file) can be presented as a token. 128 bits of a hash of 128 random bits stay
-/// collision-free in practice and unguessable; fixed-size and `Copy`, so the map holds no
-/// string allocation per token.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TokenKey(pub(crate) [u8; TOKEN_BYTES]);
-
-impl TokenKey {
-    /// The key of the token `text` spells, or `None` when it cannot be a token we issued.
-    pub(crate) fn parse(text: &str) -> Option<TokenKey> {
-        TokenSecret::parse(text).map(|secret| secret.key())
-    }
-
-    /// Bytes 8..16, which the map hashes with (the shard index uses bytes 0 and 1).
-    fn hash_word(&self) -> u64 {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.0[8..16]);
-        u64::from_le_bytes(word)
-    }
-}
-
-impl Hash for TokenKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash_word());
-    }
-}
-
-/// Hashes a [`TokenKey`] by taking its random bits as they are.
-///
-/// Keys are made of CSPRNG output and only the store chooses which keys get inserted, so
-/// they are already uniformly spread; SipHash on top would only cost time.
+/// Ids are CSPRNG output (or a SHA-256 prefix) and only the store chooses which get
+/// inserted, so they are already uniformly spread; SipHash on top would only cost time.
 #[derive(Default)]
 pub(crate) struct KeyHasher(u64);
 
@@ -160,8 +198,35 @@ fn decode_char(c: u8) -> Option<u8> {
     }
 }
 
-fn encode(bytes: &[u8; TOKEN_BYTES]) -> String {
-    let mut out = String::with_capacity(TOKEN_LEN);
+/// The `N` bytes canonical unpadded base64url `text` spells, or `None`.
+fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != (N * 8).div_ceil(6) {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (group, chunk) in text.chunks(4).enumerate() {
+        let mut acc: u32 = 0;
+        for &c in chunk {
+            acc = (acc << 6) | u32::from(decode_char(c)?);
+        }
+        let bits = chunk.len() * 6;
+        let whole = bits / 8;
+        // Bits beyond the last whole byte must be zero in canonical base64.
+        let spare = bits - whole * 8;
+        if acc & ((1 << spare) - 1) != 0 {
+            return None;
+        }
+        acc >>= spare;
+        for i in 0..whole {
+            bytes[group * 3 + i] = (acc >> (8 * (whole - 1 - i))) as u8;
+        }
+    }
+    Some(bytes)
+}
+
+fn encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity((bytes.len() * 8).div_ceil(6));
     for chunk in bytes.chunks(3) {
         let mut acc: u32 = 0;
         for &b in chunk {
@@ -177,6 +242,12 @@ fn encode(bytes: &[u8; TOKEN_BYTES]) -> String {
     out
 }
 
+/// The text of a legacy (v1) token with this secret: only tests make these now.
+#[cfg(test)]
+pub(crate) fn legacy_token(secret: &Secret) -> String {
+    encode(&secret.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,55 +259,83 @@ mod tests {
         let bytes: [u8; 16] = *b"\xfb\xff\xbf0123456789abc";
         // Checked with: printf '\xfb\xff\xbf0123456789abc' | base64 | tr '+/' '-_'
         assert_eq!(encode(&bytes), "-_-_MDEyMzQ1Njc4OWFiYw");
+        // 24 bytes need no padding: printf 'sessionXsecret-of-16byte' | base64
+        assert_eq!(
+            encode(b"sessionXsecret-of-16byte"),
+            "c2Vzc2lvblhzZWNyZXQtb2YtMTZieXRl"
+        );
     }
 
     #[test]
-    fn parse_inverts_encode() {
-        let mut bytes = [0u8; 16];
+    fn parse_inverts_token_new_for_both_forms() {
         for seed in 0..64u8 {
-            for (i, b) in bytes.iter_mut().enumerate() {
-                *b = seed.wrapping_mul(31).wrapping_add(i as u8 * 17);
+            let mut id = [0u8; 8];
+            let mut secret = [0u8; 16];
+            for (i, b) in id.iter_mut().chain(secret.iter_mut()).enumerate() {
+                *b = seed
+                    .wrapping_mul(31)
+                    .wrapping_add((i as u8).wrapping_mul(17));
             }
-            let text = encode(&bytes);
-            assert_eq!(text.len(), TOKEN_LEN);
-            assert!(text
+            let token = Token::new(SessionId(id), &Secret(secret));
+            assert_eq!(token.as_str().len(), TOKEN_LEN);
+            assert!(token
+                .as_str()
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
-            assert!(TokenSecret::parse(&text).map(|s| s.0) == Some(bytes));
-            assert!(TokenKey::parse(&text) == Some(TokenSecret(bytes).key()));
+            let presented = Presented::parse(token.as_str()).unwrap();
+            assert_eq!(
+                (presented.id, presented.secret),
+                (SessionId(id), Secret(secret))
+            );
+
+            let legacy = legacy_token(&Secret(secret));
+            assert_eq!(legacy.len(), LEGACY_TOKEN_LEN);
+            let presented = Presented::parse(&legacy).unwrap();
+            assert_eq!(presented.secret, Secret(secret));
+            assert_eq!(presented.id, Secret(secret).hash().legacy_session_id());
         }
     }
 
     #[test]
     fn parse_refuses_anything_else() {
-        assert!(TokenKey::parse("").is_none());
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAAA").is_none());
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAAAAA").is_none());
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAA+A").is_none());
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAA=A").is_none());
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAAAé").is_none());
-        // Non-canonical: the last character carries bits past the 16th byte.
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAAAB").is_none());
-        assert!(TokenKey::parse("AAAAAAAAAAAAAAAAAAAAAQ").is_some());
+        for text in [
+            "",
+            "AAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAA+A",
+            "AAAAAAAAAAAAAAAAAAAA=A",
+            "AAAAAAAAAAAAAAAAAAAAAé",
+            // Non-canonical: the last character carries bits past the 16th byte.
+            "AAAAAAAAAAAAAAAAAAAAAB",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.",
+        ] {
+            assert!(Presented::parse(text).is_none(), "{text:?} parsed");
+        }
+        assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAQ").is_some());
+        assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA_").is_some());
     }
 
     #[test]
-    fn the_key_is_a_sha256_prefix_of_the_secret_not_the_secret() {
-        let secret = TokenSecret([0u8; 16]);
+    fn the_hash_is_a_sha256_prefix_of_the_secret_not_the_secret() {
+        let secret = Secret([0u8; 16]);
         // printf '\0%.0s' $(seq 16) | sha256sum -> 374708fff7719dd5979ec875d56cd228...
         assert_eq!(
-            secret.key().0,
+            secret.hash().0,
             [
                 0x37, 0x47, 0x08, 0xff, 0xf7, 0x71, 0x9d, 0xd5, 0x97, 0x9e, 0xc8, 0x75, 0xd5, 0x6c,
                 0xd2, 0x28
             ]
         );
-        assert_ne!(secret.key().0, secret.0);
+        assert_ne!(secret.hash().0, secret.0);
     }
 
     #[test]
-    fn debug_does_not_leak_the_token() {
-        let token = Token::from_secret(&TokenSecret([7; 16]));
+    fn debug_does_not_leak_the_token_or_the_secret() {
+        let token = Token::new(SessionId([1; 8]), &Secret([7; 16]));
         assert!(!format!("{token:?}").contains(token.as_str()));
+        assert!(!format!("{:?}", Secret([7; 16])).contains('7'));
     }
 }

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use token_server_core::config::{
-    DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS, DEFAULT_PORT, DEFAULT_PURGE_INTERVAL,
-    DEFAULT_TOKEN_LIFETIME, MAX_BODY_BYTES, MAX_META_BYTES_RANGE, PURGE_INTERVAL_RANGE,
-    TOKEN_LIFETIME_RANGE,
+    check_session_lifetimes, SessionShorterThanToken, DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS,
+    DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, MAX_BODY_BYTES,
+    MAX_BODY_BYTES_RANGE, MAX_META_BYTES_RANGE, MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE,
+    ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
@@ -52,6 +53,13 @@ pub struct Config {
     pub max_connections: usize,
     /// How long in-flight requests may still run after SIGINT/SIGTERM.
     pub shutdown_timeout: Duration,
+    /// How long an exchanged token still answers with its successor; off by default, so
+    /// tokens stay strictly one-time as the seed says.
+    pub rotation_grace: Option<Duration>,
+    /// Whether an old token presented outside its grace ends its session; off by default.
+    pub revoke_on_reuse: bool,
+    /// How long a session lasts at most, however often it rotates; none by default.
+    pub max_session_lifetime: Option<Duration>,
 }
 
 impl Default for Config {
@@ -73,6 +81,9 @@ impl Default for Config {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            rotation_grace: None,
+            revoke_on_reuse: false,
+            max_session_lifetime: None,
         }
     }
 }
@@ -81,7 +92,7 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Serve with this configuration.
-    Run(Config),
+    Run(Box<Config>),
     /// Print the help text.
     Help,
     /// Print the version.
@@ -95,6 +106,8 @@ pub enum CliError {
     Syntax(lexopt::Error),
     /// A known flag with a missing, malformed or out-of-range value.
     InvalidValue { flag: &'static str, reason: String },
+    /// `--max-session-lifetime` shorter than `--token-lifetime`; names both.
+    SessionShorterThanToken(SessionShorterThanToken),
 }
 
 impl fmt::Display for CliError {
@@ -102,6 +115,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Syntax(err) => err.fmt(f),
             CliError::InvalidValue { flag, reason } => write!(f, "{flag}: {reason}"),
+            CliError::SessionShorterThanToken(err) => err.fmt(f),
         }
     }
 }
@@ -128,6 +142,8 @@ const IDLE_TIMEOUT_FLAG: &str = "--idle-timeout";
 const BODY_TIMEOUT_FLAG: &str = "--body-timeout";
 const MAX_CONNECTIONS_FLAG: &str = "--max-connections";
 const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
+const GRACE_FLAG: &str = "--rotation-grace";
+const MAX_SESSION_FLAG: &str = "--max-session-lifetime";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -176,8 +192,9 @@ const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// far below the usual hard open-file limit.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB.
-pub const MAX_BODY_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+/// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB; the core's
+/// range, which also bounds a state file's lines.
+pub const MAX_BODY_RANGE: RangeInclusive<usize> = MAX_BODY_BYTES_RANGE;
 
 /// Allowed `--max-tokens`.
 pub const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
@@ -219,7 +236,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                 let expected = "bytes from 1024 to 16777216, or with a unit: 64KiB, 1MiB";
                 let text = value(&mut parser, MAX_BODY_FLAG, expected)?;
                 config.max_body_bytes = parse_bytes(&text)
-                    .filter(|bytes| MAX_BODY_RANGE.contains(bytes))
+                    .filter(|bytes| MAX_BODY_BYTES_RANGE.contains(bytes))
                     .ok_or_else(|| CliError::InvalidValue {
                         flag: MAX_BODY_FLAG,
                         reason: format!("'{text}' is not allowed: {expected}"),
@@ -291,10 +308,24 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                         reason: format!("'{text}' is not allowed: {expected}"),
                     })?;
             }
+            Long("rotation-grace") => {
+                config.rotation_grace =
+                    Some(duration(&mut parser, GRACE_FLAG, &ROTATION_GRACE_RANGE)?);
+            }
+            Long("revoke-on-reuse") => config.revoke_on_reuse = true,
+            Long("max-session-lifetime") => {
+                config.max_session_lifetime = Some(duration(
+                    &mut parser,
+                    MAX_SESSION_FLAG,
+                    &MAX_SESSION_LIFETIME_RANGE,
+                )?);
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
-    Ok(Command::Run(config))
+    check_session_lifetimes(config.max_session_lifetime, config.token_lifetime)
+        .map_err(CliError::SessionShorterThanToken)?;
+    Ok(Command::Run(Box::new(config)))
 }
 
 /// The value of `flag` as text; `expected` says what it should be if it is missing.
@@ -425,6 +456,15 @@ Options:
                                  On SIGINT/SIGTERM, let in-flight requests run this long
                                  before dropping them and writing the state file,
                                  between {shutdown_range} (default: {shutdown})
+      --rotation-grace DURATION  For this long after a token is exchanged, presenting it
+                                 again answers the same successor (parallel requests of a
+                                 page), between {grace_range} (default: off)
+      --revoke-on-reuse          Presenting an exchanged token outside its grace ends its
+                                 whole session (RFC 9700 4.14) (default: off)
+      --max-session-lifetime DURATION
+                                 A session ends this long after its login however often it
+                                 rotates, between {session_range} and not shorter
+                                 than --token-lifetime (default: none)
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -454,6 +494,8 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         max_connections = DEFAULT_MAX_CONNECTIONS,
         shutdown_range = range(&SHUTDOWN_TIMEOUT_RANGE),
         shutdown = format_duration(DEFAULT_SHUTDOWN_TIMEOUT),
+        grace_range = range(&ROTATION_GRACE_RANGE),
+        session_range = range(&MAX_SESSION_LIFETIME_RANGE),
         depth = token_server_core::config::MAX_META_DEPTH,
         keys = token_server_core::config::MAX_META_KEYS,
     )
@@ -469,7 +511,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         match run(args) {
-            Ok(Command::Run(config)) => config,
+            Ok(Command::Run(config)) => *config,
             other => panic!("{args:?} gave {other:?}"),
         }
     }
@@ -673,6 +715,54 @@ mod tests {
     }
 
     #[test]
+    fn session_flags_are_off_by_default_and_read_in_their_ranges() {
+        let default = config(&[]);
+        assert_eq!(default.rotation_grace, None);
+        assert!(!default.revoke_on_reuse);
+        assert_eq!(default.max_session_lifetime, None);
+        let on = config(&[
+            "--rotation-grace",
+            "30s",
+            "--revoke-on-reuse",
+            "--max-session-lifetime",
+            "30d",
+        ]);
+        assert_eq!(on.rotation_grace, Some(Duration::from_secs(30)));
+        assert!(on.revoke_on_reuse);
+        assert_eq!(
+            on.max_session_lifetime,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            config(&["--rotation-grace", "1s"]).rotation_grace,
+            Some(*ROTATION_GRACE_RANGE.start())
+        );
+        assert_eq!(
+            config(&["--rotation-grace", "5min"]).rotation_grace,
+            Some(*ROTATION_GRACE_RANGE.end())
+        );
+        assert_eq!(
+            error(&["--rotation-grace", "999ms"]),
+            "--rotation-grace: '999ms' is out of range: allowed is 1s to 5min"
+        );
+        assert_eq!(
+            error(&["--max-session-lifetime", "401d"]),
+            "--max-session-lifetime: '401d' is out of range: allowed is 30min to 400d"
+        );
+        assert_eq!(
+            config(&["--max-session-lifetime", "2h"]).max_session_lifetime,
+            Some(Duration::from_secs(7200)),
+            "equal to the default token lifetime is allowed"
+        );
+        assert_eq!(
+            error(&["--max-session-lifetime", "1h", "-t", "90min"]),
+            "--max-session-lifetime (1h) must not be shorter than --token-lifetime (90min)"
+        );
+        // Also with the default token lifetime (2h), whichever order.
+        assert!(error(&["--max-session-lifetime", "1h"]).contains("--token-lifetime (2h)"));
+    }
+
+    #[test]
     fn help_lists_every_flag_with_range_and_default() {
         let help = help();
         for needle in [
@@ -711,6 +801,11 @@ mod tests {
             "(default: 10000)",
             "--shutdown-timeout",
             "between 0s and 1h (default: 10s)",
+            "--rotation-grace",
+            "between 1s and 5min",
+            "--revoke-on-reuse",
+            "--max-session-lifetime",
+            "between 30min and 400d",
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }

@@ -12,11 +12,12 @@ use token_server::connections::ConnectionLimits;
 use token_server::deadline::Timeouts;
 use token_server::{cli, fd_limit, purge, server, shutdown, state};
 use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
+use token_server_core::session::SessionRules;
 use token_server_core::{MetaLimits, OsRandom, TokenStore};
 
 fn main() -> ExitCode {
     let config = match cli::parse(std::env::args_os().skip(1)) {
-        Ok(cli::Command::Run(config)) => config,
+        Ok(cli::Command::Run(config)) => *config,
         Ok(cli::Command::Help) => {
             print!("{}", cli::help());
             return ExitCode::SUCCESS;
@@ -59,7 +60,19 @@ async fn serve(config: cli::Config) -> ExitCode {
             "--test-clock is on: time stands still unless POST /test-clock/advance or /test-clock/set moves it; for tests only, never in production"
         );
     }
+    let rules = SessionRules {
+        rotation_grace: config.rotation_grace,
+        revoke_on_reuse: config.revoke_on_reuse,
+        max_session_lifetime: config.max_session_lifetime,
+        ..SessionRules::new(config.token_lifetime)
+    };
+    if rules.revoke_on_reuse && rules.rotation_grace.is_none() {
+        log::warn!(
+            "--revoke-on-reuse without --rotation-grace: two parallel requests with one token will end its session"
+        );
+    }
     let store = TokenStore::new(config.token_lifetime, clock.clone(), OsRandom)
+        .with_rules(rules)
         .with_max_tokens(config.max_tokens)
         .with_meta_limits(MetaLimits {
             max_bytes: config.max_meta_bytes,

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use token_server_core::protocol::Service;
-use token_server_core::snapshot::{read_snapshot, SnapshotError, SnapshotWriter, StoredToken};
+use token_server_core::snapshot::{
+    read_snapshot, ReadChecks, SnapshotError, SnapshotWriter, StoredSession,
+};
 use token_server_core::throttle::Throttle;
 use token_server_core::{Clock, TokenSource, TokenStore};
 use tokio::sync::{mpsc, oneshot};
@@ -75,8 +77,12 @@ pub fn load<C: Clock, R: TokenSource>(
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(err) => return Err(error(SnapshotError::Io(err))),
     };
-    let tokens = read_snapshot(BufReader::new(file)).map_err(error)?;
-    Ok(store.import(tokens))
+    let checks = ReadChecks {
+        now: store.clock().now(),
+        meta_limits: store.meta_limits(),
+    };
+    let sessions = read_snapshot(BufReader::new(file), &checks).map_err(error)?;
+    Ok(store.import(sessions))
 }
 
 /// Checks at start that snapshots of `path` can be written, by creating and removing the
@@ -317,7 +323,7 @@ async fn stream_shards<C: Clock, R: TokenSource>(
 ) -> Result<usize, SnapshotError> {
     let hung_up = || SnapshotError::Io(std::io::Error::other("the snapshot's file thread stopped"));
     // Reused for every shard: it holds one shard's tokens at a time.
-    let mut shard: Vec<StoredToken> = Vec::new();
+    let mut shard: Vec<StoredSession> = Vec::new();
     let mut out = SnapshotWriter::new(Vec::with_capacity(CHUNK_BYTES))?;
     let mut indices = shards::paced(store.shard_count());
     while let Some(index) = indices.next().await {
@@ -445,7 +451,7 @@ mod tests {
         assert_eq!(load(&path, &loaded).unwrap(), 1);
         assert!(loaded.rotate(token.as_str(), None).is_ok());
         assert_eq!(load(&folder.join("missing"), &store()).unwrap(), 0);
-        fs::write(&path, "token-server state v1\n").unwrap();
+        fs::write(&path, "token-server state v2\n").unwrap();
         let message = load(&path, &store()).unwrap_err().to_string();
         assert!(
             message.contains("truncated") && message.contains("state"),

@@ -21,6 +21,11 @@ export function usage(command, { port = true } = {}) {
   -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
   -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
       --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
+      --rotation-grace D   an exchanged token answers its successor again for D, between 1s and 5min (default off)
+      --revoke-on-reuse    an exchanged token presented outside its grace ends its session (default off)
+      --max-session-lifetime D
+                           a session ends D after its login, between 30min and 400d and not
+                           shorter than --token-lifetime (default none)
   -h, --help               this text`;
 }
 
@@ -40,9 +45,10 @@ function parsePort(text) {
 
 /**
  * Parses `args` into `{ help, port, service, purgeMs, dump }`, building the service from
- * `wasm` ({ TokenService, purgeIntervalMillis }). Throws UsageError naming the flag.
+ * `wasm` ({ TokenService, purgeIntervalMillis, rotationGraceMillis, maxSessionLifetimeMillis }).
+ * Throws UsageError naming the flag; `warn` gets a line for a risky but valid combination.
  */
-export function parseFlags(args, wasm) {
+export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
   let values;
   try {
     ({ values } = parseArgs({
@@ -52,6 +58,9 @@ export function parseFlags(args, wasm) {
         "token-lifetime": { type: "string", short: "t" },
         "purge-interval": { type: "string", short: "P" },
         dump: { type: "boolean", default: false },
+        "rotation-grace": { type: "string" },
+        "revoke-on-reuse": { type: "boolean", default: false },
+        "max-session-lifetime": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -63,13 +72,31 @@ export function parseFlags(args, wasm) {
   const port = parsePort(values.port);
   let service;
   let purgeMs;
+  // The session rules, read by the core with the native flags' ranges.
+  const options = { revokeOnReuse: values["revoke-on-reuse"] };
+  try {
+    options.rotationGrace = wasm.rotationGraceMillis(values["rotation-grace"]);
+  } catch (err) {
+    throw new UsageError(`--rotation-grace: ${err.message}`);
+  }
+  try {
+    options.maxSessionLifetime = wasm.maxSessionLifetimeMillis(values["max-session-lifetime"]);
+  } catch (err) {
+    throw new UsageError(`--max-session-lifetime: ${err.message}`);
+  }
   try {
     // The performance clock is monotonic and starts at timeOrigin (the wall clock at
     // start): expiry never jumps with the wall clock, as on the native host.
     const now = () => performance.timeOrigin + performance.now();
-    service = new wasm.TokenService(values["token-lifetime"], now, values.dump);
+    service = new wasm.TokenService(values["token-lifetime"], now, values.dump, options);
   } catch (err) {
-    throw new UsageError(`--token-lifetime: ${err.message}`);
+    // The one cross-flag rule names both flags itself.
+    throw new UsageError(err.message.startsWith("--") ? err.message : `--token-lifetime: ${err.message}`);
+  }
+  if (options.revokeOnReuse && options.rotationGrace === undefined) {
+    warn(
+      "warning: --revoke-on-reuse without --rotation-grace: two parallel requests with one token will end its session",
+    );
   }
   try {
     purgeMs = wasm.purgeIntervalMillis(values["purge-interval"]);

@@ -3,6 +3,7 @@
 //
 //   bash wasm/build.sh    # once, builds wasm/pkg
 //   node wasm/edge/server.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
+//                             [--rotation-grace D] [--revoke-on-reuse] [--max-session-lifetime D]
 //
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the Bun, Deno
 // and Workers hosts; this file only moves bytes between Node's http module and them.

@@ -15,10 +15,12 @@ use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use token_server_core::config::{
-    DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, PURGE_INTERVAL_RANGE, TOKEN_LIFETIME_RANGE,
+    check_session_lifetimes, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME,
+    MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE, ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{check_range, parse_duration_in};
 use token_server_core::protocol::{Body, Request, Service};
+use token_server_core::session::SessionRules;
 use token_server_core::{
     Clock, DumpEntry, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport, StoreError,
     Timestamp, TokenStore as Store,
@@ -34,6 +36,18 @@ export type Meta = { [key: string]: unknown };
 export type Lifetime = number | string;
 /** Milliseconds since the Unix epoch, e.g. `Date.now`. */
 export type ClockFn = () => number;
+/**
+ * Session rules, all off when absent (as on the native command line):
+ * rotationGrace: an exchanged token answers its successor again for this long (1s to 5min);
+ * revokeOnReuse: an exchanged token presented outside its grace ends its session;
+ * maxSessionLifetime: a session ends this long after its login (30min to 400d, and not
+ * shorter than the token lifetime). Durations are milliseconds or strings such as "30s".
+ */
+export interface SessionOptions {
+  rotationGrace?: number | string;
+  revokeOnReuse?: boolean;
+  maxSessionLifetime?: number | string;
+}
 export type RotateResult =
   | { ok: true; token: string; meta: Meta }
   | { ok: false; error: "InvalidToken" };
@@ -232,6 +246,76 @@ pub fn purge_interval_millis(
     .map_err(js_error)?;
     // At most 90min, so exact as a JS number.
     Ok(interval.as_millis() as f64)
+}
+
+/// `--rotation-grace` as the native CLI takes it: milliseconds, or `undefined` when absent
+/// (no grace); throws naming the range (1s to 5min) otherwise. For JS hosts' own flags.
+#[wasm_bindgen(js_name = rotationGraceMillis)]
+pub fn rotation_grace_millis(
+    #[wasm_bindgen(unchecked_optional_param_type = "number | string")] value: JsValue,
+) -> Result<Option<f64>, JsError> {
+    let grace =
+        optional_duration(&value, "rotation grace", &ROTATION_GRACE_RANGE).map_err(js_error)?;
+    // At most 5min, so exact as a JS number.
+    Ok(grace.map(|grace| grace.as_millis() as f64))
+}
+
+/// `--max-session-lifetime` as the native CLI takes it: milliseconds, or `undefined` when
+/// absent (no limit); throws naming the range (30min to 400d) otherwise.
+#[wasm_bindgen(js_name = maxSessionLifetimeMillis)]
+pub fn max_session_lifetime_millis(
+    #[wasm_bindgen(unchecked_optional_param_type = "number | string")] value: JsValue,
+) -> Result<Option<f64>, JsError> {
+    let max = optional_duration(&value, "max session lifetime", &MAX_SESSION_LIFETIME_RANGE)
+        .map_err(js_error)?;
+    // At most 400d (3.5e10 ms), so exact as a JS number.
+    Ok(max.map(|max| max.as_millis() as f64))
+}
+
+/// A duration argument that is off when absent.
+fn optional_duration(
+    value: &JsValue,
+    name: &str,
+    range: &RangeInclusive<Duration>,
+) -> Result<Option<Duration>, FacadeError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    duration_from(value, name, range, *range.start()).map(Some)
+}
+
+/// The session rules for tokens of `lifetime` from a `SessionOptions` object (absent:
+/// the seed's rules).
+fn rules_from(options: &JsValue, lifetime: Duration) -> Result<SessionRules, FacadeError> {
+    let mut rules = SessionRules::new(lifetime);
+    if options.is_undefined() || options.is_null() {
+        return Ok(rules);
+    }
+    if !options.is_object() || Array::is_array(options) {
+        return Err(FacadeError::BadArgument(format!(
+            "options must be an object such as {{rotationGrace: \"30s\"}}, not {}",
+            describe(options)
+        )));
+    }
+    let field = |name: &str| {
+        js_sys::Reflect::get(options, &JsValue::from_str(name)).map_err(|err| {
+            FacadeError::BadArgument(format!("options.{name} cannot be read: {}", describe(&err)))
+        })
+    };
+    rules.rotation_grace = optional_duration(
+        &field("rotationGrace")?,
+        "rotationGrace",
+        &ROTATION_GRACE_RANGE,
+    )?;
+    rules.revoke_on_reuse = flag_from(&field("revokeOnReuse")?, "revokeOnReuse")?;
+    rules.max_session_lifetime = optional_duration(
+        &field("maxSessionLifetime")?,
+        "maxSessionLifetime",
+        &MAX_SESSION_LIFETIME_RANGE,
+    )?;
+    check_session_lifetimes(rules.max_session_lifetime, lifetime)
+        .map_err(|err| FacadeError::BadArgument(err.to_string()))?;
+    Ok(rules)
 }
 
 /// Metadata from a plain JS object; arrays, null, class instances and primitives are
@@ -552,15 +636,19 @@ pub struct TokenStore {
 #[wasm_bindgen(js_class = TokenStore)]
 impl TokenStore {
     /// A store whose tokens live for `lifetime` (milliseconds or e.g. "2h"; 30min to 96h;
-    /// default 2h), reading time from `clock` (default `Date.now`).
+    /// default 2h), reading time from `clock` (default `Date.now`), with the session rules
+    /// of `options` (default: all off).
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(unchecked_optional_param_type = "Lifetime")] lifetime: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "ClockFn")] clock: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "SessionOptions")] options: JsValue,
     ) -> Result<TokenStore, JsError> {
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
+        let rules = rules_from(&options, lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom);
+        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom)
+            .with_rules(rules);
         Ok(TokenStore { clock, store })
     }
 
@@ -640,7 +728,9 @@ impl TokenStore {
                 token: rotated.token.into_string(),
                 meta: rotated.meta.to_map(),
             },
-            Err(StoreError::InvalidToken) => RotateOut::Err {
+            // A revocation is answered like any token that does not work: the caller
+            // cannot be told more than an HTTP client is.
+            Err(StoreError::InvalidToken | StoreError::Revoked) => RotateOut::Err {
                 ok: false,
                 error: "InvalidToken",
             },
@@ -660,17 +750,21 @@ pub struct TokenService {
 #[wasm_bindgen(js_class = TokenService)]
 impl TokenService {
     /// A service whose tokens live for `lifetime` (as for `TokenStore`), reading time from
-    /// `clock`, with `HEAD /dump` on when `dump` is true.
+    /// `clock`, with `HEAD /dump` on when `dump` is true and the session rules of
+    /// `options` (as for `TokenStore`).
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(unchecked_optional_param_type = "Lifetime")] lifetime: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "ClockFn")] clock: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "boolean")] dump: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "SessionOptions")] options: JsValue,
     ) -> Result<TokenService, JsError> {
         let dump = flag_from(&dump, "dump").map_err(js_error)?;
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
+        let rules = rules_from(&options, lifetime).map_err(js_error)?;
         let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom);
+        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom)
+            .with_rules(rules);
         let service = Service::new(store).with_dump(dump);
         Ok(TokenService { clock, service })
     }

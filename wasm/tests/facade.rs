@@ -66,7 +66,7 @@ fn message(err: JsError) -> String {
 }
 
 fn store_at(lifetime: &str, clock: &FakeClock) -> TokenStore {
-    TokenStore::new(lifetime.into(), clock.js()).expect("store builds")
+    TokenStore::new(lifetime.into(), clock.js(), JsValue::UNDEFINED).expect("store builds")
 }
 
 fn rotated_token(result: &JsValue) -> String {
@@ -140,7 +140,8 @@ fn tokens_expire_exactly_at_the_lifetime() {
 #[wasm_bindgen_test]
 fn rotation_restarts_the_lifetime() {
     let clock = FakeClock::at(START);
-    let store = TokenStore::new(JsValue::from_f64(HALF_HOUR), clock.js()).unwrap();
+    let store =
+        TokenStore::new(JsValue::from_f64(HALF_HOUR), clock.js(), JsValue::UNDEFINED).unwrap();
     let token = store.create(obj("{}")).unwrap();
     clock.set(START + HALF_HOUR - 1.0);
     let token = rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
@@ -294,7 +295,7 @@ fn lifetimes_outside_the_cli_range_are_refused() {
     let clock = FakeClock::at(START);
     let refused = |lifetime: JsValue| {
         message(
-            TokenStore::new(lifetime, clock.js())
+            TokenStore::new(lifetime, clock.js(), JsValue::UNDEFINED)
                 .err()
                 .expect("lifetime accepted"),
         )
@@ -311,19 +312,21 @@ fn lifetimes_outside_the_cli_range_are_refused() {
     assert!(refused(JsValue::from_f64(1.5)).contains("whole number of milliseconds"));
     assert!(refused(JsValue::TRUE).contains("lifetime must be milliseconds or a duration"));
     // Both ends are allowed, as on the CLI; absent means the CLI default.
-    assert!(TokenStore::new("30min".into(), clock.js()).is_ok());
-    assert!(TokenStore::new("96h".into(), clock.js()).is_ok());
-    assert!(TokenStore::new(JsValue::UNDEFINED, JsValue::UNDEFINED).is_ok());
+    assert!(TokenStore::new("30min".into(), clock.js(), JsValue::UNDEFINED).is_ok());
+    assert!(TokenStore::new("96h".into(), clock.js(), JsValue::UNDEFINED).is_ok());
+    assert!(TokenStore::new(JsValue::UNDEFINED, JsValue::UNDEFINED, JsValue::UNDEFINED).is_ok());
 }
 
 #[wasm_bindgen_test]
 fn a_broken_clock_is_an_error_not_a_wrong_time() {
-    let err = TokenStore::new("2h".into(), JsValue::from_f64(5.0))
+    let err = TokenStore::new("2h".into(), JsValue::from_f64(5.0), JsValue::UNDEFINED)
         .err()
         .unwrap();
     assert!(message(err).starts_with("clock must be a function"));
     let text = Function::new_no_args("return 'noon';");
-    let err = TokenStore::new("2h".into(), text.into()).err().unwrap();
+    let err = TokenStore::new("2h".into(), text.into(), JsValue::UNDEFINED)
+        .err()
+        .unwrap();
     assert_eq!(
         message(err),
         "the clock failed: it returned the string \"noon\" instead of a number"
@@ -356,7 +359,8 @@ fn handle(service: &TokenService, method: &str, path: &str, body: &str) -> JsVal
 #[wasm_bindgen_test]
 fn service_speaks_the_rest_protocol() {
     let clock = FakeClock::at(START);
-    let service = TokenService::new("2h".into(), clock.js(), JsValue::FALSE).unwrap();
+    let service =
+        TokenService::new("2h".into(), clock.js(), JsValue::FALSE, JsValue::UNDEFINED).unwrap();
     let created = handle(&service, "POST", "/token", r#"{"meta":{"name":"My user"}}"#);
     assert_eq!(get(&created, "status"), JsValue::from_f64(200.0));
     assert_eq!(
@@ -421,7 +425,8 @@ fn service_speaks_the_rest_protocol() {
 #[wasm_bindgen_test]
 fn service_refusals_match_the_core_protocol_exactly() {
     let clock = FakeClock::at(START);
-    let service = TokenService::new("2h".into(), clock.js(), JsValue::TRUE).unwrap();
+    let service =
+        TokenService::new("2h".into(), clock.js(), JsValue::TRUE, JsValue::UNDEFINED).unwrap();
     let core = Service::new(CoreStore::new(
         Duration::from_secs(7200),
         ManualClock::new(0),
@@ -633,4 +638,59 @@ fn nested_values_that_are_not_json_are_errors_that_leave_the_store_usable() {
         "metadata has more than the limit of 1000 keys in total"
     );
     assert_still_usable(&store, &clock);
+}
+
+#[wasm_bindgen_test]
+fn session_options_give_grace_revocation_and_an_absolute_end() {
+    let clock = FakeClock::at(START);
+    let options = obj(r#"{"rotationGrace":"10s","revokeOnReuse":true,"maxSessionLifetime":"1h"}"#);
+    let store = TokenStore::new("30min".into(), clock.js(), options).unwrap();
+    let a = store.create(obj("{}")).unwrap();
+    let b = rotated_token(&store.rotate(a.clone().into(), JsValue::UNDEFINED).unwrap());
+    clock.set(START + 9_999.0);
+    let replay = store.rotate(a.clone().into(), obj(r#"{"tab":2}"#)).unwrap();
+    assert_eq!(
+        rotated_token(&replay),
+        b,
+        "a replay in grace answers the same successor"
+    );
+    assert_eq!(json(&get(&replay, "meta")), r#"{"tab":2}"#);
+    clock.set(START + 10_000.0);
+    let reused = store.rotate(a.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(get(&reused, "ok"), JsValue::FALSE);
+    let ended = store.rotate(b.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(get(&ended, "ok"), JsValue::FALSE, "reuse ended the session");
+    assert_eq!(store.size(), 0);
+}
+
+#[wasm_bindgen_test]
+fn session_options_are_checked_like_the_command_line() {
+    let clock = FakeClock::at(START);
+    let refused = |options: &str| {
+        message(
+            TokenStore::new("2h".into(), clock.js(), obj(options))
+                .err()
+                .expect("refused"),
+        )
+    };
+    assert!(refused(r#"{"rotationGrace":"999ms"}"#).contains("1s to 5min"));
+    assert!(refused(r#"{"maxSessionLifetime":"401d"}"#).contains("30min to 400d"));
+    assert_eq!(
+        refused(r#"{"maxSessionLifetime":"1h"}"#),
+        "--max-session-lifetime (1h) must not be shorter than --token-lifetime (2h)"
+    );
+    assert!(refused(r#"{"revokeOnReuse":"yes"}"#).contains("boolean"));
+    assert!(
+        TokenService::new("2h".into(), clock.js(), JsValue::FALSE, obj("[]")).is_err(),
+        "an array is not an options object"
+    );
+    assert_eq!(
+        token_server_wasm::rotation_grace_millis("30s".into()).unwrap(),
+        Some(30_000.0)
+    );
+    assert_eq!(
+        token_server_wasm::rotation_grace_millis(JsValue::UNDEFINED).unwrap(),
+        None
+    );
+    assert!(token_server_wasm::max_session_lifetime_millis("10min".into()).is_err());
 }

@@ -1,7 +1,8 @@
 //! The shipped HTTP stack serving a store on a manual clock, for the wrk benchmarks.
 //!
-//! `bench-server [--prefill N]`: listens on a free port on 127.0.0.1 (logged as
-//! `listening on 127.0.0.1:PORT`), tokens live 2 h. `--prefill N` files N tokens before
+//! `bench-server [--prefill N] [--rotation-grace SECONDS]`: listens on a free port on
+//! 127.0.0.1 (logged as `listening on 127.0.0.1:PORT`), tokens live 2 h; with a rotation
+//! grace if asked (for the grace on/off A/B). `--prefill N` files N tokens before
 //! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
 //! so exactly those expire, and the store is purged as the shipped purge loop does it
 //! (shard by shard on the request workers), timing each shard's sweep (`PURGE ...` on
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use token_server::{purge, server, shutdown, state};
 use token_server_bench::{percentile, PurgeTimes, BENCH_META};
 use token_server_core::protocol::Service;
+use token_server_core::session::SessionRules;
 use token_server_core::{ManualClock, Meta, OsRandom, TokenStore};
 
 const LIFETIME: Duration = Duration::from_secs(2 * 3600);
@@ -31,10 +33,19 @@ fn main() {
         .position(|a| a == "--state-file")
         .and_then(|i| args.get(i + 1))
         .map(std::path::PathBuf::from);
+    let grace: Option<u64> = args
+        .iter()
+        .position(|a| a == "--rotation-grace")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("--rotation-grace takes seconds"));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let clock = ManualClock::new(1_700_000_000_000);
-    let store = TokenStore::new(LIFETIME, clock.clone(), OsRandom);
+    let rules = SessionRules {
+        rotation_grace: grace.map(Duration::from_secs),
+        ..SessionRules::new(LIFETIME)
+    };
+    let store = TokenStore::new(LIFETIME, clock.clone(), OsRandom).with_rules(rules);
     if prefill > 0 {
         let meta = Meta::from_json(BENCH_META).expect("bench meta is JSON");
         for _ in 0..prefill {

@@ -1,5 +1,6 @@
 //! Core micro-benchmarks (issue 4, targets 3, 4 and 5): ns per create, rotate, remove and
-//! purged token, RSS per live token, and shard-by-shard purge of a store whose tokens all
+//! purged token, RSS per live token (and per session with a rotation grace in use), the
+//! cost of a rotation with a grace, and shard-by-shard purge of a store whose tokens all
 //! expire together while another thread keeps rotating.
 //!
 //! `core-micro [--tokens N] [--ops M]`; prints `FIGURE name value unit` lines.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use token_server_bench::{figure, percentile, purge_timed, rss_kib, BENCH_META};
+use token_server_core::session::SessionRules;
 use token_server_core::{ManualClock, Meta, OsRandom, Token, TokenSource, TokenStore};
 
 const LIFETIME: Duration = Duration::from_secs(2 * 3600);
@@ -23,6 +25,14 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The rules with a rotation grace (the rest as the seed's).
+fn grace_rules() -> SessionRules {
+    SessionRules {
+        rotation_grace: Some(Duration::from_secs(30)),
+        ..SessionRules::new(LIFETIME)
+    }
+}
+
 fn ns_per(elapsed: Duration, n: usize) -> f64 {
     elapsed.as_nanos() as f64 / n.max(1) as f64
 }
@@ -35,7 +45,7 @@ fn main() {
     // Target 3 first, while the heap is still small: RSS growth per live token.
     {
         let clock = ManualClock::new(START_MS);
-        let store = TokenStore::new(LIFETIME, clock, OsRandom);
+        let store = TokenStore::new(LIFETIME, clock.clone(), OsRandom);
         let before = rss_kib().expect("VmRSS");
         for _ in 0..tokens {
             store.create(meta.clone()).expect("create");
@@ -43,6 +53,21 @@ fn main() {
         let after = rss_kib().expect("VmRSS");
         let per_token = (after.saturating_sub(before) * 1024) as f64 / tokens as f64;
         figure("core_rss_bytes_per_token", per_token, "B");
+
+        // The same with a rotation grace in use: each session rotated once inside its
+        // grace, so each holds one sealed predecessor. Measured while the first store is
+        // still alive, so its memory cannot be reused and hide the growth.
+        let clock = ManualClock::new(START_MS);
+        let store = TokenStore::new(LIFETIME, clock, OsRandom).with_rules(grace_rules());
+        let before = rss_kib().expect("VmRSS");
+        for _ in 0..tokens {
+            // Rotated right away: no token is held by the benchmark, only by the store.
+            let token = store.create(meta.clone()).expect("create");
+            store.rotate(token.as_str(), None).expect("rotate");
+        }
+        let after = rss_kib().expect("VmRSS");
+        let per_session = (after.saturating_sub(before) * 1024) as f64 / tokens as f64;
+        figure("core_rss_bytes_per_session_in_grace", per_session, "B");
     }
 
     // What the 16 random bytes of one token cost (OsRandom draws them in blocks).
@@ -91,6 +116,22 @@ fn main() {
         assert!(store.remove(t.as_str()));
     }
     figure("core_remove_ns", ns_per(started.elapsed(), ops), "ns/op");
+
+    // A rotation with a grace period keeps a sealed predecessor: its extra cost.
+    let grace_store = TokenStore::new(LIFETIME, clock.clone(), OsRandom).with_rules(grace_rules());
+    let created: Vec<Token> = (0..ops)
+        .map(|_| grace_store.create(meta.clone()).expect("create"))
+        .collect();
+    let started = Instant::now();
+    for t in &created {
+        grace_store.rotate(t.as_str(), None).expect("rotate");
+    }
+    figure(
+        "core_rotate_grace_ns",
+        ns_per(started.elapsed(), ops),
+        "ns/op",
+    );
+    drop(grace_store);
 
     for _ in 0..ops {
         store.create(meta.clone()).expect("create");

@@ -10,8 +10,8 @@ use warp::http::header::CONTENT_TYPE;
 use warp::http::{Method, Response};
 use warp::Filter;
 
-const TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAA";
-const ROTATED: &str = r#"{"Ok":{"token":"AAAAAAAAAAAAAAAAAAAAAA","meta":{"name":"bench user","year":2026,"period":11}}}"#;
+const TOKEN: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const ROTATED: &str = r#"{"Ok":{"token":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","meta":{"name":"bench user","year":2026,"period":11}}}"#;
 
 fn answer(method: Method, body: Bytes) -> Response<String> {
     if method == Method::PUT {

@@ -216,8 +216,8 @@ fn seeded_sources_give_the_same_tokens() {
 }
 
 #[test]
-fn a_key_collision_draws_another_key() {
-    // Two stores on the same seed: the second store's first key is taken in the first.
+fn a_session_id_collision_draws_another_id() {
+    // The source is rewound: the second session's first id is the first's.
     let clock = ManualClock::new(0);
     let random = Arc::new(SeededRandom::new(3));
     let store = TokenStore::new(LIFETIME, clock.clone(), random.clone());
@@ -245,9 +245,9 @@ fn a_failing_randomness_source_costs_no_session() {
     let token = good.create(Meta::default()).unwrap();
     // Move the entry into a store whose randomness fails, keeping its key.
     let broken = TokenStore::new(LIFETIME, clock, FailingRandom);
-    let key = TokenKey::parse(token.as_str()).unwrap();
-    let entry = good.shard(&key).remove(&key).unwrap();
-    broken.shard(&key).insert(key, entry);
+    let id = Presented::parse(token.as_str()).unwrap().id;
+    let record = good.shard(&id).take(&id).unwrap();
+    broken.shard(&id).put(id, record);
 
     assert!(matches!(
         broken.create(Meta::default()),
@@ -442,11 +442,80 @@ fn export_shard_by_shard_adds_up_to_the_whole_export() {
         store.export_shard(index, &mut by_shard);
     }
     store.export_shard(store.shard_count(), &mut by_shard);
-    let key = |token: &crate::snapshot::StoredToken| (token.key_hash, token.expires);
+    let key = |session: &StoredSession| (session.id, session.record.expires);
     let mut whole: Vec<_> = store.export().iter().map(key).collect();
     let mut pieced: Vec<_> = by_shard.iter().map(key).collect();
     whole.sort_unstable();
     pieced.sort_unstable();
     assert_eq!(pieced.len(), 10);
     assert_eq!(pieced, whole);
+}
+
+/// A session whose metadata sits at the key limit, so that any update adding a key is
+/// refused after a merge that takes a while (hundreds of keys to parse and check).
+fn store_at_the_key_limit() -> (Arc<TokenStore<ManualClock, crate::random::OsRandom>>, Meta) {
+    let limits = MetaLimits {
+        max_depth: 4,
+        max_keys: 600,
+        ..MetaLimits::default()
+    };
+    let store = TokenStore::new(LIFETIME, ManualClock::new(0), crate::random::OsRandom)
+        .with_meta_limits(limits);
+    let full: Map<String, Value> = (0..600).map(|i| (format!("key {i}"), json!(i))).collect();
+    (Arc::new(store), Meta::from_map(&full))
+}
+
+/// Runs `refused` (an update over the limits) and `other` on one token at the same instant,
+/// `rounds` times; returns the failures `check` reports for each round.
+fn race_a_refused_update<T: Send>(
+    rounds: usize,
+    other: impl Fn(&TokenStore<ManualClock, crate::random::OsRandom>, &str) -> T + Sync,
+    check: impl Fn(&TokenStore<ManualClock, crate::random::OsRandom>, &str, T) -> bool,
+) -> usize {
+    let (store, full) = store_at_the_key_limit();
+    let mut failures = 0;
+    for _ in 0..rounds {
+        let token = store.create(full.clone()).unwrap().into_string();
+        let barrier = std::sync::Barrier::new(2);
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                barrier.wait();
+                // Refused for the limit, or InvalidToken when the other op came first.
+                let refused = store.rotate(&token, update(json!({"one key too many": 1})));
+                assert!(refused.is_err());
+            });
+            let other = scope.spawn(|| {
+                barrier.wait();
+                other(&store, &token)
+            });
+            other.join().unwrap()
+        });
+        if !check(&store, &token, result) {
+            failures += 1;
+        }
+    }
+    failures
+}
+
+#[test]
+fn a_refused_update_racing_a_delete_never_revives_the_token() {
+    // Before the rule was decided under the shard lock, the refused update took the token
+    // out and put it back: a DELETE in between found nothing, and the token worked again.
+    let revived = race_a_refused_update(
+        300,
+        |store, token| store.remove(token),
+        |store, token, _removed| store.rotate(token, None) == Err(StoreError::InvalidToken),
+    );
+    assert_eq!(revived, 0, "{revived} of 300 deleted tokens worked again");
+}
+
+#[test]
+fn a_refused_update_racing_an_exchange_never_fails_the_exchange() {
+    // The same window made a valid concurrent exchange answer InvalidToken.
+    let failed = race_a_refused_update(
+        300,
+        |store, token| store.rotate(token, None).is_ok(),
+        |_store, _token, exchanged| exchanged,
+    );
+    assert_eq!(failed, 0, "{failed} of 300 valid exchanges failed");
 }
