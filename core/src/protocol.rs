@@ -16,6 +16,13 @@ use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
 use crate::store::{StoreError, TokenStore};
 
+mod health;
+mod outcome;
+
+pub use health::Readiness;
+use health::{Probe, ReadinessFlag};
+pub use outcome::{Endpoint, Event, Rotation};
+
 /// Log target of the `HEAD /dump` lines, so operators can enable exactly them.
 pub const DUMP_LOG_TARGET: &str = "token_server::dump";
 
@@ -59,33 +66,44 @@ pub struct Reply {
     pub body: String,
     /// The `Allow` header, sent with 405.
     pub allow: Option<&'static str>,
+    /// The endpoint addressed, set by [`Service::handle`] from the method and path; for
+    /// the host's metrics, never sent.
+    pub endpoint: Endpoint,
+    /// What answering did, for the host's metrics; never sent.
+    pub event: Event,
 }
 
 impl Reply {
-    fn text(status: u16, body: String) -> Reply {
+    fn text(status: u16, body: String, event: Event) -> Reply {
         Reply {
             status,
             content_type: Some(TEXT_PLAIN),
             body,
             allow: None,
+            endpoint: Endpoint::Other,
+            event,
         }
     }
 
-    fn json(body: String) -> Reply {
+    fn json(body: String, event: Event) -> Reply {
         Reply {
             status: 200,
             content_type: Some(APPLICATION_JSON),
             body,
             allow: None,
+            endpoint: Endpoint::Other,
+            event,
         }
     }
 
-    fn empty(status: u16) -> Reply {
+    fn empty(status: u16, event: Event) -> Reply {
         Reply {
             status,
             content_type: None,
             body: String::new(),
             allow: None,
+            endpoint: Endpoint::Other,
+            event,
         }
     }
 }
@@ -111,6 +129,8 @@ pub enum RequestError {
     StoreFull,
     /// The token could not be made; the client may retry.
     Unavailable,
+    /// The host cannot serve sessions yet (its state is still loading).
+    NotReady(Readiness),
 }
 
 impl RequestError {
@@ -123,13 +143,14 @@ impl RequestError {
             RequestError::PayloadTooLarge { .. } => 413,
             RequestError::MalformedJson(_) => 400,
             RequestError::WrongShape(_) | RequestError::MetaLimit(_) => 422,
-            RequestError::StoreFull | RequestError::Unavailable => 503,
+            RequestError::StoreFull | RequestError::Unavailable | RequestError::NotReady(_) => 503,
         }
     }
 
     /// The answer a client gets: the status and a one-sentence explanation.
     pub fn reply(&self) -> Reply {
-        let mut reply = Reply::text(self.status(), self.to_string());
+        let status = self.status();
+        let mut reply = Reply::text(status, self.to_string(), Event::Refused(status));
         if let RequestError::MethodNotAllowed { allow } = self {
             reply.allow = Some(allow);
         }
@@ -164,6 +185,7 @@ impl fmt::Display for RequestError {
             RequestError::MetaLimit(err) => err.fmt(f),
             RequestError::StoreFull => f.write_str("token store is full"),
             RequestError::Unavailable => f.write_str("no token could be made right now; try again"),
+            RequestError::NotReady(readiness) => readiness.fmt(f),
         }
     }
 }
@@ -197,6 +219,8 @@ pub struct Service<C, R> {
     store: TokenStore<C, R>,
     dump_enabled: bool,
     max_body_bytes: usize,
+    /// Set by the host while it runs; read on every request.
+    readiness: ReadinessFlag,
 }
 
 impl<C: Clock, R: TokenSource> Service<C, R> {
@@ -206,7 +230,26 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             store,
             dump_enabled: false,
             max_body_bytes: MAX_BODY_BYTES,
+            readiness: ReadinessFlag::new(Readiness::Ready),
         }
+    }
+
+    /// Starts the service in `readiness` rather than ready, e.g. [`Readiness::Loading`]
+    /// for a host that answers probes while it loads its state.
+    pub fn with_readiness(self, readiness: Readiness) -> Self {
+        self.readiness.set(readiness);
+        self
+    }
+
+    /// Whether the service can serve sessions now, as the probes report it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.get()
+    }
+
+    /// Sets what the probes report: the host's state loaded ([`Readiness::Ready`]), or a
+    /// stop asked for ([`Readiness::Draining`]). Takes effect for the next request.
+    pub fn set_readiness(&self, readiness: Readiness) {
+        self.readiness.set(readiness);
     }
 
     /// Turns `HEAD /dump` on or off (off: it answers 404).
@@ -255,7 +298,14 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// assert_eq!(reply.body.len(), 22);
     /// ```
     pub fn handle(&self, request: &Request<'_>) -> Reply {
-        self.route(request).unwrap_or_else(|err| err.reply())
+        let readiness = self.readiness();
+        let mut reply = match Probe::of(request.path) {
+            Some(probe) => probe.answer(request.method, readiness),
+            None if readiness == Readiness::Loading => RequestError::NotReady(readiness).reply(),
+            None => self.route(request).unwrap_or_else(|err| err.reply()),
+        };
+        reply.endpoint = Endpoint::of(request.method, request.path);
+        reply
     }
 
     fn route(&self, request: &Request<'_>) -> Result<Reply, RequestError> {
@@ -296,7 +346,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             .store
             .create(Meta::from_map(&meta))
             .map_err(store_error)?;
-        Ok(Reply::text(200, token.into_string()))
+        Ok(Reply::text(200, token.into_string(), Event::LoggedIn))
     }
 
     fn rotate(&self, body: &[u8]) -> Result<Reply, RequestError> {
@@ -313,9 +363,12 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 out.push_str(r#"","meta":"#);
                 out.push_str(meta);
                 out.push_str("}}");
-                Ok(Reply::json(out))
+                Ok(Reply::json(out, Event::Rotated(Rotation::Ok)))
             }
-            Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
+            Err(StoreError::InvalidToken) => Ok(Reply::json(
+                INVALID_TOKEN_BODY.to_string(),
+                Event::Rotated(Rotation::Invalid),
+            )),
             Err(err) => Err(store_error(err)),
         }
     }
@@ -323,7 +376,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     fn remove(&self, body: &[u8]) -> Result<Reply, RequestError> {
         let RemoveBody { token } = parse(body)?;
         self.store.remove(&token);
-        Ok(Reply::empty(202))
+        Ok(Reply::empty(202, Event::LoggedOut))
     }
 
     fn dump(&self) -> Reply {
@@ -332,7 +385,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         for entry in &entries {
             log::info!(target: DUMP_LOG_TARGET, "expires={} meta={}", entry.expires, entry.meta);
         }
-        Reply::empty(202)
+        Reply::empty(202, Event::Dumped)
     }
 }
 
