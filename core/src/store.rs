@@ -434,6 +434,13 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 
+    /// Tokens held, as counted beside the shards for `max_tokens`: no lock taken, so a
+    /// metrics scrape can read it as often as it likes. It may be off by the creates in
+    /// flight at that instant, which [`len`](TokenStore::len) (locking every shard) is not.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Whether the store holds no token at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -13,6 +13,8 @@ use token_server_core::config::{
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
+use crate::logging::LogFormat;
+
 /// What the service runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -35,6 +37,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How often the state file is rewritten while running.
     pub snapshot_interval: Duration,
+    /// How log lines are written: text for people, JSON for log shippers.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -49,6 +53,7 @@ impl Default for Config {
             max_tokens: DEFAULT_MAX_TOKENS,
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -98,6 +103,7 @@ const MAX_BODY_FLAG: &str = "--max-body";
 const MAX_TOKENS_FLAG: &str = "--max-tokens";
 const STATE_FILE_FLAG: &str = "--state-file";
 const SNAPSHOT_FLAG: &str = "--snapshot-interval";
+const LOG_FORMAT_FLAG: &str = "--log-format";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -164,6 +170,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             Long("snapshot-interval") => {
                 config.snapshot_interval =
                     duration(&mut parser, SNAPSHOT_FLAG, &SNAPSHOT_INTERVAL_RANGE)?;
+            }
+            Long("log-format") => {
+                let expected = "text or json";
+                let text = value(&mut parser, LOG_FORMAT_FLAG, expected)?;
+                config.log_format = text.parse().map_err(|()| CliError::InvalidValue {
+                    flag: LOG_FORMAT_FLAG,
+                    reason: format!("'{text}' is not allowed: {expected}"),
+                })?;
             }
             Long("max-tokens") => {
                 let expected = "a count from 1 to 1000000000";
@@ -269,6 +283,8 @@ Options:
       --snapshot-interval DURATION
                                  With --state-file, also write it this often, between
                                  {snapshot_range} (default: {snapshot})
+      --log-format FORMAT        text, or json for one JSON object a line (time, level,
+                                 target, message) (default: text)
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -407,6 +423,19 @@ mod tests {
     }
 
     #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(config(&[]).log_format, LogFormat::Text);
+        assert_eq!(
+            config(&["--log-format", "json"]).log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            error(&["--log-format", "xml"]),
+            "--log-format: 'xml' is not allowed: text or json"
+        );
+    }
+
+    #[test]
     fn limits_are_read_with_units_and_checked() {
         let limits = config(&["--max-body", "1MiB", "--max-tokens", "500"]);
         assert_eq!(limits.max_body_bytes, 1024 * 1024);
@@ -450,6 +479,7 @@ mod tests {
             "--state-file",
             "--snapshot-interval",
             "1s and 24h",
+            "--log-format",
             "32 levels",
             "1000 keys",
         ] {

@@ -2,6 +2,10 @@
 //! store built on any clock and randomness with exactly the shipped HTTP stack.
 
 pub mod cli;
+pub mod lifecycle;
+pub mod logging;
+pub mod metrics;
+pub mod observer;
 pub mod periodic;
 pub mod purge;
 pub mod server;

@@ -4,11 +4,15 @@
 //! and hand over to [`server::run`].
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
-use token_server::{cli, purge, server, shutdown, state};
-use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
+use token_server::metrics::Metrics;
+use token_server::observer::Observer;
+use token_server::{cli, lifecycle, logging, purge, server, shutdown, state};
+use token_server_core::protocol::{Readiness, Service, DUMP_LOG_TARGET};
 use token_server_core::{OsRandom, SystemClock, TokenStore};
 
 fn main() -> ExitCode {
@@ -29,10 +33,7 @@ fn main() -> ExitCode {
         }
     };
 
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("token_server=info"),
-    )
-    .init();
+    logging::init(config.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -50,18 +51,7 @@ fn main() -> ExitCode {
 async fn serve(config: cli::Config) -> ExitCode {
     let store = TokenStore::new(config.token_lifetime, SystemClock, OsRandom)
         .with_max_tokens(config.max_tokens);
-    if let Some(path) = &config.state_file {
-        match state::load(path, &store) {
-            Ok(count) => log::info!("loaded {count} live tokens from {}", path.display()),
-            Err(err) => {
-                // Starting empty would silently log every user out: refuse instead.
-                eprintln!(
-                    "token-server: {err}\nRefusing to start: repair the file, or move it away to start with no sessions."
-                );
-                return ExitCode::FAILURE;
-            }
-        }
-    }
+    // Bound before the state file loads, so probes answer during a long load.
     let address = SocketAddr::new(config.bind, config.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -78,23 +68,73 @@ async fn serve(config: cli::Config) -> ExitCode {
     let service = Arc::new(
         Service::new(store)
             .with_dump(config.dump)
-            .with_max_body_bytes(config.max_body_bytes),
+            .with_max_body_bytes(config.max_body_bytes)
+            .with_readiness(Readiness::Loading),
     );
-    let purge = purge::spawn(service.clone(), config.purge_interval);
-    let snapshots = config
-        .state_file
-        .clone()
-        .map(|path| state::spawn_snapshots(service.clone(), path, config.snapshot_interval));
-    let served = server::run(listener, service.clone(), shutdown::signal()).await;
-    drop((purge, snapshots));
+    let sessions = service.clone();
+    let metrics = Metrics::new(move || sessions.store().held(), config.state_file.is_some());
+    let observer = Arc::new(Observer::new(Some(metrics)));
+    let abort = Arc::new(tokio::sync::Notify::new());
+    let shutdown = lifecycle::drain_after(
+        shutdown::signal(),
+        abort.clone(),
+        service.clone(),
+        observer.clone(),
+    );
+    let serving = server::run(listener, service.clone(), observer.clone(), shutdown);
+    let starting = async {
+        if let Some(path) = config.state_file.clone() {
+            let loading = service.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || state::load(&path, loading.store())).await;
+            let failure = match loaded {
+                Ok(Ok(count)) => {
+                    let path = config.state_file.as_deref().unwrap_or(Path::new(""));
+                    log::info!("loaded {count} live tokens from {}", path.display());
+                    None
+                }
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(err) => Some(format!("loading the state file failed: {err}")),
+            };
+            if let Some(err) = failure {
+                // Starting empty would silently log every user out: refuse instead.
+                eprintln!(
+                    "token-server: {err}\nRefusing to start: repair the file, or move it away to start with no sessions."
+                );
+                abort.notify_one();
+                return None;
+            }
+        }
+        let purge = purge::spawn(service.clone(), config.purge_interval, observer.clone());
+        let snapshots = config.state_file.clone().map(|path| {
+            state::spawn_snapshots(
+                service.clone(),
+                path,
+                config.snapshot_interval,
+                observer.clone(),
+            )
+        });
+        lifecycle::ready(&service);
+        Some((purge, snapshots))
+    };
+    // The loops' guards stay inside the join until serving ends, then stop the loops.
+    let (served, started) = tokio::join!(serving, starting);
+    if started.is_none() {
+        return ExitCode::FAILURE;
+    }
+    drop(started);
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {
         log::error!("{err}");
         status = ExitCode::FAILURE;
     }
     if let Some(path) = &config.state_file {
+        let started = Instant::now();
         match state::save(path, service.store()) {
-            Ok(count) => log::info!("saved {count} live tokens to {}", path.display()),
+            Ok(count) => {
+                log::info!("saved {count} live tokens to {}", path.display());
+                observer.snapshot_written(started.elapsed());
+            }
             Err(err) => {
                 log::error!("{err}");
                 status = ExitCode::FAILURE;

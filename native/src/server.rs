@@ -13,11 +13,14 @@ use warp::http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
+use crate::observer::Observer;
+
 /// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
+/// finish. `observer` sees every request (in-flight count, metrics).
 pub async fn run<C, R>(
     listener: tokio::net::TcpListener,
     service: Arc<Service<C, R>>,
+    observer: Arc<Observer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
@@ -32,10 +35,17 @@ where
         .and(warp::body::stream())
         .and_then(
             move |method: Method, path: warp::path::FullPath, content_type, body| {
-                let service = service.clone();
+                let (service, observer) = (service.clone(), observer.clone());
                 async move {
-                    let response =
-                        answer(&service, method, path.as_str(), content_type, body).await;
+                    let response = answer(
+                        &service,
+                        &observer,
+                        method,
+                        path.as_str(),
+                        content_type,
+                        body,
+                    )
+                    .await;
                     Ok::<_, Infallible>(response)
                 }
             },
@@ -69,6 +79,7 @@ fn content_type() -> impl Filter<Extract = (Option<HeaderValue>,), Error = Infal
 
 async fn answer<C, R, B>(
     service: &Arc<Service<C, R>>,
+    observer: &Observer,
     method: Method,
     path: &str,
     content_type: Option<HeaderValue>,
@@ -79,6 +90,11 @@ where
     R: TokenSource + Send + Sync + 'static,
     B: Buf,
 {
+    let in_flight = observer.begin();
+    if let Some(reply) = observer.answer(method.as_str(), path) {
+        in_flight.finish_host(&reply);
+        return to_response(reply);
+    }
     let body = read_limited(body, service.max_body_bytes()).await;
     let request = Request {
         method: method.as_str(),
@@ -90,6 +106,7 @@ where
         },
     };
     let reply = service.handle(&request);
+    in_flight.finish(&reply);
     to_response(reply)
 }
 

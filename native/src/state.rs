@@ -11,6 +11,7 @@ use token_server_core::protocol::Service;
 use token_server_core::snapshot::{read_snapshot, write_snapshot, SnapshotError, StoredToken};
 use token_server_core::{Clock, TokenSource, TokenStore};
 
+use crate::observer::Observer;
 use crate::periodic::{self, PeriodicGuard};
 use crate::shards;
 
@@ -97,12 +98,13 @@ pub fn write(path: &Path, tokens: &[StoredToken]) -> Result<usize, StateError> {
     written.map_err(error)
 }
 
-/// Writes a snapshot of `service`'s store to `path` every `interval`; stops when the
-/// guard is dropped.
+/// Writes a snapshot of `service`'s store to `path` every `interval`, each success
+/// recorded in the observer's metrics; stops when the guard is dropped.
 pub fn spawn_snapshots<C, R>(
     service: Arc<Service<C, R>>,
     path: PathBuf,
     interval: Duration,
+    observer: Arc<Observer>,
 ) -> PeriodicGuard
 where
     C: Clock + Send + Sync + 'static,
@@ -110,8 +112,9 @@ where
 {
     let path = Arc::new(path);
     periodic::spawn(interval, move || {
-        let (service, path) = (service.clone(), path.clone());
+        let (service, path, observer) = (service.clone(), path.clone(), observer.clone());
         async move {
+            let started = std::time::Instant::now();
             // Copied shard by shard on the request workers, like the purge; the file is
             // written off them.
             let store = service.store();
@@ -121,7 +124,10 @@ where
             })
             .await;
             match tokio::task::spawn_blocking(move || write(&path, &tokens)).await {
-                Ok(Ok(count)) => log::debug!("snapshot: {count} tokens written"),
+                Ok(Ok(count)) => {
+                    log::debug!("snapshot: {count} tokens written");
+                    observer.snapshot_written(started.elapsed());
+                }
                 Ok(Err(err)) => log::error!("snapshot failed: {err}"),
                 Err(err) => log::error!("snapshot failed: {err}"),
             }

@@ -122,6 +122,14 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let server = Server::start_listening(args, env);
+        server.wait_until_ready(Duration::from_secs(60));
+        server
+    }
+
+    /// Starts the server and returns as soon as it listens, before it is ready (it may
+    /// still be loading its state file).
+    pub fn start_listening(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all_args = vec!["--port", "0"];
         all_args.extend_from_slice(args);
         let mut command = server_command(Host::under_test(), &all_args);
@@ -159,6 +167,23 @@ impl Server {
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         server.addr = addr;
         server
+    }
+
+    /// Polls `GET /readyz` until it answers 200, as a load balancer would.
+    pub fn wait_until_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.request("GET", "/readyz", None, b"").status;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready after {timeout:?} (last /readyz: {status}):\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until a log line contains `needle`; returns that line.
