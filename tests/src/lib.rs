@@ -161,7 +161,8 @@ impl Server {
         let addr = line
             .split("listening on ")
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+            // Ends at a space, or at the quote closing a JSON log line's message.
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .map(|addr| addr.trim_start_matches("http://"))
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
