@@ -22,4 +22,7 @@ echo "== wasm host: wasm-bindgen-test in Node, package build, edge smoke tests"
 bash wasm/test.sh
 
 echo "== black-box HTTP tests against the edge host (node wasm/edge/server.mjs)"
-TOKEN_SERVER_HOST=edge cargo test -p token-server-tests --test http
+TOKEN_SERVER_HOST=edge cargo test -p token-server-tests --test http --test operations
+
+echo "== systemd unit: systemd-analyze verify, and security exposure at most 2.0"
+bash native/dist/check-unit.sh

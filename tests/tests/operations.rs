@@ -332,3 +332,41 @@ fn log_format_json_writes_one_object_a_line() {
         "{log}"
     );
 }
+
+#[test]
+fn systemd_hears_ready_once_serving_and_stopping_at_sigterm() {
+    if !native_only() {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    let folder = scratch("notify");
+    let socket_path = folder.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let receive = || {
+        let mut buffer = [0u8; 512];
+        let size = socket
+            .recv(&mut buffer)
+            .expect("a notification from the server");
+        String::from_utf8_lossy(&buffer[..size]).into_owned()
+    };
+    let state = folder.join("state");
+    let server = Server::start_listening(
+        &["--state-file", state.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let ready = receive();
+    assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
+    // Told only once it serves: the probe agrees at that moment.
+    assert_eq!(server.request("GET", "/readyz", None, b"").status, 200);
+    server.send_sigterm();
+    let stopping = receive();
+    assert!(
+        stopping.lines().any(|line| line == "STOPPING=1"),
+        "{stopping:?}"
+    );
+    assert_eq!(server.wait_for_exit().code(), Some(0));
+    let _ = std::fs::remove_dir_all(&folder);
+}
