@@ -236,8 +236,8 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
 
     /// Starts the service in `readiness` rather than ready, e.g. [`Readiness::Loading`]
     /// for a host that answers probes while it loads its state.
-    pub fn with_readiness(self, readiness: Readiness) -> Self {
-        self.readiness.set(readiness);
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = ReadinessFlag::new(readiness);
         self
     }
 
@@ -248,8 +248,10 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
 
     /// Sets what the probes report: the host's state loaded ([`Readiness::Ready`]), or a
     /// stop asked for ([`Readiness::Draining`]). Takes effect for the next request.
+    /// Readiness only moves forward (loading, ready, draining): an earlier state than the
+    /// current one is ignored, so a load ending after a stop began leaves it draining.
     pub fn set_readiness(&self, readiness: Readiness) {
-        self.readiness.set(readiness);
+        self.readiness.advance(readiness);
     }
 
     /// Turns `HEAD /dump` on or off (off: it answers 404).

@@ -25,11 +25,14 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How often the drain looks at the in-flight count: it only runs once, at a stop.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
-/// Marks `service` ready, and tells systemd and the log.
+/// Marks `service` ready, and tells systemd and the log; does nothing if a stop began
+/// while it was loading.
 pub fn ready<C: Clock, R: TokenSource>(service: &Service<C, R>) {
     service.set_readiness(Readiness::Ready);
-    notify(&[NotifyState::Ready]);
-    log::info!("ready: serving sessions");
+    if service.readiness() == Readiness::Ready {
+        notify(&[NotifyState::Ready]);
+        log::info!("ready: serving sessions");
+    }
 }
 
 /// The shutdown future for [`server::run`](crate::server::run): resolves once `signal`

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use super::{Reply, RequestError};
 use crate::protocol::outcome::Event;
 
-/// Whether the service can serve sessions.
+/// Whether the service can serve sessions. It only moves forward, in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Readiness {
     /// The host is still loading its state: only probes are answered; every other request
@@ -66,8 +66,10 @@ impl ReadinessFlag {
         Readiness::from_u8(self.0.load(Ordering::Relaxed))
     }
 
-    pub(super) fn set(&self, readiness: Readiness) {
-        self.0.store(readiness.as_u8(), Ordering::Relaxed);
+    /// Moves forward to `readiness`; an earlier state than the current one is ignored, so
+    /// a load that ends after a stop began cannot make a draining service ready again.
+    pub(super) fn advance(&self, readiness: Readiness) {
+        self.0.fetch_max(readiness.as_u8(), Ordering::Relaxed);
     }
 }
 
@@ -190,6 +192,18 @@ mod tests {
         service.set_readiness(Readiness::Ready);
         assert_eq!(bare(&service, "GET", "/readyz").status, 200);
         assert_eq!(json(&service, "POST", r#"{"meta":{}}"#).status, 200);
+    }
+
+    #[test]
+    fn readiness_never_goes_back() {
+        let service = service().with_readiness(Readiness::Loading);
+        service.set_readiness(Readiness::Draining);
+        // A load that finishes after the stop began must not make the service ready.
+        service.set_readiness(Readiness::Ready);
+        assert_eq!(service.readiness(), Readiness::Draining);
+        assert_eq!(bare(&service, "GET", "/readyz").status, 503);
+        service.set_readiness(Readiness::Loading);
+        assert_eq!(service.readiness(), Readiness::Draining);
     }
 
     #[test]
