@@ -51,28 +51,42 @@ fn probes_answer_200_without_body_or_content_type() {
     assert!(server.rotate(&token, None)["Ok"]["token"].is_string());
 }
 
+/// A state file holding 500 sessions, written by a server that stopped gracefully, and
+/// those sessions' tokens.
+fn saved_sessions(folder: &std::path::Path) -> (Vec<u8>, Vec<String>) {
+    let saved = folder.join("saved");
+    let first = Server::start(&["--state-file", saved.to_str().unwrap()]);
+    let tokens: Vec<String> = (0..500).map(|i| first.login(json!({ "n": i }))).collect();
+    assert_eq!(first.terminate().code(), Some(0));
+    (std::fs::read(&saved).unwrap(), tokens)
+}
+
+/// A FIFO at `path`: a state file whose load lasts exactly until the test has written it,
+/// so the server is loading for as long as the test needs, on any machine.
+fn fifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+}
+
+/// Writes `contents` into the FIFO at `path` and closes it, which ends the load.
+fn feed(path: &std::path::Path, contents: &[u8]) {
+    let mut writer = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    writer.write_all(contents).unwrap();
+}
+
 #[test]
 fn probes_answer_while_the_state_file_loads() {
     if !native_only() {
         return;
     }
     let folder = scratch("loading");
-    // A real state file with sessions in it, from a server that shut down gracefully.
-    let saved = folder.join("saved");
-    let first = Server::start(&["--state-file", saved.to_str().unwrap()]);
-    let tokens: Vec<String> = (0..500).map(|i| first.login(json!({ "n": i }))).collect();
-    assert_eq!(first.terminate().code(), Some(0));
-    let contents = std::fs::read(&saved).unwrap();
-
-    // The state file is a FIFO, so the load lasts exactly until the test has written it:
-    // the server is loading for as long as the test needs, on any machine.
-    let fifo = folder.join("state");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("run mkfifo");
-    assert!(made.success(), "mkfifo failed");
-    let server = Server::start_listening(&["--state-file", fifo.to_str().unwrap()], &[]);
+    let (contents, tokens) = saved_sessions(&folder);
+    let state = folder.join("state");
+    fifo(&state);
+    let server = Server::start_listening(&["--state-file", state.to_str().unwrap()], &[]);
     let readyz = server.request("GET", "/readyz", None, b"");
     assert_eq!(readyz.status, 503, "{readyz:?}");
     assert!(readyz.body.contains("still loading"), "{readyz:?}");
@@ -82,15 +96,41 @@ fn probes_answer_while_the_state_file_loads() {
     let early = server.json("PUT", "/token", &json!({ "token": tokens[0] }));
     assert_eq!(early.status, 503, "{early:?}");
 
-    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    writer.write_all(&contents).unwrap();
-    drop(writer);
+    feed(&state, &contents);
     server.wait_until_ready(Duration::from_secs(30));
     server.wait_for_log("loaded 500 live tokens", Duration::from_secs(5));
     for token in &tokens {
         assert!(server.rotate(token, None)["Ok"]["token"].is_string());
     }
     drop(server);
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
+#[test]
+fn a_stop_during_the_load_still_saves_every_session() {
+    if !native_only() {
+        return;
+    }
+    let folder = scratch("stop-loading");
+    let (contents, tokens) = saved_sessions(&folder);
+    let state = folder.join("state");
+    fifo(&state);
+    let server = Server::start_listening(&["--state-file", state.to_str().unwrap()], &[]);
+    assert_eq!(server.request("GET", "/readyz", None, b"").status, 503);
+    server.send_sigterm();
+    server.wait_for_log("shutting down", Duration::from_secs(5));
+    feed(&state, &contents);
+    server.wait_for_log("saved 500 live tokens", Duration::from_secs(30));
+    let log = server.log();
+    assert_eq!(server.wait_for_exit().code(), Some(0));
+    // Never ready once the stop began, and systemd never hears READY after STOPPING.
+    assert!(!log.contains("ready: serving sessions"), "{log}");
+
+    let restarted = Server::start(&["--state-file", state.to_str().unwrap()]);
+    for token in &tokens {
+        assert!(restarted.rotate(token, None)["Ok"]["token"].is_string());
+    }
+    drop(restarted);
     let _ = std::fs::remove_dir_all(&folder);
 }
 
