@@ -1,10 +1,10 @@
 //! `token-server`: the REST service of the token store, for operators.
 //!
 //! This file only wires things together: parse the command line, start logging, bind,
-//! and hand over to [`server::run`].
+//! serve ([`server::run`]) while the state file loads, then start the purge and snapshot
+//! loops and say ready ([`lifecycle`]); on a stop, drain and save.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,13 +83,13 @@ async fn serve(config: cli::Config) -> ExitCode {
     );
     let serving = server::run(listener, service.clone(), observer.clone(), shutdown);
     let starting = async {
-        if let Some(path) = config.state_file.clone() {
-            let loading = service.clone();
+        if let Some(path) = &config.state_file {
+            // Off the request workers: a large file takes seconds, and probes answer meanwhile.
+            let (loading, file) = (service.clone(), path.clone());
             let loaded =
-                tokio::task::spawn_blocking(move || state::load(&path, loading.store())).await;
+                tokio::task::spawn_blocking(move || state::load(&file, loading.store())).await;
             let failure = match loaded {
                 Ok(Ok(count)) => {
-                    let path = config.state_file.as_deref().unwrap_or(Path::new(""));
                     log::info!("loaded {count} live tokens from {}", path.display());
                     None
                 }
