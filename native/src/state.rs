@@ -125,8 +125,8 @@ where
             .await;
             match tokio::task::spawn_blocking(move || write(&path, &tokens)).await {
                 Ok(Ok(count)) => {
-                    log::debug!("snapshot: {count} tokens written");
                     observer.snapshot_written(started.elapsed());
+                    log::debug!("snapshot: {count} tokens written");
                 }
                 Ok(Err(err)) => log::error!("snapshot failed: {err}"),
                 Err(err) => log::error!("snapshot failed: {err}"),
