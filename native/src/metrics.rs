@@ -7,7 +7,7 @@
 //! or metadata: labels are endpoint names, rotation outcomes and status codes.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -61,9 +61,6 @@ impl Route {
             .map_or("metrics", |endpoint| endpoint.label())
     }
 }
-
-/// Live sessions, read when scraped: the store keeps that count anyway.
-type SessionCount = Box<dyn Fn() -> usize + Send + Sync>;
 
 /// The host's metrics and the registry that encodes them.
 pub struct Metrics {
@@ -142,7 +139,11 @@ impl Metrics {
             .collect();
         let durations = Arc::new(RequestDurations::default());
         registry.register_collector(Box::new(durations.clone()));
-        registry.register_collector(Box::new(Sessions(Box::new(sessions))));
+        registry.register_collector(Box::new(GaugeFn {
+            name: "sessions",
+            help: "Tokens held, including expired ones the purge has not dropped yet",
+            read: Box::new(sessions),
+        }));
         registry.register(
             "build",
             "The running build",
@@ -178,6 +179,16 @@ impl Metrics {
             durations,
             snapshots,
         }
+    }
+
+    /// Adds `token_server_requests_in_flight`, read from `in_flight` at each scrape.
+    pub fn with_in_flight(mut self, in_flight: Arc<AtomicUsize>) -> Self {
+        self.registry.register_collector(Box::new(GaugeFn {
+            name: "requests_in_flight",
+            help: "Requests arrived and not answered yet (a scrape counts itself)",
+            read: Box::new(move || in_flight.load(Ordering::Relaxed)),
+        }));
+        self
     }
 
     /// Counts one answered request and its duration. Atomics only, for the usual statuses.
@@ -250,24 +261,24 @@ impl Metrics {
     }
 }
 
-/// `token_server_sessions`: read from the store at scrape time.
-struct Sessions(SessionCount);
+/// A gauge read when scraped from a count kept anyway (the store's sessions, the
+/// requests in flight), so nothing is updated twice on the request path.
+struct GaugeFn {
+    name: &'static str,
+    help: &'static str,
+    read: Box<dyn Fn() -> usize + Send + Sync>,
+}
 
-impl fmt::Debug for Sessions {
+impl fmt::Debug for GaugeFn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sessions")
+        f.debug_struct("GaugeFn").field("name", &self.name).finish()
     }
 }
 
-impl Collector for Sessions {
+impl Collector for GaugeFn {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let gauge = ConstGauge::new((self.0)() as i64);
-        let metric = encoder.encode_descriptor(
-            "sessions",
-            "Tokens held, including expired ones the purge has not dropped yet",
-            None,
-            gauge.metric_type(),
-        )?;
+        let gauge = ConstGauge::new(i64::try_from((self.read)()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(self.name, self.help, None, gauge.metric_type())?;
         gauge.encode(metric)
     }
 }

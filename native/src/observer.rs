@@ -3,6 +3,7 @@
 //! which only this host has, is answered here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use token_server_core::protocol::{Endpoint, Event, Reply, RequestError};
@@ -15,7 +16,8 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Shared by all request workers; every update is one atomic.
 #[derive(Debug)]
 pub struct Observer {
-    in_flight: AtomicUsize,
+    /// Shared with the metrics' `requests_in_flight` gauge.
+    in_flight: Arc<AtomicUsize>,
     /// `None` serves no `/metrics` (it is then an unknown path) and counts nothing; the
     /// benchmark compares both.
     metrics: Option<Metrics>,
@@ -24,10 +26,9 @@ pub struct Observer {
 impl Observer {
     /// An observer that records into `metrics`, if any.
     pub fn new(metrics: Option<Metrics>) -> Self {
-        Observer {
-            in_flight: AtomicUsize::new(0),
-            metrics,
-        }
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let metrics = metrics.map(|metrics| metrics.with_in_flight(in_flight.clone()));
+        Observer { in_flight, metrics }
     }
 
     /// The metrics, for the purge and snapshot loops to record into.
@@ -139,6 +140,14 @@ mod tests {
             "{}",
             scrape.body
         );
+        let held = observer.begin();
+        let scrape = observer.answer("GET", METRICS_PATH).unwrap();
+        assert!(
+            scrape.body.contains("token_server_requests_in_flight 1"),
+            "{}",
+            scrape.body
+        );
+        drop(held);
         let post = observer.answer("POST", METRICS_PATH).unwrap();
         assert_eq!((post.status, post.allow), (405, Some("GET, HEAD")));
         assert!(observer.answer("GET", "/token").is_none());

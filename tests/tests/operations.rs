@@ -155,8 +155,16 @@ fn readyz_says_503_while_draining_after_sigterm() {
     .unwrap();
     slow.write_all(first_half).unwrap();
     slow.flush().unwrap();
-    // The request is in flight once the server has read its head; wait until then.
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the server counts it in flight (the scrape counts itself too), so the
+    // stop cannot come before the server has seen the request, however slow the machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while in_flight(&server) < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.send_sigterm();
     server.wait_for_log("shutting down", Duration::from_secs(5));
 
@@ -176,6 +184,12 @@ fn readyz_says_503_while_draining_after_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(r#""user":"slow""#), "{response}");
     assert_eq!(server.wait_for_exit().code(), Some(0));
+}
+
+/// `token_server_requests_in_flight` as the server reports it now.
+fn in_flight(server: &Server) -> f64 {
+    let scrape = server.request("GET", "/metrics", None, b"");
+    samples(&scrape.body)["token_server_requests_in_flight"]
 }
 
 /// The samples of a Prometheus text exposition: `name{labels}` to value.
