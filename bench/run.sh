@@ -123,8 +123,8 @@ else
   echo "skipped: wasm package not built"
 fi
 
-echo "== target 1: rotation throughput, PUT each token once, wrk -t$THREADS -c$CONNS, ${PAIRS}x (trivial A, token-server B) ${DURATION}s each"
-: >"$WORK/a"; : >"$WORK/b"; : >"$WORK/a99"
+echo "== target 1: rotation throughput, PUT each token once, wrk -t$THREADS -c$CONNS, ${PAIRS}x (trivial A, token-server B, B counting metrics C) ${DURATION}s each"
+: >"$WORK/a"; : >"$WORK/b"; : >"$WORK/c"; : >"$WORK/a99"
 for _ in $(seq 1 "$PAIRS"); do
   start trivial "$BIN/trivial-server"
   line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
@@ -135,11 +135,22 @@ for _ in $(seq 1 "$PAIRS"); do
   echo "  B token-server: $line"; field "$line" ops_per_s >>"$WORK/b"
   [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed (each token is PUT exactly once)"
   [ "$(field "$line" puts)" -gt 0 ] || broken "no rotation succeeded"
+  # The same server with the shipped Prometheus counting on (what production runs).
+  start metrics "$BIN/bench-server" --metrics
+  line=$(rotate_wrk "$PORT" "$DURATION")
+  counted=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^token_server_rotations_total\{outcome="ok"\}/ { print $2 }')
+  stop "$PID"
+  echo "  C token-server counting metrics: $line (rotations_total ok=$counted)"; field "$line" ops_per_s >>"$WORK/c"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed with metrics on"
+  [ "${counted:-0}" -ge "$(field "$line" puts)" ] || broken "metrics counted ${counted:-none} of $(field "$line" puts) rotations"
 done
-A=$(median <"$WORK/a"); B=$(median <"$WORK/b"); A99=$(median <"$WORK/a99")
+A=$(median <"$WORK/a"); B=$(median <"$WORK/b"); C=$(median <"$WORK/c"); A99=$(median <"$WORK/a99")
 info "trivial warp handler (median)" "$A" "PUT/s"
 info "token-server rotation (median)" "$B" "PUT/s"
+info "token-server rotation counting metrics (median)" "$C" "PUT/s"
+info "metrics on / off" "$(awk -v b="$B" -v c="$C" 'BEGIN { printf "%.3f", c / b }')" "x"
 check "1. rotation / trivial handler" "$(awk -v a="$A" -v b="$B" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_RATIO" "x"
+check "1. rotation with metrics / trivial handler" "$(awk -v a="$A" -v c="$C" 'BEGIN { printf "%.3f", c / a }')" ">=" "$MIN_RATIO" "x"
 
 echo "== targets 2 and 3: POST-only load growing the store from 0 to $TOKENS tokens"
 start grow "$BIN/bench-server"

@@ -17,6 +17,13 @@ use crate::random::TokenSource;
 use crate::store::{StoreError, TokenStore};
 use crate::throttle::Throttle;
 
+mod health;
+mod outcome;
+
+pub use health::Readiness;
+use health::{Probe, ReadinessFlag};
+pub use outcome::{Endpoint, Event, Rotation};
+
 /// Log target of the `HEAD /dump` lines, so operators can enable exactly them.
 pub const DUMP_LOG_TARGET: &str = "token_server::dump";
 
@@ -60,33 +67,44 @@ pub struct Reply {
     pub body: String,
     /// The `Allow` header, sent with 405.
     pub allow: Option<&'static str>,
+    /// The endpoint addressed, set by [`Service::handle`] from the method and path; for
+    /// the host's metrics, never sent.
+    pub endpoint: Endpoint,
+    /// What answering did, for the host's metrics; never sent.
+    pub event: Event,
 }
 
 impl Reply {
-    fn text(status: u16, body: String) -> Reply {
+    fn text(status: u16, body: String, event: Event) -> Reply {
         Reply {
             status,
             content_type: Some(TEXT_PLAIN),
             body,
             allow: None,
+            endpoint: Endpoint::Other,
+            event,
         }
     }
 
-    fn json(body: String) -> Reply {
+    fn json(body: String, event: Event) -> Reply {
         Reply {
             status: 200,
             content_type: Some(APPLICATION_JSON),
             body,
             allow: None,
+            endpoint: Endpoint::Other,
+            event,
         }
     }
 
-    fn empty(status: u16) -> Reply {
+    fn empty(status: u16, event: Event) -> Reply {
         Reply {
             status,
             content_type: None,
             body: String::new(),
             allow: None,
+            endpoint: Endpoint::Other,
+            event,
         }
     }
 }
@@ -124,6 +142,8 @@ pub enum RequestError {
     InvalidValue(String),
     /// `/test-clock/set` to an instant before the clock's time `now`.
     ClockBackwards { now: Timestamp },
+    /// The host cannot serve sessions yet (its state is still loading).
+    NotReady(Readiness),
 }
 
 impl RequestError {
@@ -141,13 +161,14 @@ impl RequestError {
             | RequestError::MetaLimit(_)
             | RequestError::InvalidValue(_)
             | RequestError::ClockBackwards { .. } => 422,
-            RequestError::StoreFull | RequestError::Unavailable => 503,
+            RequestError::StoreFull | RequestError::Unavailable | RequestError::NotReady(_) => 503,
         }
     }
 
     /// The answer a client gets: the status and a one-sentence explanation.
     pub fn reply(&self) -> Reply {
-        let mut reply = Reply::text(self.status(), self.to_string());
+        let status = self.status();
+        let mut reply = Reply::text(status, self.to_string(), Event::Refused(status));
         if let RequestError::MethodNotAllowed { allow } = self {
             reply.allow = Some(allow);
         }
@@ -195,6 +216,7 @@ impl fmt::Display for RequestError {
             RequestError::ClockBackwards { now } => {
                 write!(f, "the test clock only moves forward; it is already {now}")
             }
+            RequestError::NotReady(readiness) => readiness.fmt(f),
         }
     }
 }
@@ -237,6 +259,8 @@ pub struct Service<C, R> {
     /// Rate limit of the "cannot issue a token" error, which a failing randomness source
     /// would repeat for every request.
     unavailable_error: Throttle,
+    /// Set by the host while it runs; read on every request.
+    readiness: ReadinessFlag,
 }
 
 impl<C: Clock, R: TokenSource> Service<C, R> {
@@ -249,6 +273,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             test_clock: None,
             full_warning: Throttle::default(),
             unavailable_error: Throttle::default(),
+            readiness: ReadinessFlag::new(Readiness::Ready),
         }
     }
 
@@ -279,6 +304,26 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// Whether the `/test-clock` endpoints are on.
     pub fn test_clock_enabled(&self) -> bool {
         self.test_clock.is_some()
+    }
+
+    /// Starts the service in `readiness` rather than ready, e.g. [`Readiness::Loading`]
+    /// for a host that answers probes while it loads its state.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = ReadinessFlag::new(readiness);
+        self
+    }
+
+    /// Whether the service can serve sessions now, as the probes report it.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.get()
+    }
+
+    /// Sets what the probes report: the host's state loaded ([`Readiness::Ready`]), or a
+    /// stop asked for ([`Readiness::Draining`]). Takes effect for the next request.
+    /// Readiness only moves forward (loading, ready, draining): an earlier state than the
+    /// current one is ignored, so a load ending after a stop began leaves it draining.
+    pub fn set_readiness(&self, readiness: Readiness) {
+        self.readiness.advance(readiness);
     }
 
     /// Turns `HEAD /dump` on or off (off: it answers 404).
@@ -327,7 +372,14 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// assert_eq!(reply.body.len(), 32);
     /// ```
     pub fn handle(&self, request: &Request<'_>) -> Reply {
-        self.route(request).unwrap_or_else(|err| err.reply())
+        let readiness = self.readiness();
+        let mut reply = match Probe::of(request.path) {
+            Some(probe) => probe.answer(request.method, readiness),
+            None if readiness == Readiness::Loading => RequestError::NotReady(readiness).reply(),
+            None => self.route(request).unwrap_or_else(|err| err.reply()),
+        };
+        reply.endpoint = Endpoint::of(request.method, request.path);
+        reply
     }
 
     fn route(&self, request: &Request<'_>) -> Result<Reply, RequestError> {
@@ -397,7 +449,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             .store
             .create(meta)
             .map_err(|err| self.store_error(err))?;
-        Ok(Reply::text(200, token.into_string()))
+        Ok(Reply::text(200, token.into_string(), Event::LoggedIn))
     }
 
     fn rotate(&self, body: &[u8]) -> Result<Reply, RequestError> {
@@ -414,16 +466,27 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 out.push_str(r#"","meta":"#);
                 out.push_str(meta);
                 out.push_str("}}");
-                Ok(Reply::json(out))
+                let outcome = if rotated.replayed {
+                    Rotation::Grace
+                } else {
+                    Rotation::Ok
+                };
+                Ok(Reply::json(out, Event::Rotated(outcome)))
             }
-            Err(StoreError::InvalidToken) => Ok(Reply::json(INVALID_TOKEN_BODY.to_string())),
+            Err(StoreError::InvalidToken) => Ok(Reply::json(
+                INVALID_TOKEN_BODY.to_string(),
+                Event::Rotated(Rotation::Invalid),
+            )),
             Err(StoreError::Revoked) => {
                 // Either a thief or the real user holds a stale copy; the operator should
                 // know, but the token itself stays out of the log.
                 log::warn!(
                     "an old token was presented outside its rotation grace: its session is ended (--revoke-on-reuse)"
                 );
-                Ok(Reply::json(INVALID_TOKEN_BODY.to_string()))
+                Ok(Reply::json(
+                    INVALID_TOKEN_BODY.to_string(),
+                    Event::Rotated(Rotation::Revoked),
+                ))
             }
             Err(err) => Err(self.store_error(err)),
         }
@@ -432,7 +495,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     fn remove(&self, body: &[u8]) -> Result<Reply, RequestError> {
         let RemoveBody { token } = self.parse(body)?;
         self.store.remove(&token);
-        Ok(Reply::empty(202))
+        Ok(Reply::empty(202, Event::LoggedOut))
     }
 
     fn dump(&self) -> Reply {
@@ -441,7 +504,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         for entry in &entries {
             log::info!(target: DUMP_LOG_TARGET, "expires={} meta={}", entry.expires, entry.meta);
         }
-        Reply::empty(202)
+        Reply::empty(202, Event::Dumped)
     }
 
     /// The refusal for a store failure other than an invalid token, logged for the

@@ -74,6 +74,9 @@ pub struct Rotated {
     pub token: Token,
     /// The session's metadata after merging the update.
     pub meta: Meta,
+    /// Whether this answered a replay inside the grace period (the successor was issued
+    /// before) rather than exchanging the current token.
+    pub replayed: bool,
 }
 
 /// What a [`TokenStore::purge`] did.
@@ -364,12 +367,16 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         }
         drop(shard);
         match (outcome, meta) {
-            (Outcome::Exchanged { successor } | Outcome::Replayed { successor }, Some(meta)) => {
-                Ok(Rotated {
-                    token: Token::new(presented.id, &successor),
-                    meta,
-                })
-            }
+            (Outcome::Exchanged { successor }, Some(meta)) => Ok(Rotated {
+                token: Token::new(presented.id, &successor),
+                meta,
+                replayed: false,
+            }),
+            (Outcome::Replayed { successor }, Some(meta)) => Ok(Rotated {
+                token: Token::new(presented.id, &successor),
+                meta,
+                replayed: true,
+            }),
             (Outcome::Revoked, _) => Err(StoreError::Revoked),
             (Outcome::Refused(err), _) => Err(StoreError::MetaLimit(err)),
             _ => Err(StoreError::InvalidToken),
@@ -558,6 +565,13 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             .iter()
             .map(|shard| lock(shard).sessions.len())
             .sum()
+    }
+
+    /// Tokens held, as counted beside the shards for `max_tokens`: no lock taken, so a
+    /// metrics scrape can read it as often as it likes. It may be off by the creates in
+    /// flight at that instant, which [`len`](TokenStore::len) (locking every shard) is not.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Whether the store holds no session at all.

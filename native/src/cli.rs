@@ -15,6 +15,8 @@ use token_server_core::config::{
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
+use crate::logging::LogFormat;
+
 /// What the service runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -60,6 +62,8 @@ pub struct Config {
     pub revoke_on_reuse: bool,
     /// How long a session lasts at most, however often it rotates; none by default.
     pub max_session_lifetime: Option<Duration>,
+    /// How log lines are written: text for people, JSON for log shippers.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             rotation_grace: None,
             revoke_on_reuse: false,
             max_session_lifetime: None,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -144,6 +149,7 @@ const MAX_CONNECTIONS_FLAG: &str = "--max-connections";
 const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
 const GRACE_FLAG: &str = "--rotation-grace";
 const MAX_SESSION_FLAG: &str = "--max-session-lifetime";
+const LOG_FORMAT_FLAG: &str = "--log-format";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -280,6 +286,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                         flag: MAX_CONNECTIONS_FLAG,
                         reason: format!("'{text}' is not allowed: {expected}"),
                     })?;
+            }
+            Long("log-format") => {
+                let expected = "text or json";
+                let text = value(&mut parser, LOG_FORMAT_FLAG, expected)?;
+                config.log_format = text.parse().map_err(|()| CliError::InvalidValue {
+                    flag: LOG_FORMAT_FLAG,
+                    reason: format!("'{text}' is not allowed: {expected}"),
+                })?;
             }
             Long("max-tokens") => {
                 let expected = "a count from 1 to 1000000000";
@@ -465,6 +479,8 @@ Options:
                                  A session ends this long after its login however often it
                                  rotates, between {session_range} and not shorter
                                  than --token-lifetime (default: none)
+      --log-format FORMAT        text, or json for one JSON object a line (time, level,
+                                 target, message) (default: text)
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -618,6 +634,19 @@ mod tests {
         );
         assert!(error(&["--snapshot-interval", "25h"]).contains("1s to 24h"));
         assert!(error(&["--state-file"]).starts_with("--state-file: "));
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(config(&[]).log_format, LogFormat::Text);
+        assert_eq!(
+            config(&["--log-format", "json"]).log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            error(&["--log-format", "xml"]),
+            "--log-format: 'xml' is not allowed: text or json"
+        );
     }
 
     #[test]
@@ -789,6 +818,7 @@ mod tests {
             "--max-meta-bytes",
             "Largest metadata of one token, between 1KiB and 16MiB,",
             "(default: 64KiB)",
+            "--log-format",
             "32 levels",
             "1000 keys",
             "--header-timeout",

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use crate::deadline::{ConnectionState, DeadlineStream, TimedBody, Timeouts};
 
 /// What bounds the connections of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Deadlines for request heads, idle connections and bodies.
     pub timeouts: Timeouts,
@@ -31,7 +31,14 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// How long in-flight requests may run after the shutdown signal.
     pub shutdown_timeout: Duration,
+    /// When set (by [`lifecycle::drain_after`](crate::lifecycle::drain_after) at the stop
+    /// signal), the end of the whole stop: the drain that ran before the listener closed
+    /// used part of `shutdown_timeout`, and only the rest is left here.
+    pub stop_deadline: Option<StopDeadline>,
 }
+
+/// The instant a stop must be done by, set once when the stop signal arrives.
+pub type StopDeadline = Arc<std::sync::OnceLock<tokio::time::Instant>>;
 
 impl Default for ConnectionLimits {
     /// The command line's defaults.
@@ -45,6 +52,7 @@ impl Default for ConnectionLimits {
             },
             max_connections: config.max_connections,
             shutdown_timeout: config.shutdown_timeout,
+            stop_deadline: None,
         }
     }
 }
@@ -125,13 +133,21 @@ pub async fn serve<S, B>(
     drop(listener);
     while connections.try_join_next().is_some() {}
     let open = connections.len();
+    let left = match limits
+        .stop_deadline
+        .as_ref()
+        .and_then(|deadline| deadline.get())
+    {
+        Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+        None => limits.shutdown_timeout,
+    };
     if open > 0 {
         log::info!(
             "waiting up to {} for {open} open connection(s)",
-            token_server_core::duration::format_duration(limits.shutdown_timeout)
+            token_server_core::duration::format_duration(left)
         );
     }
-    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+    if tokio::time::timeout(left, graceful.shutdown())
         .await
         .is_err()
     {

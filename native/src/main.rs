@@ -1,17 +1,20 @@
 //! `token-server`: the REST service of the token store, for operators.
 //!
 //! This file only wires things together: parse the command line, start logging, bind,
-//! and hand over to [`server::run`].
+//! serve ([`server::run`]) while the state file loads, then start the purge and snapshot
+//! loops and say ready ([`lifecycle`]); on a stop, drain and save.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use token_server::clock::ServerClock;
-use token_server::connections::ConnectionLimits;
+use token_server::connections::{ConnectionLimits, StopDeadline};
 use token_server::deadline::Timeouts;
-use token_server::{cli, fd_limit, purge, server, shutdown, state};
-use token_server_core::protocol::{Service, DUMP_LOG_TARGET};
+use token_server::metrics::Metrics;
+use token_server::observer::Observer;
+use token_server::{cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
+use token_server_core::protocol::{Readiness, Service, DUMP_LOG_TARGET};
 use token_server_core::session::SessionRules;
 use token_server_core::{MetaLimits, OsRandom, TokenStore};
 
@@ -33,10 +36,7 @@ fn main() -> ExitCode {
         }
     };
 
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or("token_server=info"),
-    )
-    .init();
+    logging::init(config.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,18 +83,9 @@ async fn serve(config: cli::Config) -> ExitCode {
             eprintln!("token-server: {err}\nRefusing to start: no snapshot could be saved.");
             return ExitCode::FAILURE;
         }
-        match state::load(path, &store) {
-            Ok(count) => log::info!("loaded {count} live tokens from {}", path.display()),
-            Err(err) => {
-                // Starting empty would silently log every user out: refuse instead.
-                eprintln!(
-                    "token-server: {err}\nRefusing to start: repair the file, or move it away to start with no sessions."
-                );
-                return ExitCode::FAILURE;
-            }
-        }
     }
     fd_limit::raise_for(config.max_connections);
+    // Bound before the state file loads, so probes answer during a long load.
     let address = SocketAddr::new(config.bind, config.port);
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -110,21 +101,29 @@ async fn serve(config: cli::Config) -> ExitCode {
     }
     let mut service = Service::new(store)
         .with_dump(config.dump)
-        .with_max_body_bytes(config.max_body_bytes);
+        .with_max_body_bytes(config.max_body_bytes)
+        .with_readiness(Readiness::Loading);
     if let Some(test_clock) = clock.test_clock() {
         service = service.with_test_clock(test_clock);
     }
     let service = Arc::new(service);
-    let purge = purge::spawn(service.clone(), config.purge_interval);
+    let sessions = service.clone();
+    let metrics = Metrics::new(move || sessions.store().held(), config.state_file.is_some());
+    let observer = Arc::new(Observer::new(Some(metrics)));
     let snapshots = config
         .state_file
         .clone()
-        .map(|path| Arc::new(state::Snapshots::new(path)));
-    let periodic_snapshots = snapshots.as_ref().map(|snapshots| {
-        snapshots
-            .clone()
-            .spawn_periodic(service.clone(), config.snapshot_interval)
-    });
+        .map(|path| Arc::new(state::Snapshots::new(path).with_observer(observer.clone())));
+    let abort = Arc::new(tokio::sync::Notify::new());
+    let stop_deadline = StopDeadline::default();
+    let shutdown = lifecycle::drain_after(
+        shutdown::signal(),
+        abort.clone(),
+        service.clone(),
+        observer.clone(),
+        config.shutdown_timeout,
+        stop_deadline.clone(),
+    );
     let limits = ConnectionLimits {
         timeouts: Timeouts {
             header: config.header_timeout,
@@ -133,9 +132,53 @@ async fn serve(config: cli::Config) -> ExitCode {
         },
         max_connections: config.max_connections,
         shutdown_timeout: config.shutdown_timeout,
+        stop_deadline: Some(stop_deadline),
     };
-    let served = server::run_with(listener, service.clone(), limits, shutdown::signal()).await;
-    drop((purge, periodic_snapshots));
+    let serving = server::run_with(
+        listener,
+        service.clone(),
+        observer.clone(),
+        limits,
+        shutdown,
+    );
+    let starting = async {
+        if let Some(path) = &config.state_file {
+            // Off the request workers: a large file takes seconds, and probes answer meanwhile.
+            let (loading, file) = (service.clone(), path.clone());
+            let loaded =
+                tokio::task::spawn_blocking(move || state::load(&file, loading.store())).await;
+            let failure = match loaded {
+                Ok(Ok(count)) => {
+                    log::info!("loaded {count} live tokens from {}", path.display());
+                    None
+                }
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(err) => Some(format!("loading the state file failed: {err}")),
+            };
+            if let Some(err) = failure {
+                // Starting empty would silently log every user out: refuse instead.
+                eprintln!(
+                    "token-server: {err}\nRefusing to start: repair the file, or move it away to start with no sessions."
+                );
+                abort.notify_one();
+                return None;
+            }
+        }
+        let purge = purge::spawn(service.clone(), config.purge_interval, observer.clone());
+        let periodic_snapshots = snapshots.as_ref().map(|snapshots| {
+            snapshots
+                .clone()
+                .spawn_periodic(service.clone(), config.snapshot_interval)
+        });
+        lifecycle::ready(&service);
+        Some((purge, periodic_snapshots))
+    };
+    // The loops' guards stay inside the join until serving ends, then stop the loops.
+    let (served, started) = tokio::join!(serving, starting);
+    if started.is_none() {
+        return ExitCode::FAILURE;
+    }
+    drop(started);
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {
         log::error!("{err}");

@@ -7,19 +7,28 @@ use std::time::Duration;
 use token_server_core::protocol::Service;
 use token_server_core::{Clock, PurgeReport, TokenSource, TokenStore};
 
+use crate::observer::Observer;
 use crate::periodic::{self, PeriodicGuard};
 use crate::shards;
 
-/// Starts purging `service`'s store every `interval`; stops when the guard is dropped.
-pub fn spawn<C, R>(service: Arc<Service<C, R>>, interval: Duration) -> PeriodicGuard
+/// Starts purging `service`'s store every `interval`, counting what expired into the
+/// observer's metrics; stops when the guard is dropped.
+pub fn spawn<C, R>(
+    service: Arc<Service<C, R>>,
+    interval: Duration,
+    observer: Arc<Observer>,
+) -> PeriodicGuard
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
     periodic::spawn(interval, move || {
-        let service = service.clone();
+        let (service, observer) = (service.clone(), observer.clone());
         async move {
             let report = purge(service.store()).await;
+            if let Some(metrics) = observer.metrics() {
+                metrics.expired(report.purged);
+            }
             let level = if report.purged > 0 {
                 log::Level::Info
             } else {

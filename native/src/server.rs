@@ -17,19 +17,29 @@ use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
 use crate::connections::{self, ConnectionLimits};
+use crate::observer::Observer;
 
 /// Serves `service` on `listener` with the default [`ConnectionLimits`] until `shutdown`
 /// resolves, then lets in-flight requests finish within the default shutdown timeout.
+/// `observer` sees every request (in-flight count, metrics).
 pub async fn run<C, R>(
     listener: tokio::net::TcpListener,
     service: Arc<Service<C, R>>,
+    observer: Arc<Observer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
-    run_with(listener, service, ConnectionLimits::default(), shutdown).await
+    run_with(
+        listener,
+        service,
+        observer,
+        ConnectionLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Serves `service` on `listener` under `limits` until `shutdown` resolves; then stops
@@ -39,6 +49,7 @@ where
 pub async fn run_with<C, R>(
     listener: tokio::net::TcpListener,
     service: Arc<Service<C, R>>,
+    observer: Arc<Observer>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
@@ -61,7 +72,7 @@ where
                   content_length,
                   expect,
                   body| {
-                let service = service.clone();
+                let (service, observer) = (service.clone(), observer.clone());
                 let head = Head {
                     method,
                     content_type,
@@ -69,7 +80,7 @@ where
                     expect,
                 };
                 async move {
-                    let response = answer(&service, head, path.as_str(), body).await;
+                    let response = answer(&service, &observer, head, path.as_str(), body).await;
                     Ok::<_, Infallible>(response)
                 }
             },
@@ -112,6 +123,7 @@ fn optional_header(
 
 async fn answer<C, R, B, S>(
     service: &Arc<Service<C, R>>,
+    observer: &Observer,
     head: Head,
     path: &str,
     body: S,
@@ -122,6 +134,11 @@ where
     B: Buf,
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
 {
+    let in_flight = observer.begin();
+    if let Some(reply) = observer.answer(head.method.as_str(), path) {
+        in_flight.finish_host(&reply);
+        return to_response(reply);
+    }
     let limit = service.max_body_bytes();
     let mut body = Box::pin(body);
     // Refused before a byte of the body is read: no point receiving megabytes to refuse.
@@ -148,6 +165,7 @@ where
         },
     };
     let reply = service.handle(&request);
+    in_flight.finish(&reply);
     let mut response = to_response(reply);
     if bytes.is_none() {
         // The rest of the body is unread; the connection cannot carry another request.

@@ -21,6 +21,7 @@ use token_server_core::throttle::Throttle;
 use token_server_core::{Clock, TokenSource, TokenStore};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::observer::Observer;
 use crate::periodic::{self, PeriodicGuard};
 use crate::shards;
 
@@ -181,6 +182,8 @@ pub struct Snapshots {
     /// Pause of the file thread before its fsync; zero except in tests (see
     /// [`TEST_SYNC_DELAY_VAR`]).
     sync_delay: Duration,
+    /// Told of every snapshot written (metrics), when the host has one.
+    observer: Option<Arc<Observer>>,
 }
 
 impl Snapshots {
@@ -203,7 +206,14 @@ impl Snapshots {
             failure_log: Throttle::new(FAILURE_LOG_INTERVAL),
             shard_delay: Duration::ZERO,
             sync_delay,
+            observer: None,
         }
+    }
+
+    /// Reports each snapshot written, and how long it took, to `observer`.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Snapshots {
+        self.observer = Some(observer);
+        self
     }
 
     /// Pauses `delay` after each shard, making a snapshot slow on purpose (tests).
@@ -238,6 +248,7 @@ impl Snapshots {
         store: &TokenStore<C, R>,
     ) -> Result<usize, StateError> {
         let writer = self.writer.clone().lock_owned().await;
+        let started = std::time::Instant::now();
         let (chunks, received) = mpsc::channel(QUEUED_CHUNKS);
         let (report, outcome) = oneshot::channel();
         let (path, temporary) = (self.path.clone(), self.temporary.clone());
@@ -257,6 +268,9 @@ impl Snapshots {
         };
         match written {
             Ok(count) => {
+                if let Some(observer) = &self.observer {
+                    observer.snapshot_written(started.elapsed());
+                }
                 log::debug!("snapshot: {count} tokens written");
                 let failed = self.failures.swap(0, Ordering::Relaxed);
                 if failed > 0 {

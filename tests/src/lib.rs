@@ -269,9 +269,22 @@ impl Server {
         Server::start_in(None, args, env)
     }
 
+    /// Starts the server and returns as soon as it listens, before it is ready (it may
+    /// still be loading its state file).
+    pub fn start_listening(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn_in(None, args, env)
+    }
+
     /// Like [`Server::start_with_env`], in working directory `dir` when given (for
     /// relative paths such as a bare `--state-file` name).
     pub fn start_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let server = Server::spawn_in(dir, args, env);
+        server.wait_until_ready(Duration::from_secs(60));
+        server
+    }
+
+    /// Starts the server in `dir` and returns once it listens.
+    fn spawn_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all_args = vec!["--port", "0"];
         all_args.extend_from_slice(args);
         let mut command = server_command(Host::under_test(), &all_args);
@@ -325,7 +338,8 @@ impl Server {
             .find("listening on ")
             .map_or(0, |at| at + "listening on ".len());
         line[at..]
-            .split_whitespace()
+            // Ends at a space, or at the quote closing a JSON log line's message.
+            .split(|c: char| c.is_whitespace() || c == '"')
             .next()
             .map(|addr| addr.trim_start_matches("http://").trim_end_matches('/'))
             .and_then(|addr| addr.parse().ok())
@@ -347,6 +361,23 @@ impl Server {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls `GET /readyz` until it answers 200, as a load balancer would.
+    pub fn wait_until_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.request("GET", "/readyz", None, b"").status;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready after {timeout:?} (last /readyz: {status}):\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -1,6 +1,6 @@
 //! The shipped HTTP stack serving a store on a manual clock, for the wrk benchmarks.
 //!
-//! `bench-server [--prefill N] [--rotation-grace SECONDS]`: listens on a free port on
+//! `bench-server [--prefill N] [--rotation-grace SECONDS] [--metrics] [--state-file PATH]`: listens on a free port on
 //! 127.0.0.1 (logged as `listening on 127.0.0.1:PORT`), tokens live 2 h; with a rotation
 //! grace if asked (for the grace on/off A/B). `--prefill N` files N tokens before
 //! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
@@ -8,10 +8,14 @@
 //! (shard by shard on the request workers), timing each shard's sweep (`PURGE ...` on
 //! stdout). With `--state-file PATH`, SIGUSR2 writes a snapshot there through the shipped
 //! writer (`SNAPSHOT ...` on stdout when it is on disk). SIGINT/SIGTERM stop it.
+//! `--metrics` counts every request into the shipped Prometheus metrics (and serves
+//! `/metrics`), to measure what counting costs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use token_server::metrics::Metrics;
+use token_server::observer::Observer;
 use token_server::{purge, server, shutdown, state};
 use token_server_bench::{percentile, PurgeTimes, BENCH_META};
 use token_server_core::protocol::Service;
@@ -38,6 +42,7 @@ fn main() {
         .position(|a| a == "--rotation-grace")
         .and_then(|i| args.get(i + 1))
         .map(|v| v.parse().expect("--rotation-grace takes seconds"));
+    let metrics = args.iter().any(|a| a == "--metrics");
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let clock = ManualClock::new(1_700_000_000_000);
@@ -55,6 +60,10 @@ fn main() {
         log::info!("prefilled {prefill} tokens, 60 s left");
     }
     let service = Arc::new(Service::new(store));
+    let observer = Arc::new(Observer::new(metrics.then(|| {
+        let sessions = service.clone();
+        Metrics::new(move || sessions.store().held(), false)
+    })));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,7 +77,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        server::run(listener, service, shutdown::signal())
+        server::run(listener, service, observer, shutdown::signal())
             .await
             .expect("serve");
     });

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{Reply, RequestError, Service};
+use super::{Event, Reply, RequestError, Service};
 use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::duration::parse_duration;
 use crate::random::TokenSource;
@@ -78,7 +78,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
 
 fn now_reply(now: Timestamp) -> Reply {
     // An RFC 3339 text has no character JSON would escape.
-    Reply::json(format!(r#"{{"now":"{now}"}}"#))
+    Reply::json(format!(r#"{{"now":"{now}"}}"#), Event::TestClock)
 }
 
 #[cfg(test)]

@@ -519,3 +519,21 @@ fn a_refused_update_racing_an_exchange_never_fails_the_exchange() {
     );
     assert_eq!(failed, 0, "{failed} of 300 valid exchanges failed");
 }
+
+#[test]
+fn held_follows_every_operation_that_adds_or_drops_a_token() {
+    let (clock, store) = store();
+    let first = store.create(meta(json!({"u": 1}))).unwrap();
+    let second = store.create(meta(json!({"u": 2}))).unwrap();
+    assert_eq!(store.held(), 2);
+    let rotated = store.rotate(first.as_str(), None).unwrap();
+    assert_eq!(store.held(), 2);
+    store.remove(second.as_str());
+    assert_eq!(store.held(), 1);
+    store.import(store.export());
+    assert_eq!(store.held(), store.len());
+    clock.advance(LIFETIME);
+    store.purge();
+    assert_eq!((store.held(), store.len()), (0, 0));
+    assert!(store.rotate(rotated.token.as_str(), None).is_err());
+}
