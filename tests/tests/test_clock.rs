@@ -216,3 +216,39 @@ mod native {
         let _ = std::fs::remove_dir_all(&folder);
     }
 }
+
+#[test]
+fn a_session_rotated_every_1h59min_ends_at_its_max_session_lifetime() {
+    let server = Server::start(&[
+        "--test-clock",
+        "--token-lifetime",
+        "2h",
+        "--max-session-lifetime",
+        "8h",
+    ]);
+    let mut token = server.login(json!({"user": "long-lived"}));
+    // At 1h59min, 3h58min, 5h57min and 7h56min: each rotation inside its token's lifetime.
+    for _ in 0..4 {
+        advance(&server, "1h59min");
+        token = next_token(&server.rotate(&token, None));
+    }
+    // The last token's own lifetime would run to 9h56min; the session's end caps it at 8h.
+    advance(&server, "3min59s999ms");
+    token = next_token(&server.rotate(&token, None));
+    advance(&server, "1ms");
+    assert_eq!(server.rotate(&token, None), json!({"Err": "InvalidToken"}));
+}
+
+#[test]
+fn a_replay_after_the_rotation_grace_is_refused() {
+    let server = Server::start(&["--test-clock", "--rotation-grace", "30s"]);
+    let first = server.login(json!({}));
+    let second = next_token(&server.rotate(&first, None));
+    advance(&server, "29s999ms");
+    // Inside the grace: the same successor again.
+    assert_eq!(next_token(&server.rotate(&first, None)), second);
+    advance(&server, "1ms");
+    assert_eq!(server.rotate(&first, None), json!({"Err": "InvalidToken"}));
+    // Without --revoke-on-reuse the session itself lives on.
+    assert!(server.rotate(&second, None).get("Ok").is_some());
+}
