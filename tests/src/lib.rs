@@ -173,6 +173,10 @@ pub fn server_command(host: Host, args: &[&str]) -> Command {
                     "--dump" => workerd.env("DUMP", "true"),
                     "--token-lifetime" | "-t" => workerd.env("TOKEN_LIFETIME", value()),
                     "--purge-interval" | "-P" => workerd.env("PURGE_INTERVAL", value()),
+                    "--rotation-grace" => workerd.env("ROTATION_GRACE", value()),
+                    "--revoke-on-reuse" => workerd.env("REVOKE_ON_REUSE", "true"),
+                    "--max-session-lifetime" => workerd.env("MAX_SESSION_LIFETIME", value()),
+                    "--test-clock" => workerd.env("TEST_CLOCK", "true"),
                     other => panic!("the workerd host has no equivalent of {other}"),
                 };
             }

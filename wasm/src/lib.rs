@@ -5,10 +5,9 @@
 //! exactly like the native one. Time comes from a JS function (default `Date.now`), which
 //! lets JS tests drive expiry; randomness from `crypto.getRandomValues` through the core.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::rc::Rc;
 use std::time::Duration;
 
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
@@ -22,8 +21,8 @@ use token_server_core::duration::{check_range, parse_duration_in};
 use token_server_core::protocol::{Body, Request, Service};
 use token_server_core::session::SessionRules;
 use token_server_core::{
-    Clock, DumpEntry, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport, StoreError,
-    Timestamp, TokenStore as Store,
+    DumpEntry, ManualClock, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport,
+    StoreError, Timestamp, TokenStore as Store,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -47,7 +46,14 @@ export interface SessionOptions {
   rotationGrace?: number | string;
   revokeOnReuse?: boolean;
   maxSessionLifetime?: number | string;
+  /**
+   * TokenService only, for tests: the service runs on a manual clock, starting at the
+   * clock's time, that only the /test-clock endpoints move.
+   */
+  testClock?: boolean;
 }
+/** Gets each line the core logs, e.g. "INFO test clock: 3 expired tokens dropped, 0 remaining". */
+export type LogSink = (line: string) => void;
 export type RotateResult =
   | { ok: true; token: string; meta: Meta }
   | { ok: false; error: "InvalidToken" };
@@ -65,6 +71,49 @@ export interface HttpReply {
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+thread_local! {
+    /// Where the core's log lines go; see [`log_to`]. A wasm module runs on one thread.
+    static LOG_SINK: RefCell<Option<Function>> = const { RefCell::new(None) };
+}
+
+/// The core's `log` lines (test clock moves, the dump, warnings), handed to a JS function.
+struct JsLog;
+
+impl log::Log for JsLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("{} {}", record.level(), record.args());
+        LOG_SINK.with(|sink| {
+            if let Some(sink) = sink.borrow().as_ref() {
+                // A sink that throws loses its line; it must not fail the request.
+                let _ = sink.call1(&JsValue::UNDEFINED, &JsValue::from_str(&line));
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+static JS_LOG: JsLog = JsLog;
+
+/// Sends what the core logs at info level and above to `sink`, one line a call
+/// (`"LEVEL message"`), as the native server logs it: the `HEAD /dump` lines, test clock
+/// purges, warnings such as a revocation on reuse. Never a token. Hosts call it once at
+/// start; a later call replaces the sink.
+#[wasm_bindgen(js_name = logTo)]
+pub fn log_to(#[wasm_bindgen(unchecked_param_type = "LogSink")] sink: Function) {
+    LOG_SINK.with(|slot| *slot.borrow_mut() = Some(sink));
+    // Fails only when already set, by an earlier call: the logger is the same.
+    let _ = log::set_logger(&JS_LOG);
+    log::set_max_level(log::LevelFilter::Info);
 }
 
 /// Why a call from JS was refused; becomes the message of the JS `Error` thrown.
@@ -95,28 +144,22 @@ fn js_error(err: FacadeError) -> JsError {
     JsError::new(&err.to_string())
 }
 
-/// The time the store sees: set by the facade right before each store call.
+/// Where the current time comes from: a JS function, or `Date.now()` when none is given;
+/// or, with `testClock`, a manual clock that only `/test-clock` moves.
 ///
 /// The core's `Clock` cannot fail, but a JS clock can throw. So the facade reads the JS
-/// clock first, refusing the call on failure before any token changes, and the store
-/// then reads this snapshot.
-#[derive(Clone, Default)]
-struct Snapshot(Rc<Cell<Timestamp>>);
-
-impl Clock for Snapshot {
-    fn now(&self) -> Timestamp {
-        self.0.get()
-    }
-}
-
-/// Where the current time comes from: a JS function, or `Date.now()` when none is given.
+/// clock first, refusing the call on failure before any token changes, into `clock`, a
+/// `ManualClock` the store then reads. In test mode nothing sets it but the protocol's
+/// `/test-clock` endpoints, which hold a clone of it.
 struct JsClock {
     function: Option<Function>,
-    snapshot: Snapshot,
+    clock: ManualClock,
+    /// Whether `/test-clock` owns the time: then `tick` leaves the clock alone.
+    test_mode: bool,
 }
 
 impl JsClock {
-    fn new(clock: JsValue) -> Result<Self, FacadeError> {
+    fn new(clock: JsValue, test_mode: bool) -> Result<Self, FacadeError> {
         let function = if clock.is_undefined() || clock.is_null() {
             None
         } else {
@@ -129,15 +172,20 @@ impl JsClock {
         };
         let clock = JsClock {
             function,
-            snapshot: Snapshot::default(),
+            clock: ManualClock::default(),
+            test_mode: false,
         };
-        // Read once now so a broken clock is reported by the constructor, not later.
+        // Read once now so a broken clock is reported by the constructor, not later; a
+        // test clock starts at this time.
         clock.tick()?;
-        Ok(clock)
+        Ok(JsClock { test_mode, ..clock })
     }
 
-    /// Reads the JS clock into the snapshot the store sees.
+    /// Reads the JS clock into the clock the store sees (not in test mode).
     fn tick(&self) -> Result<(), FacadeError> {
+        if self.test_mode {
+            return Ok(());
+        }
         let millis = match &self.function {
             None => js_sys::Date::now(),
             Some(function) => {
@@ -160,7 +208,7 @@ impl JsClock {
         }
         // Truncation is intended: a clock such as performance.timeOrigin + now() has
         // sub-millisecond digits the store does not use.
-        self.snapshot.0.set(Timestamp(millis as u64));
+        self.clock.set(Timestamp(millis as u64));
         Ok(())
     }
 }
@@ -316,6 +364,22 @@ fn rules_from(options: &JsValue, lifetime: Duration) -> Result<SessionRules, Fac
     check_session_lifetimes(rules.max_session_lifetime, lifetime)
         .map_err(|err| FacadeError::BadArgument(err.to_string()))?;
     Ok(rules)
+}
+
+/// `options.testClock`: whether the service runs on a manual clock moved over
+/// `/test-clock` (for tests only; off when absent).
+fn test_clock_from(options: &JsValue) -> Result<bool, FacadeError> {
+    if !options.is_object() {
+        // `rules_from` has refused anything but an object or nothing.
+        return Ok(false);
+    }
+    let value = Reflect::get(options, &JsValue::from_str("testClock")).map_err(|err| {
+        FacadeError::BadArgument(format!(
+            "options.testClock cannot be read: {}",
+            describe(&err)
+        ))
+    })?;
+    flag_from(&value, "testClock")
 }
 
 /// Metadata from a plain JS object; arrays, null, class instances and primitives are
@@ -622,7 +686,7 @@ struct ReplyOut<'a> {
 
 /// The store's clock: the JS clock, kept from going back, so a `Date.now()` stepped back
 /// (NTP, a VM resume) revives no expired token.
-type StoreClock = Monotonic<Snapshot>;
+type StoreClock = Monotonic<ManualClock>;
 
 type CoreStore = Store<StoreClock, OsRandom>;
 
@@ -646,9 +710,9 @@ impl TokenStore {
     ) -> Result<TokenStore, JsError> {
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let rules = rules_from(&options, lifetime).map_err(js_error)?;
-        let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom)
-            .with_rules(rules);
+        let clock = JsClock::new(clock, false).map_err(js_error)?;
+        let store =
+            Store::new(lifetime, Monotonic::new(clock.clock.clone()), OsRandom).with_rules(rules);
         Ok(TokenStore { clock, store })
     }
 
@@ -762,10 +826,14 @@ impl TokenService {
         let dump = flag_from(&dump, "dump").map_err(js_error)?;
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let rules = rules_from(&options, lifetime).map_err(js_error)?;
-        let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom)
-            .with_rules(rules);
-        let service = Service::new(store).with_dump(dump);
+        let test_clock = test_clock_from(&options).map_err(js_error)?;
+        let clock = JsClock::new(clock, test_clock).map_err(js_error)?;
+        let store =
+            Store::new(lifetime, Monotonic::new(clock.clock.clone()), OsRandom).with_rules(rules);
+        let mut service = Service::new(store).with_dump(dump);
+        if test_clock {
+            service = service.with_test_clock(clock.clock.clone());
+        }
         Ok(TokenService { clock, service })
     }
 
