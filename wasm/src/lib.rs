@@ -18,11 +18,13 @@ use token_server_core::config::{
     MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE, ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{check_range, parse_duration_in};
-use token_server_core::protocol::{Body, Request, Service};
+use token_server_core::protocol::routed::{Change, Route};
+use token_server_core::protocol::{Body, Reply, Request, Service};
 use token_server_core::session::SessionRules;
+use token_server_core::snapshot::{read_session_line, session_line, ReadChecks, StoredSession};
 use token_server_core::{
-    DumpEntry, ManualClock, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport,
-    StoreError, Timestamp, TokenStore as Store,
+    Clock, DumpEntry, ManualClock, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport,
+    SessionId, StoreError, Timestamp, TokenStore as Store, SESSION_ID_BYTES,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -64,6 +66,24 @@ export interface HttpReply {
   contentType: string | null;
   body: string;
   allow: string | null;
+}
+/**
+ * Where a request goes when each session lives apart (a Durable Object): answered at once,
+ * to a new session's home (`login`, a fresh session id in hex), or to the home of the
+ * session its token names (`session`, hex).
+ */
+export type SessionRoute =
+  | { reply: HttpReply }
+  | { login: string }
+  | { session: string };
+/**
+ * A session home's answer: the reply, and what to store: `record` a state-file line to
+ * put, `null` to delete, absent to leave as it is; `liveUntil` (ms) when the stored record
+ * stops mattering.
+ */
+export interface SessionReply extends HttpReply {
+  record?: string | null;
+  liveUntil?: number;
 }
 "#;
 
@@ -892,7 +912,192 @@ impl TokenService {
     }
 }
 
+/// The Durable Object flavour of the protocol: a Worker routes, a session's home answers.
+#[wasm_bindgen(js_class = TokenService)]
 impl TokenService {
+    /// Where a request goes when each session lives in a home of its own (see
+    /// `SessionRoute`): the reply for anything no session is involved in, a fresh session
+    /// id for a login, or the id of the session a token names.
+    #[wasm_bindgen(unchecked_return_type = "SessionRoute")]
+    pub fn route(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+    ) -> Result<JsValue, JsError> {
+        self.route_inner(method, path, content_type, body)
+            .map_err(js_error)
+    }
+
+    /// Answers a request routed to session `sessionId` (hex) from its stored `record` (a
+    /// state-file line, or null for none), at this service's clock (see `SessionReply`).
+    #[wasm_bindgen(js_name = answerSession, unchecked_return_type = "SessionReply")]
+    pub fn answer_session(
+        &self,
+        #[wasm_bindgen(js_name = sessionId, unchecked_param_type = "string")] session_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] record: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+    ) -> Result<JsValue, JsError> {
+        self.answer_session_inner(session_id, record, method, path, content_type, body)
+            .map_err(js_error)
+    }
+
+    /// The service clock's time in milliseconds (the test clock's with `testClock`): what
+    /// a Worker hands a session's home as "now".
+    #[wasm_bindgen(js_name = nowMillis)]
+    pub fn now_millis(&self) -> Result<f64, JsError> {
+        self.clock.tick().map_err(js_error)?;
+        Ok(self.service.store().clock().now().as_millis() as f64)
+    }
+}
+
+/// A reply as the `HttpReply` JS object, with the session fields when given.
+fn reply_to_js(reply: &Reply) -> Result<Object, FacadeError> {
+    let object: Object = to_js(&ReplyOut {
+        status: reply.status,
+        content_type: reply.content_type,
+        body: &reply.body,
+        allow: reply.allow,
+    })?
+    .unchecked_into();
+    Ok(object)
+}
+
+fn set(object: &Object, key: &str, value: &JsValue) -> Result<(), FacadeError> {
+    Reflect::set(object, &JsValue::from_str(key), value)
+        .map(|_| ())
+        .map_err(|err| FacadeError::Store(format!("cannot set {key}: {}", describe(&err))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn session_id_from(value: &JsValue) -> Result<SessionId, FacadeError> {
+    let text = text_from(value, "sessionId")?;
+    let bad = || {
+        FacadeError::BadArgument(format!(
+            "sessionId must be {} hex digits, not {text:?}",
+            2 * SESSION_ID_BYTES
+        ))
+    };
+    if text.len() != 2 * SESSION_ID_BYTES || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut id = [0u8; SESSION_ID_BYTES];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(SessionId(id))
+}
+
+impl TokenService {
+    fn request_parts(
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+    ) -> Result<(String, String, Option<String>), FacadeError> {
+        let method = text_from(&method, "method")?;
+        let path = text_from(&path, "path")?;
+        let content_type = if content_type.is_undefined() || content_type.is_null() {
+            None
+        } else {
+            Some(text_from(&content_type, "contentType")?)
+        };
+        Ok((method, path, content_type))
+    }
+
+    fn route_inner(
+        &self,
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+        body: JsValue,
+    ) -> Result<JsValue, FacadeError> {
+        let bytes = body_from(&body)?;
+        let (method, path, content_type) = Self::request_parts(method, path, content_type)?;
+        self.clock.tick()?;
+        let request = Request {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            body: Body::Complete(&bytes),
+        };
+        let out = Object::new();
+        match self.service.route_session(&request) {
+            Route::Answered(reply) => set(&out, "reply", reply_to_js(&reply)?.as_ref())?,
+            Route::NewSession => {
+                let id = self
+                    .service
+                    .fresh_session_id()
+                    .map_err(|err| FacadeError::Store(err.to_string()))?;
+                set(&out, "login", &JsValue::from_str(&hex(&id.0)))?;
+            }
+            Route::Session(id) => set(&out, "session", &JsValue::from_str(&hex(&id.0)))?,
+        }
+        Ok(out.into())
+    }
+
+    fn answer_session_inner(
+        &self,
+        session_id: JsValue,
+        record: JsValue,
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+        body: JsValue,
+    ) -> Result<JsValue, FacadeError> {
+        let id = session_id_from(&session_id)?;
+        let bytes = body_from(&body)?;
+        let (method, path, content_type) = Self::request_parts(method, path, content_type)?;
+        self.clock.tick()?;
+        let store = self.service.store();
+        let record = if record.is_undefined() || record.is_null() {
+            None
+        } else {
+            let line = text_from(&record, "record")?;
+            let checks = ReadChecks {
+                now: store.clock().now(),
+                meta_limits: store.meta_limits(),
+            };
+            let stored = read_session_line(&line, &checks)
+                .map_err(|err| FacadeError::BadArgument(format!("record: {err}")))?;
+            if stored.id != id {
+                return Err(FacadeError::BadArgument(
+                    "record: it belongs to another session".into(),
+                ));
+            }
+            Some(stored.record)
+        };
+        let request = Request {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            body: Body::Complete(&bytes),
+        };
+        let (change, reply) = self.service.answer_session(id, record, &request);
+        let out = reply_to_js(&reply)?;
+        match change {
+            Change::Unchanged => {}
+            Change::Removed => set(&out, "record", &JsValue::NULL)?,
+            Change::Put(record) => {
+                let live_until = record.live_until(store.rules());
+                let line = session_line(&StoredSession { id, record });
+                set(&out, "record", &JsValue::from_str(&line))?;
+                set(
+                    &out,
+                    "liveUntil",
+                    &JsValue::from_f64(live_until.as_millis() as f64),
+                )?;
+            }
+        }
+        Ok(out.into())
+    }
+
     fn answer(
         &self,
         method: JsValue,
