@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit, doc and black-box HTTP tests against every host
 # (native, and the wasm build in Node, Bun, Deno, workerd, and workerd with sessions in
-# Durable Objects), the wasm-bindgen tests in Node, and the wasm32 build check of the core. Installs the toolchain pieces it needs on a fresh
-# machine (wasm32 target, wasm-bindgen-cli) and the edge runtimes from npm (wasm/runtimes.sh).
+# Durable Objects), the wasm-bindgen tests in Node, and the wasm32 build check of the core.
+# Installs the toolchain pieces it needs on a fresh machine (wasm32 target,
+# wasm-bindgen-cli) and the edge runtimes from npm (wasm/runtimes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
