@@ -36,7 +36,6 @@ use crate::session::{transition, Action, SessionRecord};
 use crate::store::{rotation_result, StoreError};
 use crate::token::{Presented, Secret, SessionId, Token, SECRET_BYTES};
 
-use super::health::Probe;
 use super::{
     CreateBody, Event, Meta, Readiness, RemoveBody, Reply, RequestError, RotateBody, Service,
 };
@@ -71,7 +70,6 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     pub fn route_session(&self, request: &super::Request<'_>) -> Route {
         let session_path = request.path == "/token"
             && matches!(request.method, "POST" | "PUT" | "DELETE")
-            && Probe::of(request.path).is_none()
             && self.readiness() != Readiness::Loading;
         if !session_path {
             // Everything that is not a session is answered by the service itself.
