@@ -50,6 +50,8 @@ fi
 
 # Targets of issue 4.
 MIN_RATIO=0.92; MAX_P99_US=2000; MAX_BYTES_PER_TOKEN=200; MAX_SHARD_US=1000
+# Target of issue 12: the wasm build per create and rotate, against native in the same run.
+MAX_WASM_RATIO=3
 # Targets of issue 13, item 9: a snapshot of 5M sessions.
 MAX_SNAPSHOT_RSS_RATIO=1.10; MAX_SNAPSHOT_P99_US=5000
 
@@ -116,11 +118,64 @@ for name in create rotate rotate_merge remove rotate_grace; do info "core $name"
 info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
 info "core OsRandom, 16 bytes (part of create/rotate)" "$(core core_random_ns)" "ns/op"
 
-echo "== wasm micro-benchmarks (Node)"
+echo "== wasm micro-benchmarks (Node), beside the core's of this run"
 if [ -f wasm/pkg/token_server_wasm.js ]; then
-  node bench/wasm-micro.mjs "$OPS" || broken "wasm micro-benchmark failed"
+  WASM=$(node bench/wasm-micro.mjs "$OPS") || broken "wasm micro-benchmark failed"
+  grep -v '^FIGURE' <<<"$WASM"
+  wasm() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$WASM"; }
+  # Issue 12's speed target: the faster wasm path (objects, or JSON text) per create and
+  # rotate, at most MAX_WASM_RATIO times the native figure measured just before.
+  for op in create rotate; do
+    best=$(awk -v a="$(wasm wasm_${op}_ns)" -v b="$(wasm wasm_${op}_json_ns)" 'BEGIN { print (a < b ? a : b) }')
+    check "12. wasm / native $op (same run)" "$(awk -v w="$best" -v n="$(core core_${op}_ns)" 'BEGIN { printf "%.2f", w / n }')" "<=" "$MAX_WASM_RATIO" "x"
+  done
 else
   echo "skipped: wasm package not built"
+fi
+
+echo "== HTTP logins/s per host: wrk -t$THREADS -c$CONNS POST /token, ${DURATION}s each"
+login_wrk() { "${LOAD_PIN[@]}" wrk -t$THREADS -c$CONNS -d"$2"s -s bench/lua/login.lua "http://127.0.0.1:$1/" | grep '^RESULT'; }
+# start_on NAME PORT CMD...: starts a server that listens on PORT (hosts that log no
+# address, or log it their way), waits until it answers /livez; sets PID.
+start_on() {
+  local name=$1 port=$2; shift 2
+  "${SERVER_PIN[@]}" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  PID=$!; PIDS+=("$PID")
+  for _ in $(seq 1 600); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/livez" && return 0
+    kill -0 "$PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "server $name did not start:" >&2; cat "$WORK/$name.err" >&2; return 1
+}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+if RUNTIMES=$(bash wasm/runtimes.sh); then
+  eval "$RUNTIMES"
+  start login-native "$BIN/token-server" --port 0
+  line=$(login_wrk "$PORT" "$DURATION"); stop "$PID"
+  info "native server" "$(field "$line" logins_per_s)" "logins/s"
+  [ "$(field "$line" bad)" = 0 ] || broken "native: a login failed"
+  NATIVE_LOGINS=$(field "$line" logins_per_s)
+  for host in node bun deno workerd workerd-do; do
+    port=$(free_port)
+    case $host in
+      node) start_on "login-$host" "$port" node wasm/edge/server.mjs --port "$port" ;;
+      bun) start_on "login-$host" "$port" "$BUN" wasm/edge/bun.mjs --port "$port" ;;
+      deno) DENO_NO_UPDATE_CHECK=1 start_on "login-$host" "$port" "$DENO" serve \
+        --allow-read=wasm/pkg-web --host 127.0.0.1 --port "$port" wasm/edge/deno.mjs ;;
+      workerd) start_on "login-$host" "$port" "$WORKERD" serve wasm/edge/workerd.capnp \
+        --socket-addr "http=127.0.0.1:$port" ;;
+      workerd-do) mkdir -p "$WORK/do" && start_on "login-$host" "$port" "$WORKERD" serve \
+        wasm/edge/workerd-do.capnp --socket-addr "http=127.0.0.1:$port" \
+        --directory-path "session-storage=$WORK/do" ;;
+    esac || { broken "$host host did not start"; continue; }
+    line=$(login_wrk "$port" "$DURATION"); stop "$PID"
+    info "$host host (native: $NATIVE_LOGINS)" "$(field "$line" logins_per_s)" "logins/s"
+    [ "$(field "$line" bad)" = 0 ] || broken "$host: a login failed ($line)"
+  done
+  rm -rf "$WORK/do"
+else
+  broken "wasm/runtimes.sh could not install the edge runtimes"
 fi
 
 echo "== target 1: rotation throughput, PUT each token once, wrk -t$THREADS -c$CONNS, ${PAIRS}x (trivial A, token-server B, B counting metrics C) ${DURATION}s each"

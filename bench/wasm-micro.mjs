@@ -1,6 +1,10 @@
 //! Wasm micro-benchmarks (issue 4, target 5): ns per create, rotate, remove and purged
 //! token through the wasm build in Node, the same figures core-micro prints natively.
 //!
+//! Also the JSON-text paths (createJson, rotateJson), JSON.stringify and JSON.parse on the
+//! JS side counted in: what a host holding JSON (an HTTP body) pays. bench/run.sh sets the
+//! create and rotate figures beside core-micro's of the same run.
+//!
 //! Usage: node bench/wasm-micro.mjs [ops]   (run by bench/run.sh when wasm/pkg exists)
 import { createRequire } from 'node:module';
 
@@ -18,6 +22,8 @@ function time(name, fn) {
   fn();
   const ns = Number(process.hrtime.bigint() - started) / ops;
   console.log(`wasm ${name}`.padEnd(45) + ns.toFixed(1).padStart(12) + ' ns/op');
+  // A machine-readable line for bench/run.sh.
+  console.log(`FIGURE wasm_${name.replace(/[^a-z]+/g, '_').replace(/_$/, '')}_ns ${ns.toFixed(1)}`);
 }
 
 let tokens = new Array(ops);
@@ -41,6 +47,20 @@ time('rotate_merge', () => {
 time('remove', () => {
   for (let i = 0; i < ops; i++) {
     if (!store.remove(tokens[i])) throw new Error('remove failed');
+  }
+});
+
+// The JSON-text paths, on a store of their own.
+const jsonStore = new TokenStore('2h', () => fakeNowMs);
+tokens = new Array(ops);
+time('create json', () => {
+  for (let i = 0; i < ops; i++) tokens[i] = jsonStore.createJson(JSON.stringify(meta));
+});
+time('rotate json', () => {
+  for (let i = 0; i < ops; i++) {
+    const rotated = JSON.parse(jsonStore.rotateJson(tokens[i]));
+    if (!rotated.ok) throw new Error('rotation failed');
+    tokens[i] = rotated.token;
   }
 });
 tokens = null;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit, doc and black-box HTTP tests against every host
-# (native, and the wasm build in Node, Bun, Deno and workerd), the wasm-bindgen tests in Node,
-# and the wasm32 build check of the core. Installs the toolchain pieces it needs on a fresh
-# machine (wasm32 target, wasm-bindgen-cli) and the edge runtimes from npm (wasm/runtimes.sh).
+# (native, and the wasm build in Node, Bun, Deno, workerd, and workerd with sessions in
+# Durable Objects), the wasm-bindgen tests in Node, and the wasm32 build check of the core.
+# Installs the toolchain pieces it needs on a fresh machine (wasm32 target,
+# wasm-bindgen-cli) and the edge runtimes from npm (wasm/runtimes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ eval "$runtimes"
 export BUN DENO WORKERD
 
 # --nocapture so a host that skips a test says which and why in this log.
-for host in edge bun deno workerd; do
+for host in edge bun deno workerd workerd-do; do
   echo "== black-box HTTP tests against the $host host"
   TOKEN_SERVER_HOST=$host cargo test -p token-server-tests --test http --test operations --test test_clock -- --nocapture
 done

@@ -14,7 +14,7 @@ use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::config::MAX_BODY_BYTES;
 use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
-use crate::store::{StoreError, TokenStore};
+use crate::store::{Rotated, StoreError, TokenStore};
 use crate::throttle::Throttle;
 
 mod health;
@@ -454,7 +454,12 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
 
     fn rotate(&self, body: &[u8]) -> Result<Reply, RequestError> {
         let RotateBody { token, meta } = self.parse(body)?;
-        match self.store.rotate(&token, meta) {
+        self.rotation_reply(self.store.rotate(&token, meta))
+    }
+
+    /// The answer to an exchange that ended in `result`.
+    fn rotation_reply(&self, result: Result<Rotated, StoreError>) -> Result<Reply, RequestError> {
+        match result {
             Ok(rotated) => {
                 let meta = rotated.meta.as_json();
                 let token = rotated.token.as_str();
@@ -549,6 +554,7 @@ fn is_json_media_type(content_type: &str) -> bool {
 }
 
 mod json;
+pub mod routed;
 mod test_clock;
 
 #[cfg(test)]

@@ -209,6 +209,30 @@ pub fn write_session<W: Write>(out: &mut W, session: &StoredSession) -> std::io:
     writeln!(out, " {}", record.meta.as_json())
 }
 
+/// One session as a state-file line (the current format), without its newline: how a
+/// host that keeps each session apart (a Durable Object's storage) keeps a record, so both
+/// are read by one reader.
+pub fn session_line(session: &StoredSession) -> String {
+    let mut line = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_session(&mut line, session);
+    line.pop();
+    // Hex, digits and serialized JSON: UTF-8 by construction.
+    String::from_utf8(line).unwrap_or_default()
+}
+
+/// Reads one session line of the current format (as [`session_line`] writes it) with
+/// the checks [`read_snapshot`] applies to each line.
+pub fn read_session_line(line: &str, checks: &ReadChecks) -> Result<StoredSession, SnapshotError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(SnapshotError::Corrupt {
+            line: 1,
+            reason: format!("longer than the limit of {MAX_LINE_BYTES} bytes"),
+        });
+    }
+    parse_v2(line, checks).map_err(|reason| SnapshotError::Corrupt { line: 1, reason })
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn write_hex<W: Write>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {

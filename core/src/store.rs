@@ -366,21 +366,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             }
         }
         drop(shard);
-        match (outcome, meta) {
-            (Outcome::Exchanged { successor }, Some(meta)) => Ok(Rotated {
-                token: Token::new(presented.id, &successor),
-                meta,
-                replayed: false,
-            }),
-            (Outcome::Replayed { successor }, Some(meta)) => Ok(Rotated {
-                token: Token::new(presented.id, &successor),
-                meta,
-                replayed: true,
-            }),
-            (Outcome::Revoked, _) => Err(StoreError::Revoked),
-            (Outcome::Refused(err), _) => Err(StoreError::MetaLimit(err)),
-            _ => Err(StoreError::InvalidToken),
-        }
+        rotation_result(presented.id, outcome, meta)
     }
 
     /// Ends the session of `token` (also when presented with a token in its grace);
@@ -583,13 +569,13 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         lock(&self.shards[id.shard(SHARDS)])
     }
 
-    fn fresh_secret(&self) -> Result<Secret, RandomError> {
+    pub(crate) fn fresh_secret(&self) -> Result<Secret, RandomError> {
         let mut bytes = [0u8; SECRET_BYTES];
         self.random.fill(&mut bytes)?;
         Ok(Secret::from_bytes(bytes))
     }
 
-    fn fresh_id(&self) -> Result<SessionId, RandomError> {
+    pub(crate) fn fresh_id(&self) -> Result<SessionId, RandomError> {
         let mut bytes = [0u8; SESSION_ID_BYTES];
         self.random.fill(&mut bytes)?;
         Ok(SessionId(bytes))
@@ -607,6 +593,30 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
                 return Ok(Token::new(id, secret));
             }
         }
+    }
+}
+
+/// What an exchange of a token of session `id` answers, from the [`transition`]'s outcome
+/// and the metadata of the record that follows (`None`: the session is over).
+pub(crate) fn rotation_result(
+    id: SessionId,
+    outcome: Outcome,
+    meta: Option<Meta>,
+) -> Result<Rotated, StoreError> {
+    match (outcome, meta) {
+        (Outcome::Exchanged { successor }, Some(meta)) => Ok(Rotated {
+            token: Token::new(id, &successor),
+            meta,
+            replayed: false,
+        }),
+        (Outcome::Replayed { successor }, Some(meta)) => Ok(Rotated {
+            token: Token::new(id, &successor),
+            meta,
+            replayed: true,
+        }),
+        (Outcome::Revoked, _) => Err(StoreError::Revoked),
+        (Outcome::Refused(err), _) => Err(StoreError::MetaLimit(err)),
+        _ => Err(StoreError::InvalidToken),
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! The server under test is the native binary by default; `TOKEN_SERVER_HOST` runs the same
 //! tests against a WebAssembly edge host: `edge` (Node, `wasm/edge/server.mjs`), `bun`,
-//! `deno` (`deno serve`) or `workerd` (the Cloudflare Worker), so any difference between
-//! hosts is a failing test. `TOKEN_SERVER_BIN` overrides the native binary's path; `BUN`,
+//! `deno` (`deno serve`), `workerd` (the Cloudflare Worker) or `workerd-do` (the Worker with
+//! sessions in Durable Objects), so any difference between hosts is a failing test. `TOKEN_SERVER_BIN` overrides the native binary's path; `BUN`,
 //! `DENO` and `WORKERD` the runtimes' (by default `wasm/runtimes.sh` installs and names them).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,11 +26,15 @@ pub enum Host {
     Deno,
     /// The Cloudflare Worker (`wasm/edge/worker.mjs`) in workerd, store in memory.
     Workerd,
+    /// The Worker with each session in a Durable Object (`wasm/edge/worker-do.mjs`) in
+    /// workerd, the objects' storage on disk: `--state-file DIR` names the folder (kept
+    /// across a restart), else each server gets a fresh one.
+    WorkerdDo,
 }
 
 impl Host {
-    /// The host chosen by `TOKEN_SERVER_HOST` (`native`, the default, `edge`, `bun`, `deno`
-    /// or `workerd`). An unknown name fails rather than silently testing the native host.
+    /// The host chosen by `TOKEN_SERVER_HOST` (`native`, the default, `edge`, `bun`, `deno`,
+    /// `workerd` or `workerd-do`). An unknown name fails rather than silently testing the native host.
     pub fn under_test() -> Host {
         match std::env::var("TOKEN_SERVER_HOST").as_deref() {
             Err(_) | Ok("") | Ok("native") => Host::Native,
@@ -38,8 +42,9 @@ impl Host {
             Ok("bun") => Host::Bun,
             Ok("deno") => Host::Deno,
             Ok("workerd") => Host::Workerd,
+            Ok("workerd-do") => Host::WorkerdDo,
             Ok(other) => {
-                panic!("TOKEN_SERVER_HOST={other:?}: expected native, edge, bun, deno or workerd")
+                panic!("TOKEN_SERVER_HOST={other:?}: expected native, edge, bun, deno, workerd or workerd-do")
             }
         }
     }
@@ -150,19 +155,24 @@ pub fn server_command(host: Host, args: &[&str]) -> Command {
                 .args(rest);
             deno
         }
-        Host::Workerd => {
+        Host::Workerd | Host::WorkerdDo => {
             let (port, rest) = take_port(args);
             let port = match port.as_deref() {
                 None => "3666".to_string(),
                 Some("0") => free_port().to_string(),
                 Some(port) => port.to_string(),
             };
+            let config = match host {
+                Host::WorkerdDo => "workerd-do.capnp",
+                _ => "workerd.capnp",
+            };
             let mut workerd = Command::new(runtime("WORKERD"));
             workerd
                 .arg("serve")
-                .arg(edge.join("workerd.capnp"))
+                .arg(edge.join(config))
                 .arg(format!("--socket-addr=http=127.0.0.1:{port}"))
                 .env("TOKEN_SERVER_ADDR", format!("127.0.0.1:{port}"));
+            let mut storage = None;
             let mut rest = rest.into_iter();
             while let Some(flag) = rest.next() {
                 let mut value = || {
@@ -173,12 +183,35 @@ pub fn server_command(host: Host, args: &[&str]) -> Command {
                     "--dump" => workerd.env("DUMP", "true"),
                     "--token-lifetime" | "-t" => workerd.env("TOKEN_LIFETIME", value()),
                     "--purge-interval" | "-P" => workerd.env("PURGE_INTERVAL", value()),
-                    other => panic!("the workerd host has no equivalent of {other}"),
+                    "--rotation-grace" => workerd.env("ROTATION_GRACE", value()),
+                    "--revoke-on-reuse" => workerd.env("REVOKE_ON_REUSE", "true"),
+                    "--max-session-lifetime" => workerd.env("MAX_SESSION_LIFETIME", value()),
+                    "--test-clock" => workerd.env("TEST_CLOCK", "true"),
+                    "--state-file" if host == Host::WorkerdDo => {
+                        storage = Some(PathBuf::from(value()));
+                        &mut workerd
+                    }
+                    other => panic!("the {host:?} host has no equivalent of {other}"),
                 };
+            }
+            if host == Host::WorkerdDo {
+                let storage = storage.unwrap_or_else(fresh_folder);
+                std::fs::create_dir_all(&storage).expect("create the Durable Objects' folder");
+                workerd.arg(format!(
+                    "--directory-path=session-storage={}",
+                    storage.display()
+                ));
             }
             workerd
         }
     }
+}
+
+/// A folder no other server of this test run uses, for Durable Objects' storage.
+fn fresh_folder() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("token-server-do-{}-{n}", std::process::id()))
 }
 
 /// Splits `--port N` (or `-p N`, `--port=N`) off `args`.

@@ -4,8 +4,8 @@
 //   bun wasm/edge/bun.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
 //
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
-import { failed, respond, startPurgeTimer } from "./handler.mjs";
+import * as wasm from "../pkg-web/token_server_wasm.js";
+import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
 import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
 const USAGE = usage("bun wasm/edge/bun.mjs");
@@ -19,13 +19,13 @@ function fail(message) {
 async function main() {
   const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
   try {
-    initSync({ module: await Bun.file(wasmFile).arrayBuffer() });
+    wasm.initSync({ module: await Bun.file(wasmFile).arrayBuffer() });
   } catch (err) {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
   let flags;
   try {
-    flags = parseFlags(Bun.argv.slice(2), { TokenService, purgeIntervalMillis });
+    flags = parseFlags(Bun.argv.slice(2), loadedWith(wasm, log), log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -41,7 +41,7 @@ async function main() {
     server = Bun.serve({
       hostname: HOST,
       port,
-      fetch: (request) => respond(service, request, log).catch((err) => failed(err, log)),
+      fetch: (request) => respond(service, request).catch((err) => failed(err, log)),
     });
   } catch (err) {
     log(`error: cannot listen on ${HOST}:${port}: ${err.message}`);

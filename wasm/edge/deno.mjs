@@ -7,8 +7,8 @@
 // `deno serve` owns the address (its --host, --port) and graceful shutdown on SIGTERM;
 // the service's own flags follow the file name. Flags come from flags.mjs and every
 // answer from handler.mjs, shared with the other hosts.
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
-import { failed, respond, startPurgeTimer } from "./handler.mjs";
+import * as wasm from "../pkg-web/token_server_wasm.js";
+import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
 import { UsageError, parseFlags, usage } from "./flags.mjs";
 
 const USAGE = usage("deno serve [--host H] [--port N] wasm/edge/deno.mjs", { port: false });
@@ -22,7 +22,7 @@ function fail(message) {
 function start() {
   try {
     const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
-    initSync({ module: Deno.readFileSync(wasmFile) });
+    wasm.initSync({ module: Deno.readFileSync(wasmFile) });
   } catch (err) {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
@@ -31,7 +31,7 @@ function start() {
   }
   let flags;
   try {
-    flags = parseFlags(Deno.args, { TokenService, purgeIntervalMillis });
+    flags = parseFlags(Deno.args, loadedWith(wasm, log), log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -56,5 +56,5 @@ function start() {
 const service = start();
 
 export default {
-  fetch: (request) => respond(service, request, log).catch((err) => failed(err, log)),
+  fetch: (request) => respond(service, request).catch((err) => failed(err, log)),
 };

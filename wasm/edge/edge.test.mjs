@@ -108,7 +108,7 @@ test("server.mjs logs the dump with --dump and refuses bad options", async () =>
     const dump = await fetch(`${base}/dump`, { method: "HEAD" });
     assert.equal(dump.status, 202);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.match(stderr(), /dump of 1 live tokens\nexpires=\S+Z meta=\{"n":1\}/);
+    assert.match(stderr(), /INFO dump of 1 live tokens\nINFO expires=\S+Z meta=\{"n":1\}/);
   } finally {
     assert.equal(await stop(child), 0);
   }
@@ -232,10 +232,32 @@ test("worker logs the dump with DUMP=true and purges when the interval passed", 
   assert.equal((await login()).status, 200);
   const dump = await handle(new Request("http://edge/dump", { method: "HEAD" }));
   assert.equal(dump.status, 202);
-  assert.equal(lines[0], "dump of 1 live tokens");
-  assert.match(lines[1], /^expires=\S+Z meta=\{"n":1\}$/);
+  // The core's own log lines, reaching the Worker's log through logTo.
+  assert.equal(lines[0], "INFO dump of 1 live tokens");
+  assert.match(lines[1], /^INFO expires=\S+Z meta=\{"n":1\}$/);
   now += 30 * 60_000;
   // The next request finds the interval passed and purges the expired token first.
   assert.equal((await login()).status, 200);
   assert.equal(worker.service.size, 1);
+});
+
+test("worker takes the session rules and the test clock from its environment", async () => {
+  const { handle, lines } = testWorker({
+    env: { ROTATION_GRACE: "30s", REVOKE_ON_REUSE: "true", TEST_CLOCK: "true" },
+  });
+  const send = (method, path, body) =>
+    handle(new Request(`http://edge${path}`, { method, headers: JSON_HEADERS, body }));
+  const a = await (await send("POST", "/token", '{"meta":{}}')).text();
+  assert.match(lines.join("\n"), /WARN --test-clock is on.*for tests only/);
+  const b = JSON.parse(await (await send("PUT", "/token", JSON.stringify({ token: a }))).text());
+  // Inside the grace the same successor comes back.
+  const replay = JSON.parse(await (await send("PUT", "/token", JSON.stringify({ token: a }))).text());
+  assert.equal(replay.Ok.token, b.Ok.token);
+  const moved = await send("POST", "/test-clock/advance", '{"by":"31s"}');
+  assert.equal(moved.status, 200);
+  // Past it, the reuse ends the session (revoke on reuse), and the core says so.
+  await send("PUT", "/token", JSON.stringify({ token: a }));
+  const after = await (await send("PUT", "/token", JSON.stringify({ token: b.Ok.token }))).text();
+  assert.equal(after, '{"Err":"InvalidToken"}');
+  assert.match(lines.join("\n"), /WARN an old token was presented outside its rotation grace/);
 });

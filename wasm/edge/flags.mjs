@@ -26,6 +26,8 @@ export function usage(command, { port = true } = {}) {
       --max-session-lifetime D
                            a session ends D after its login, between 30min and 400d and not
                            shorter than --token-lifetime (default none)
+      --test-clock         time stands still unless POST /test-clock/advance or /set moves it
+                           (for tests only)
   -h, --help               this text`;
 }
 
@@ -61,6 +63,7 @@ export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
         "rotation-grace": { type: "string" },
         "revoke-on-reuse": { type: "boolean", default: false },
         "max-session-lifetime": { type: "string" },
+        "test-clock": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -73,7 +76,7 @@ export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
   let service;
   let purgeMs;
   // The session rules, read by the core with the native flags' ranges.
-  const options = { revokeOnReuse: values["revoke-on-reuse"] };
+  const options = { revokeOnReuse: values["revoke-on-reuse"], testClock: values["test-clock"] };
   try {
     options.rotationGrace = wasm.rotationGraceMillis(values["rotation-grace"]);
   } catch (err) {
@@ -92,6 +95,11 @@ export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
   } catch (err) {
     // The one cross-flag rule names both flags itself.
     throw new UsageError(err.message.startsWith("--") ? err.message : `--token-lifetime: ${err.message}`);
+  }
+  if (options.testClock) {
+    warn(
+      "WARN --test-clock is on: time stands still unless POST /test-clock/advance or /test-clock/set moves it; for tests only, never in production",
+    );
   }
   if (options.revokeOnReuse && options.rotationGrace === undefined) {
     warn(

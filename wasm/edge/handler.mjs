@@ -89,23 +89,22 @@ export function pathOf(target) {
 
 /**
  * Answers one request: `body` is the whole body (Uint8Array) or null when it was over the
- * service's limit. Logs the dump through `log` on `HEAD /dump`. Returns the core's reply.
+ * service's limit. Returns the core's reply. What the core logs (the `HEAD /dump` lines, a
+ * test clock's purge, warnings) reaches the host's log through `logTo` (see `loadedWith`).
  */
-export function answer(service, { method, path, contentType, body }, log) {
-  const reply =
-    body === null
-      ? service.handleOversized(method, path, contentType)
-      : service.handle(method, path, contentType, body);
-  if (reply.status === 202 && method === "HEAD" && path === "/dump") logDump(service, log);
-  return reply;
+export function answer(service, { method, path, contentType, body }) {
+  return body === null
+    ? service.handleOversized(method, path, contentType)
+    : service.handle(method, path, contentType, body);
 }
 
-function logDump(service, log) {
-  const entries = service.dump();
-  log(`dump of ${entries.length} live tokens`);
-  for (const entry of entries) {
-    log(`expires=${entry.expiresAt} meta=${JSON.stringify(entry.meta)}`);
-  }
+/**
+ * Routes the core's log lines to `log` ("INFO dump of 2 live tokens", "WARN ..."), so every
+ * host logs what the native one does; returns `wasm` for chaining. Call once at start.
+ */
+export function loadedWith(wasm, log) {
+  wasm.logTo((line) => log(line));
+  return wasm;
 }
 
 /** A reply as a web Response. */
@@ -125,7 +124,7 @@ export const INTERNAL_ERROR = Object.freeze({
 });
 
 /** Answers a web Request with `service`: the fetch handler of Bun, Deno and Workers. */
-export async function respond(service, request, log) {
+export async function respond(service, request) {
   const limit = service.maxBodyBytes;
   const contentType = request.headers.get("content-type");
   let body;
@@ -135,11 +134,12 @@ export async function respond(service, request, log) {
   } else {
     body = await readCapped(request.body, limit);
   }
-  const reply = answer(
-    service,
-    { method: request.method, path: pathOf(request.url), contentType, body },
-    log,
-  );
+  const reply = answer(service, {
+    method: request.method,
+    path: pathOf(request.url),
+    contentType,
+    body,
+  });
   return toResponse(reply);
 }
 
@@ -165,14 +165,36 @@ export function startPurgeTimer(service, intervalMs, log) {
 }
 
 /**
+ * The session rules and test clock of a Worker from its environment (bindings are strings,
+ * absent ones undefined): ROTATION_GRACE ("30s"), REVOKE_ON_REUSE ("true"),
+ * MAX_SESSION_LIFETIME ("30d"), TEST_CLOCK ("true"; for tests only). The core checks the
+ * ranges as for the native flags.
+ */
+export function optionsFromEnv(env, wasm) {
+  const options = {
+    revokeOnReuse: env.REVOKE_ON_REUSE === "true",
+    testClock: env.TEST_CLOCK === "true",
+  };
+  options.rotationGrace = wasm.rotationGraceMillis(env.ROTATION_GRACE || undefined);
+  options.maxSessionLifetime = wasm.maxSessionLifetimeMillis(env.MAX_SESSION_LIFETIME || undefined);
+  return options;
+}
+
+/** The line a host logs at start when `--test-clock` (or TEST_CLOCK) is on. */
+export const TEST_CLOCK_WARNING =
+  "WARN --test-clock is on: time moves only through /test-clock; for tests only, never in production";
+
+/**
  * A Workers-style `{ fetch, scheduled }` over one store per isolate, created on the first
  * request: workerd refuses `crypto.getRandomValues` (and freezes the clock) at module scope.
  *
- * `load()` returns the wasm package's exports ({ TokenService, purgeIntervalMillis }),
- * initialising the module if needed. Settings come from the Worker's environment:
- * TOKEN_LIFETIME ("2h"), PURGE_INTERVAL ("1min"; Workers have no long-lived timers, so a
- * request purges when this much time passed since the last purge, and a cron trigger may
- * call `scheduled`), DUMP ("true" enables HEAD /dump). `clock` is for tests.
+ * `load()` returns the wasm package's exports (TokenService, logTo, purgeIntervalMillis,
+ * rotationGraceMillis, maxSessionLifetimeMillis), initialising the module if needed.
+ * Settings come from the Worker's environment: TOKEN_LIFETIME ("2h"), PURGE_INTERVAL
+ * ("1min"; Workers have no long-lived timers, so a request purges when this much time
+ * passed since the last purge, and a cron trigger may call `scheduled`), DUMP ("true"
+ * enables HEAD /dump), and the session rules and test clock of `optionsFromEnv`. `clock`
+ * is for tests.
  */
 export function createWorker(load, { clock, log = (line) => console.log(line) } = {}) {
   let state = null;
@@ -180,9 +202,11 @@ export function createWorker(load, { clock, log = (line) => console.log(line) } 
 
   function stateFor(env = {}) {
     if (state === null) {
-      const { TokenService, purgeIntervalMillis } = load();
-      const service = new TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true");
-      state = { service, purgeMs: purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
+      const wasm = loadedWith(load(), log);
+      const options = optionsFromEnv(env, wasm);
+      const service = new wasm.TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true", options);
+      if (options.testClock) log(TEST_CLOCK_WARNING);
+      state = { service, purgeMs: wasm.purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
     }
     return state;
   }
@@ -199,7 +223,7 @@ export function createWorker(load, { clock, log = (line) => console.log(line) } 
       try {
         const current = stateFor(env);
         purgeIfDue(current);
-        return await respond(current.service, request, log);
+        return await respond(current.service, request);
       } catch (err) {
         return failed(err, log);
       }

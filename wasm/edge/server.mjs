@@ -4,13 +4,22 @@
 //   bash wasm/build.sh    # once, builds wasm/pkg
 //   node wasm/edge/server.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
 //                             [--rotation-grace D] [--revoke-on-reuse] [--max-session-lifetime D]
+//                             [--test-clock]
 //
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the Bun, Deno
 // and Workers hosts; this file only moves bytes between Node's http module and them.
 import http from "node:http";
 import { createRequire } from "node:module";
 
-import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
+import {
+  BodyCap,
+  INTERNAL_ERROR,
+  answer,
+  declaredOver,
+  loadedWith,
+  pathOf,
+  startPurgeTimer,
+} from "./handler.mjs";
 import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
 const USAGE = usage("node wasm/edge/server.mjs");
@@ -71,13 +80,13 @@ async function serve(service, req, res) {
   };
   // The client may still be sending; closing is cheaper than draining a huge upload.
   if (body === null) res.shouldKeepAlive = false;
-  send(res, answer(service, request, log));
+  send(res, answer(service, request));
 }
 
 function main() {
   let flags;
   try {
-    flags = parseFlags(process.argv.slice(2), loadPackage());
+    flags = parseFlags(process.argv.slice(2), loadedWith(loadPackage(), log), log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;

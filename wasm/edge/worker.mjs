@@ -3,13 +3,13 @@
 //
 // One store per isolate, in memory, created on the first request (workerd refuses
 // randomness at module scope): route a client to one instance, or accept that tokens are
-// per instance. Settings from the environment: TOKEN_LIFETIME, PURGE_INTERVAL, DUMP (see
-// createWorker in handler.mjs).
+// per instance. Settings from the environment: TOKEN_LIFETIME, PURGE_INTERVAL, DUMP, ROTATION_GRACE,
+// REVOKE_ON_REUSE, MAX_SESSION_LIFETIME, TEST_CLOCK (see createWorker in handler.mjs).
 import wasmModule from "../pkg-web/token_server_wasm_bg.wasm";
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
+import * as wasm from "../pkg-web/token_server_wasm.js";
 import { createWorker } from "./handler.mjs";
 
 export default createWorker(() => {
-  initSync({ module: wasmModule });
-  return { TokenService, purgeIntervalMillis };
+  wasm.initSync({ module: wasmModule });
+  return wasm;
 });

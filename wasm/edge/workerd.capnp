@@ -4,8 +4,9 @@
 #   workerd serve wasm/edge/workerd.capnp --socket-addr http=127.0.0.1:8080
 #
 # Settings from the environment of workerd: TOKEN_LIFETIME (e.g. 2h), PURGE_INTERVAL
-# (e.g. 1min), DUMP (true enables HEAD /dump, logged on stdout). Tokens live in the memory
-# of the one isolate: a restart loses them.
+# (e.g. 1min), DUMP (true enables HEAD /dump, logged on stdout), ROTATION_GRACE (e.g. 30s),
+# REVOKE_ON_REUSE (true), MAX_SESSION_LIFETIME (e.g. 30d), TEST_CLOCK (true: for tests
+# only). Tokens live in the memory of the one isolate: a restart loses them.
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
@@ -26,5 +27,9 @@ const tokenServer :Workerd.Worker = (
     (name = "TOKEN_LIFETIME", fromEnvironment = "TOKEN_LIFETIME"),
     (name = "PURGE_INTERVAL", fromEnvironment = "PURGE_INTERVAL"),
     (name = "DUMP", fromEnvironment = "DUMP"),
+    (name = "ROTATION_GRACE", fromEnvironment = "ROTATION_GRACE"),
+    (name = "REVOKE_ON_REUSE", fromEnvironment = "REVOKE_ON_REUSE"),
+    (name = "MAX_SESSION_LIFETIME", fromEnvironment = "MAX_SESSION_LIFETIME"),
+    (name = "TEST_CLOCK", fromEnvironment = "TEST_CLOCK"),
   ],
 );

@@ -5,10 +5,9 @@
 //! exactly like the native one. Time comes from a JS function (default `Date.now`), which
 //! lets JS tests drive expiry; randomness from `crypto.getRandomValues` through the core.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::rc::Rc;
 use std::time::Duration;
 
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
@@ -19,11 +18,13 @@ use token_server_core::config::{
     MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE, ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
 };
 use token_server_core::duration::{check_range, parse_duration_in};
-use token_server_core::protocol::{Body, Request, Service};
+use token_server_core::protocol::routed::{Change, Route};
+use token_server_core::protocol::{Body, Reply, Request, Service};
 use token_server_core::session::SessionRules;
+use token_server_core::snapshot::{read_session_line, session_line, ReadChecks, StoredSession};
 use token_server_core::{
-    Clock, DumpEntry, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport, StoreError,
-    Timestamp, TokenStore as Store,
+    Clock, DumpEntry, ManualClock, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport,
+    SessionId, StoreError, Timestamp, TokenStore as Store, SESSION_ID_BYTES,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -47,7 +48,14 @@ export interface SessionOptions {
   rotationGrace?: number | string;
   revokeOnReuse?: boolean;
   maxSessionLifetime?: number | string;
+  /**
+   * TokenService only, for tests: the service runs on a manual clock, starting at the
+   * clock's time, that only the /test-clock endpoints move.
+   */
+  testClock?: boolean;
 }
+/** Gets each line the core logs, e.g. "INFO test clock: 3 expired tokens dropped, 0 remaining". */
+export type LogSink = (line: string) => void;
 export type RotateResult =
   | { ok: true; token: string; meta: Meta }
   | { ok: false; error: "InvalidToken" };
@@ -59,12 +67,73 @@ export interface HttpReply {
   body: string;
   allow: string | null;
 }
+/**
+ * Where a request goes when each session lives apart (a Durable Object): answered at once,
+ * to a new session's home (`login`, a fresh session id in hex), or to the home of the
+ * session its token names (`session`, hex).
+ */
+export type SessionRoute =
+  | { reply: HttpReply }
+  | { login: string }
+  | { session: string };
+/**
+ * A session home's answer: the reply, and what to store: `record` a state-file line to
+ * put, `null` to delete, absent to leave as it is; `liveUntil` (ms) when the stored record
+ * stops mattering.
+ */
+export interface SessionReply extends HttpReply {
+  record?: string | null;
+  liveUntil?: number;
+}
 "#;
 
 /// Shows Rust panics as readable JS exceptions with the panic message, not "unreachable".
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
+}
+
+thread_local! {
+    /// Where the core's log lines go; see [`log_to`]. A wasm module runs on one thread.
+    static LOG_SINK: RefCell<Option<Function>> = const { RefCell::new(None) };
+}
+
+/// The core's `log` lines (test clock moves, the dump, warnings), handed to a JS function.
+struct JsLog;
+
+impl log::Log for JsLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("{} {}", record.level(), record.args());
+        LOG_SINK.with(|sink| {
+            if let Some(sink) = sink.borrow().as_ref() {
+                // A sink that throws loses its line; it must not fail the request.
+                let _ = sink.call1(&JsValue::UNDEFINED, &JsValue::from_str(&line));
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+static JS_LOG: JsLog = JsLog;
+
+/// Sends what the core logs at info level and above to `sink`, one line a call
+/// (`"LEVEL message"`), as the native server logs it: the `HEAD /dump` lines, test clock
+/// purges, warnings such as a revocation on reuse. Never a token. Hosts call it once at
+/// start; a later call replaces the sink.
+#[wasm_bindgen(js_name = logTo)]
+pub fn log_to(#[wasm_bindgen(unchecked_param_type = "LogSink")] sink: Function) {
+    LOG_SINK.with(|slot| *slot.borrow_mut() = Some(sink));
+    // Fails only when already set, by an earlier call: the logger is the same.
+    let _ = log::set_logger(&JS_LOG);
+    log::set_max_level(log::LevelFilter::Info);
 }
 
 /// Why a call from JS was refused; becomes the message of the JS `Error` thrown.
@@ -95,28 +164,22 @@ fn js_error(err: FacadeError) -> JsError {
     JsError::new(&err.to_string())
 }
 
-/// The time the store sees: set by the facade right before each store call.
+/// Where the current time comes from: a JS function, or `Date.now()` when none is given;
+/// or, with `testClock`, a manual clock that only `/test-clock` moves.
 ///
 /// The core's `Clock` cannot fail, but a JS clock can throw. So the facade reads the JS
-/// clock first, refusing the call on failure before any token changes, and the store
-/// then reads this snapshot.
-#[derive(Clone, Default)]
-struct Snapshot(Rc<Cell<Timestamp>>);
-
-impl Clock for Snapshot {
-    fn now(&self) -> Timestamp {
-        self.0.get()
-    }
-}
-
-/// Where the current time comes from: a JS function, or `Date.now()` when none is given.
+/// clock first, refusing the call on failure before any token changes, into `clock`, a
+/// `ManualClock` the store then reads. In test mode nothing sets it but the protocol's
+/// `/test-clock` endpoints, which hold a clone of it.
 struct JsClock {
     function: Option<Function>,
-    snapshot: Snapshot,
+    clock: ManualClock,
+    /// Whether `/test-clock` owns the time: then `tick` leaves the clock alone.
+    test_mode: bool,
 }
 
 impl JsClock {
-    fn new(clock: JsValue) -> Result<Self, FacadeError> {
+    fn new(clock: JsValue, test_mode: bool) -> Result<Self, FacadeError> {
         let function = if clock.is_undefined() || clock.is_null() {
             None
         } else {
@@ -129,15 +192,20 @@ impl JsClock {
         };
         let clock = JsClock {
             function,
-            snapshot: Snapshot::default(),
+            clock: ManualClock::default(),
+            test_mode: false,
         };
-        // Read once now so a broken clock is reported by the constructor, not later.
+        // Read once now so a broken clock is reported by the constructor, not later; a
+        // test clock starts at this time.
         clock.tick()?;
-        Ok(clock)
+        Ok(JsClock { test_mode, ..clock })
     }
 
-    /// Reads the JS clock into the snapshot the store sees.
+    /// Reads the JS clock into the clock the store sees (not in test mode).
     fn tick(&self) -> Result<(), FacadeError> {
+        if self.test_mode {
+            return Ok(());
+        }
         let millis = match &self.function {
             None => js_sys::Date::now(),
             Some(function) => {
@@ -160,7 +228,7 @@ impl JsClock {
         }
         // Truncation is intended: a clock such as performance.timeOrigin + now() has
         // sub-millisecond digits the store does not use.
-        self.snapshot.0.set(Timestamp(millis as u64));
+        self.clock.set(Timestamp(millis as u64));
         Ok(())
     }
 }
@@ -316,6 +384,22 @@ fn rules_from(options: &JsValue, lifetime: Duration) -> Result<SessionRules, Fac
     check_session_lifetimes(rules.max_session_lifetime, lifetime)
         .map_err(|err| FacadeError::BadArgument(err.to_string()))?;
     Ok(rules)
+}
+
+/// `options.testClock`: whether the service runs on a manual clock moved over
+/// `/test-clock` (for tests only; off when absent).
+fn test_clock_from(options: &JsValue) -> Result<bool, FacadeError> {
+    if !options.is_object() {
+        // `rules_from` has refused anything but an object or nothing.
+        return Ok(false);
+    }
+    let value = Reflect::get(options, &JsValue::from_str("testClock")).map_err(|err| {
+        FacadeError::BadArgument(format!(
+            "options.testClock cannot be read: {}",
+            describe(&err)
+        ))
+    })?;
+    flag_from(&value, "testClock")
 }
 
 /// Metadata from a plain JS object; arrays, null, class instances and primitives are
@@ -622,7 +706,7 @@ struct ReplyOut<'a> {
 
 /// The store's clock: the JS clock, kept from going back, so a `Date.now()` stepped back
 /// (NTP, a VM resume) revives no expired token.
-type StoreClock = Monotonic<Snapshot>;
+type StoreClock = Monotonic<ManualClock>;
 
 type CoreStore = Store<StoreClock, OsRandom>;
 
@@ -646,9 +730,9 @@ impl TokenStore {
     ) -> Result<TokenStore, JsError> {
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let rules = rules_from(&options, lifetime).map_err(js_error)?;
-        let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom)
-            .with_rules(rules);
+        let clock = JsClock::new(clock, false).map_err(js_error)?;
+        let store =
+            Store::new(lifetime, Monotonic::new(clock.clock.clone()), OsRandom).with_rules(rules);
         Ok(TokenStore { clock, store })
     }
 
@@ -713,6 +797,66 @@ impl TokenStore {
     }
 }
 
+/// The JSON-text paths: for a host that holds JSON already (a request body) or can make it
+/// with `JSON.stringify`, which V8 does far faster than the object walk of `create`, and
+/// with one string crossing the JS boundary each way instead of a property access per key.
+#[wasm_bindgen(js_class = TokenStore)]
+impl TokenStore {
+    /// `create` with `meta` as JSON text of an object, e.g. `JSON.stringify(meta)`.
+    #[wasm_bindgen(js_name = createJson)]
+    pub fn create_json(&self, meta: &str) -> Result<String, JsError> {
+        let limits = self.store.meta_limits();
+        let meta = json_object(meta, "meta")
+            .and_then(|map| {
+                Meta::from_map_within(&map, &limits)
+                    .map_err(|err| FacadeError::BadArgument(err.to_string()))
+            })
+            .map_err(js_error)?;
+        self.clock.tick().map_err(js_error)?;
+        let token = self
+            .store
+            .create(meta)
+            .map_err(|err| js_error(store_error(err)))?;
+        Ok(token.into_string())
+    }
+
+    /// `rotate` with the update as JSON text of an object (or null/absent for none),
+    /// answering `RotateResult` as JSON text: `JSON.parse` it, or pass it on as it is.
+    #[wasm_bindgen(js_name = rotateJson)]
+    pub fn rotate_json(&self, token: &str, update: Option<String>) -> Result<String, JsError> {
+        let update = update
+            .map(|text| json_object(&text, "meta"))
+            .transpose()
+            .map_err(js_error)?;
+        self.clock.tick().map_err(js_error)?;
+        match self.store.rotate(token, update) {
+            Ok(rotated) => {
+                let (token, meta) = (rotated.token.into_string(), rotated.meta);
+                // Both parts are JSON already: the token base64url, the meta an object.
+                let mut out = String::with_capacity(32 + token.len() + meta.as_json().len());
+                out.push_str(r#"{"ok":true,"token":""#);
+                out.push_str(&token);
+                out.push_str(r#"","meta":"#);
+                out.push_str(meta.as_json());
+                out.push('}');
+                Ok(out)
+            }
+            Err(StoreError::InvalidToken | StoreError::Revoked) => {
+                Ok(r#"{"ok":false,"error":"InvalidToken"}"#.to_string())
+            }
+            Err(err) => Err(js_error(store_error(err))),
+        }
+    }
+}
+
+/// JSON text of an object, as serde_json reads it (its recursion limit keeps a deep
+/// nesting from overflowing the wasm stack).
+fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, FacadeError> {
+    serde_json::from_str(text).map_err(|err| {
+        FacadeError::BadArgument(format!("{what} must be JSON text of an object: {err}"))
+    })
+}
+
 impl TokenStore {
     fn rotate_inner(&self, token: JsValue, meta: JsValue) -> Result<JsValue, FacadeError> {
         let token = token_from(&token)?;
@@ -762,10 +906,14 @@ impl TokenService {
         let dump = flag_from(&dump, "dump").map_err(js_error)?;
         let lifetime = lifetime_from(&lifetime).map_err(js_error)?;
         let rules = rules_from(&options, lifetime).map_err(js_error)?;
-        let clock = JsClock::new(clock).map_err(js_error)?;
-        let store = Store::new(lifetime, Monotonic::new(clock.snapshot.clone()), OsRandom)
-            .with_rules(rules);
-        let service = Service::new(store).with_dump(dump);
+        let test_clock = test_clock_from(&options).map_err(js_error)?;
+        let clock = JsClock::new(clock, test_clock).map_err(js_error)?;
+        let store =
+            Store::new(lifetime, Monotonic::new(clock.clock.clone()), OsRandom).with_rules(rules);
+        let mut service = Service::new(store).with_dump(dump);
+        if test_clock {
+            service = service.with_test_clock(clock.clock.clone());
+        }
         Ok(TokenService { clock, service })
     }
 
@@ -824,7 +972,192 @@ impl TokenService {
     }
 }
 
+/// The Durable Object flavour of the protocol: a Worker routes, a session's home answers.
+#[wasm_bindgen(js_class = TokenService)]
 impl TokenService {
+    /// Where a request goes when each session lives in a home of its own (see
+    /// `SessionRoute`): the reply for anything no session is involved in, a fresh session
+    /// id for a login, or the id of the session a token names.
+    #[wasm_bindgen(unchecked_return_type = "SessionRoute")]
+    pub fn route(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+    ) -> Result<JsValue, JsError> {
+        self.route_inner(method, path, content_type, body)
+            .map_err(js_error)
+    }
+
+    /// Answers a request routed to session `sessionId` (hex) from its stored `record` (a
+    /// state-file line, or null for none), at this service's clock (see `SessionReply`).
+    #[wasm_bindgen(js_name = answerSession, unchecked_return_type = "SessionReply")]
+    pub fn answer_session(
+        &self,
+        #[wasm_bindgen(js_name = sessionId, unchecked_param_type = "string")] session_id: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] record: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+    ) -> Result<JsValue, JsError> {
+        self.answer_session_inner(session_id, record, method, path, content_type, body)
+            .map_err(js_error)
+    }
+
+    /// The service clock's time in milliseconds (the test clock's with `testClock`): what
+    /// a Worker hands a session's home as "now".
+    #[wasm_bindgen(js_name = nowMillis)]
+    pub fn now_millis(&self) -> Result<f64, JsError> {
+        self.clock.tick().map_err(js_error)?;
+        Ok(self.service.store().clock().now().as_millis() as f64)
+    }
+}
+
+/// A reply as the `HttpReply` JS object, with the session fields when given.
+fn reply_to_js(reply: &Reply) -> Result<Object, FacadeError> {
+    let object: Object = to_js(&ReplyOut {
+        status: reply.status,
+        content_type: reply.content_type,
+        body: &reply.body,
+        allow: reply.allow,
+    })?
+    .unchecked_into();
+    Ok(object)
+}
+
+fn set(object: &Object, key: &str, value: &JsValue) -> Result<(), FacadeError> {
+    Reflect::set(object, &JsValue::from_str(key), value)
+        .map(|_| ())
+        .map_err(|err| FacadeError::Store(format!("cannot set {key}: {}", describe(&err))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn session_id_from(value: &JsValue) -> Result<SessionId, FacadeError> {
+    let text = text_from(value, "sessionId")?;
+    let bad = || {
+        FacadeError::BadArgument(format!(
+            "sessionId must be {} hex digits, not {text:?}",
+            2 * SESSION_ID_BYTES
+        ))
+    };
+    if text.len() != 2 * SESSION_ID_BYTES || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut id = [0u8; SESSION_ID_BYTES];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(SessionId(id))
+}
+
+impl TokenService {
+    fn request_parts(
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+    ) -> Result<(String, String, Option<String>), FacadeError> {
+        let method = text_from(&method, "method")?;
+        let path = text_from(&path, "path")?;
+        let content_type = if content_type.is_undefined() || content_type.is_null() {
+            None
+        } else {
+            Some(text_from(&content_type, "contentType")?)
+        };
+        Ok((method, path, content_type))
+    }
+
+    fn route_inner(
+        &self,
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+        body: JsValue,
+    ) -> Result<JsValue, FacadeError> {
+        let bytes = body_from(&body)?;
+        let (method, path, content_type) = Self::request_parts(method, path, content_type)?;
+        self.clock.tick()?;
+        let request = Request {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            body: Body::Complete(&bytes),
+        };
+        let out = Object::new();
+        match self.service.route_session(&request) {
+            Route::Answered(reply) => set(&out, "reply", reply_to_js(&reply)?.as_ref())?,
+            Route::NewSession => {
+                let id = self
+                    .service
+                    .fresh_session_id()
+                    .map_err(|err| FacadeError::Store(err.to_string()))?;
+                set(&out, "login", &JsValue::from_str(&hex(&id.0)))?;
+            }
+            Route::Session(id) => set(&out, "session", &JsValue::from_str(&hex(&id.0)))?,
+        }
+        Ok(out.into())
+    }
+
+    fn answer_session_inner(
+        &self,
+        session_id: JsValue,
+        record: JsValue,
+        method: JsValue,
+        path: JsValue,
+        content_type: JsValue,
+        body: JsValue,
+    ) -> Result<JsValue, FacadeError> {
+        let id = session_id_from(&session_id)?;
+        let bytes = body_from(&body)?;
+        let (method, path, content_type) = Self::request_parts(method, path, content_type)?;
+        self.clock.tick()?;
+        let store = self.service.store();
+        let record = if record.is_undefined() || record.is_null() {
+            None
+        } else {
+            let line = text_from(&record, "record")?;
+            let checks = ReadChecks {
+                now: store.clock().now(),
+                meta_limits: store.meta_limits(),
+            };
+            let stored = read_session_line(&line, &checks)
+                .map_err(|err| FacadeError::BadArgument(format!("record: {err}")))?;
+            if stored.id != id {
+                return Err(FacadeError::BadArgument(
+                    "record: it belongs to another session".into(),
+                ));
+            }
+            Some(stored.record)
+        };
+        let request = Request {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            body: Body::Complete(&bytes),
+        };
+        let (change, reply) = self.service.answer_session(id, record, &request);
+        let out = reply_to_js(&reply)?;
+        match change {
+            Change::Unchanged => {}
+            Change::Removed => set(&out, "record", &JsValue::NULL)?,
+            Change::Put(record) => {
+                let live_until = record.live_until(store.rules());
+                let line = session_line(&StoredSession { id, record });
+                set(&out, "record", &JsValue::from_str(&line))?;
+                set(
+                    &out,
+                    "liveUntil",
+                    &JsValue::from_f64(live_until.as_millis() as f64),
+                )?;
+            }
+        }
+        Ok(out.into())
+    }
+
     fn answer(
         &self,
         method: JsValue,

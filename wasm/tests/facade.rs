@@ -700,3 +700,94 @@ fn session_options_are_checked_like_the_command_line() {
     );
     assert!(token_server_wasm::max_session_lifetime_millis("10min".into()).is_err());
 }
+
+#[wasm_bindgen_test]
+fn the_json_text_paths_answer_like_the_object_paths() {
+    let clock = FakeClock::at(START);
+    let store = store_at("30min", &clock);
+    let token = store.create_json(r#"{"user":"ann"}"#).unwrap();
+    assert_eq!(token.len(), TOKEN_LEN);
+    let rotated = obj(&store
+        .rotate_json(&token, Some(r#"{"tab":2}"#.into()))
+        .unwrap());
+    assert_eq!(json(&get(&rotated, "meta")), r#"{"tab":2,"user":"ann"}"#);
+    let next = rotated_token(&rotated);
+    assert_eq!(
+        store.rotate_json(&token, None).unwrap(),
+        r#"{"ok":false,"error":"InvalidToken"}"#
+    );
+    // Not an object, not JSON, past the limits: errors, and the session is untouched.
+    for bad in ["[1]", "{", "\"x\""] {
+        let err = store.create_json(bad).expect_err("bad meta accepted");
+        assert!(message(err).starts_with("meta must be JSON text of an object"));
+    }
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(40), "}".repeat(40));
+    let err = store.rotate_json(&next, Some(deep)).unwrap_err();
+    assert!(
+        message(err).contains("nested deeper"),
+        "deep update accepted"
+    );
+    clock.set(START + HALF_HOUR - 1.0);
+    assert!(store
+        .rotate_json(&next, None)
+        .unwrap()
+        .starts_with(r#"{"ok":true"#));
+}
+
+#[wasm_bindgen_test]
+fn a_session_home_answers_from_its_record_what_the_service_would() {
+    let clock = FakeClock::at(START);
+    let options = obj(r#"{"rotationGrace":"10s"}"#);
+    let service = TokenService::new("2h".into(), clock.js(), JsValue::FALSE, options).unwrap();
+    let login = r#"{"meta":{"user":"ann"}}"#;
+    let route = |method: &str, body: &str| {
+        service
+            .route(
+                method.into(),
+                "/token".into(),
+                "application/json".into(),
+                body.into(),
+            )
+            .unwrap()
+    };
+    let id = get(&route("POST", login), "login")
+        .as_string()
+        .expect("a login route");
+    let answer = |record: &JsValue, method: &str, body: &str| {
+        service
+            .answer_session(
+                id.clone().into(),
+                record.clone(),
+                method.into(),
+                "/token".into(),
+                "application/json".into(),
+                body.into(),
+            )
+            .unwrap()
+    };
+    let created = answer(&JsValue::NULL, "POST", login);
+    assert_eq!(get(&created, "status"), JsValue::from_f64(200.0));
+    let record = get(&created, "record");
+    assert!(record.as_string().is_some_and(|line| line.starts_with(&id)));
+    let token = get(&created, "body").as_string().unwrap();
+    let put = format!(r#"{{"token":"{token}"}}"#);
+    assert_eq!(
+        get(&route("PUT", &put), "session").as_string(),
+        Some(id.clone())
+    );
+    let rotated = answer(&record, "PUT", &put);
+    let body = get(&rotated, "body").as_string().unwrap();
+    assert!(body.starts_with(r#"{"Ok":{"token":""#), "{body}");
+    // The replay in grace, from the new record: the same successor, nothing to store.
+    let record = get(&rotated, "record");
+    let replay = answer(&record, "PUT", &put);
+    assert_eq!(get(&replay, "body").as_string().unwrap(), body);
+    assert!(get(&replay, "record").is_undefined());
+    // A refusal is answered before any session: the same reply handle gives.
+    let refused = get(&route("PUT", "{"), "reply");
+    assert_eq!(get(&refused, "status"), JsValue::from_f64(400.0));
+    // DELETE ends it: the record is to be deleted.
+    let ended = answer(&record, "DELETE", &put);
+    assert_eq!(get(&ended, "status"), JsValue::from_f64(202.0));
+    assert!(get(&ended, "record").is_null());
+}
