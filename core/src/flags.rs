@@ -556,6 +556,15 @@ impl FlagSpec {
     /// This flag's entry in `--help`: its name column and its wrapped help, with range,
     /// default and variable.
     pub fn help_entry(&self) -> String {
+        self.entry(true)
+    }
+
+    /// [`FlagSpec::help_entry`] without the variable, for a host that reads none.
+    pub fn help_entry_without_env(&self) -> String {
+        self.entry(false)
+    }
+
+    fn entry(&self, with_env: bool) -> String {
         let mut name = match self.short {
             Some(short) => format!("-{short}, --{}", self.long),
             None => format!("    --{}", self.long),
@@ -570,7 +579,8 @@ impl FlagSpec {
         let text = format!("{text} (default: {})", self.default_text());
         // The variable stays whole on one line, so it can be copied from the help.
         let env = format!("[env: {}]", self.env);
-        wrap_entry(&name, text.split_whitespace().chain([env.as_str()]))
+        let env = with_env.then_some(env.as_str());
+        wrap_entry(&name, text.split_whitespace().chain(env))
     }
 }
 
@@ -617,6 +627,14 @@ fn wrap_entry<'a>(name: &str, words: impl Iterator<Item = &'a str>) -> String {
 /// The options part of `--help` for `flags`, one [`FlagSpec::help_entry`] each.
 pub fn help(flags: &[&'static FlagSpec]) -> String {
     flags.iter().map(|spec| spec.help_entry()).collect()
+}
+
+/// [`help`] without the variables, for a host that reads none (the edge hosts).
+pub fn help_without_env(flags: &[&'static FlagSpec]) -> String {
+    flags
+        .iter()
+        .map(|spec| spec.help_entry_without_env())
+        .collect()
 }
 
 /// The values of one parse: for each flag, what the command line gave, else its variable,

@@ -4,11 +4,12 @@
 //   bun wasm/edge/bun.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
 //
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
+import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
 import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("bun wasm/edge/bun.mjs");
+// Written from the core's flag table once the package is loaded.
+let USAGE = "";
 const log = (line) => process.stderr.write(`${line}\n`);
 
 function fail(message) {
@@ -19,13 +20,14 @@ function fail(message) {
 async function main() {
   const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
   try {
-    initSync({ module: await Bun.file(wasmFile).arrayBuffer() });
+    wasm.initSync({ module: await Bun.file(wasmFile).arrayBuffer() });
   } catch (err) {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
   let flags;
   try {
-    flags = parseFlags(Bun.argv.slice(2), { TokenService, purgeIntervalMillis });
+    USAGE = usage("bun wasm/edge/bun.mjs", wasm);
+    flags = parseFlags(Bun.argv.slice(2), wasm);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;

@@ -7,11 +7,13 @@
 // `deno serve` owns the address (its --host, --port) and graceful shutdown on SIGTERM;
 // the service's own flags follow the file name. Flags come from flags.mjs and every
 // answer from handler.mjs, shared with the other hosts.
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
+import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
 import { UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("deno serve [--host H] [--port N] wasm/edge/deno.mjs", { port: false });
+const COMMAND = "deno serve [--host H] [--port N] wasm/edge/deno.mjs";
+// Written from the core's flag table once the package is loaded.
+let USAGE = "";
 const log = (line) => console.error(line);
 
 function fail(message) {
@@ -22,7 +24,8 @@ function fail(message) {
 function start() {
   try {
     const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
-    initSync({ module: Deno.readFileSync(wasmFile) });
+    wasm.initSync({ module: Deno.readFileSync(wasmFile) });
+    USAGE = usage(COMMAND, wasm, { port: false });
   } catch (err) {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
@@ -31,7 +34,7 @@ function start() {
   }
   let flags;
   try {
-    flags = parseFlags(Deno.args, { TokenService, purgeIntervalMillis });
+    flags = parseFlags(Deno.args, wasm, undefined, { port: false });
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;

@@ -13,7 +13,8 @@ import { createRequire } from "node:module";
 import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
 import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("node wasm/edge/server.mjs");
+// Written from the core's flag table once the package is loaded.
+let USAGE = "";
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -77,7 +78,9 @@ async function serve(service, req, res) {
 function main() {
   let flags;
   try {
-    flags = parseFlags(process.argv.slice(2), loadPackage());
+    const wasm = loadPackage();
+    USAGE = usage("node wasm/edge/server.mjs", wasm);
+    flags = parseFlags(process.argv.slice(2), wasm);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
