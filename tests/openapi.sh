@@ -36,7 +36,10 @@ done
 
 echo "== schemathesis $SCHEMATHESIS_VERSION against http://$ADDR ($MAX_EXAMPLES examples per operation)"
 # Which checks run, and why two are off and one is relaxed: tests/schemathesis.toml.
-"$VENV/bin/st" --config-file tests/schemathesis.toml run docs/openapi.json \
+# Run from the temporary folder, where its caches (.hypothesis, .schemathesis) go too.
+ROOT=$(pwd)
+cd "$WORK"
+"$VENV/bin/st" --config-file "$ROOT/tests/schemathesis.toml" run "$ROOT/docs/openapi.json" \
   --url "http://$ADDR" \
   --max-examples "$MAX_EXAMPLES" \
   --seed 1 \
