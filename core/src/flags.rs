@@ -846,6 +846,25 @@ mod tests {
     }
 
     #[test]
+    fn no_variable_is_one_the_tooling_already_uses() {
+        // Set by the test harness, the scripts or debug builds for other purposes: a flag
+        // named like one (`--host`, `--bin`) would be switched on by the test setup.
+        let taken = [
+            "TOKEN_SERVER_HOST",
+            "TOKEN_SERVER_ADDR",
+            "TOKEN_SERVER_BIN",
+            "TOKEN_SERVER_BINARY",
+            "TOKEN_SERVER_UNIT",
+            "TOKEN_SERVER_RUNTIMES",
+            "TOKEN_SERVER_SCHEMATHESIS_VENV",
+            "TOKEN_SERVER_TEST_SNAPSHOT_SYNC_DELAY_MS",
+        ];
+        for spec in FLAGS {
+            assert!(!taken.contains(&spec.env), "{} is taken", spec.env);
+        }
+    }
+
+    #[test]
     fn nothing_given_is_every_default() {
         let values = values(&[], &[]);
         for (spec, value) in values.iter() {
