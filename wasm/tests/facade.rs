@@ -519,7 +519,13 @@ fn assert_still_usable(store: &TokenStore, clock: &FakeClock) {
     rotated_token(&rotated);
     let other = store_at("2h", clock);
     assert!(other.create(obj("{}")).is_ok(), "a new store works too");
-    let service = TokenService::new(JsValue::UNDEFINED, clock.js(), JsValue::FALSE).unwrap();
+    let service = TokenService::new(
+        JsValue::UNDEFINED,
+        clock.js(),
+        JsValue::FALSE,
+        JsValue::UNDEFINED,
+    )
+    .unwrap();
     let reply = handle(&service, "POST", "/token", r#"{"meta":{}}"#);
     assert_eq!(get(&reply, "status"), JsValue::from_f64(200.0));
 }
