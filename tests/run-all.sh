@@ -36,3 +36,6 @@ done
 
 echo "== systemd unit: systemd-analyze verify, and security exposure at most 2.0"
 bash native/dist/check-unit.sh
+
+echo "== OpenAPI: schemathesis against the native server (docs/openapi.json)"
+bash tests/openapi.sh

@@ -102,3 +102,53 @@ pub const MAX_META_BYTES_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
 /// Most tokens held at once when none is given; past it, logins are refused with 503 so
 /// memory stays bounded (about 160 bytes each: 1.6 GB at this default).
 pub const DEFAULT_MAX_TOKENS: usize = 10_000_000;
+
+/// Allowed `--max-tokens`.
+pub const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
+
+/// Allowed `--snapshot-interval`: at most this much is lost to a crash.
+pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
+
+/// Snapshot interval when a state file is set and no interval given.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Allowed `--header-timeout`: long enough for a slow link, short enough that a client
+/// sending half a request cannot hold a connection for long.
+pub const HEADER_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+
+/// `--header-timeout` when not given: as nginx's `client_header_timeout` is 60s, but a
+/// request head to this service is a few hundred bytes from a nearby web server.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Allowed `--idle-timeout`.
+pub const IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// `--idle-timeout` when not given: long enough for a web server's connection pool to
+/// reuse connections between bursts.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Allowed `--body-timeout`.
+pub const BODY_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
+
+/// `--body-timeout` when not given: the largest body (16 MiB) still arrives at about
+/// 0.5 MiB/s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Allowed `--shutdown-timeout`: 0s drops in-flight requests at once.
+pub const SHUTDOWN_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(0)..=Duration::from_secs(3600);
+
+/// `--shutdown-timeout` when not given: below the usual supervisor grace periods
+/// (systemd 90s, Kubernetes 30s), so the state file is written before a SIGKILL.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Allowed `--max-connections`.
+pub const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+
+/// `--max-connections` when not given: far above what a few web servers' pools open,
+/// far below the usual hard open-file limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;

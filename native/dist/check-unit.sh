@@ -30,7 +30,7 @@ BIN=$(realpath "$BIN")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 sed "s#/usr/local/bin/token-server#$BIN#" "$UNIT" >"$WORK/token-server.service"
-grep -q "^ExecStart=$BIN " "$WORK/token-server.service" || {
+grep -Eq "^ExecStart=$BIN( |\$)" "$WORK/token-server.service" || {
   echo "FAIL: ExecStart does not start /usr/local/bin/token-server"; exit 1; }
 
 echo "== systemd-analyze verify"

@@ -1,4 +1,6 @@
-//! The command line of the seed specification, plus `--version` and `--bind`.
+//! The command line and `TOKEN_SERVER_*` environment of the native server: the core's flag
+//! table ([`token_server_core::flags`]) parses both; this file only puts each value into
+//! its [`Config`] field.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -8,12 +10,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use token_server_core::config::{
-    check_session_lifetimes, SessionShorterThanToken, DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS,
-    DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, MAX_BODY_BYTES,
-    MAX_BODY_BYTES_RANGE, MAX_META_BYTES_RANGE, MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE,
-    ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
+    check_session_lifetimes, SessionShorterThanToken, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS,
+    DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TOKEN_LIFETIME,
+    MAX_BODY_BYTES, MAX_BODY_BYTES_RANGE,
 };
-use token_server_core::duration::{format_duration, parse_duration_in};
+pub use token_server_core::config::{
+    DEFAULT_SNAPSHOT_INTERVAL, MAX_TOKENS_RANGE, SNAPSHOT_INTERVAL_RANGE,
+};
+pub use token_server_core::flags::format_bytes;
+use token_server_core::flags::{self, FlagError, FlagValue, Parsed};
 
 use crate::logging::LogFormat;
 
@@ -104,237 +110,72 @@ pub enum Command {
     Version,
 }
 
-/// A command line that cannot be run; `Display` is the one-line message for stderr.
+/// A command line or environment that cannot be run; `Display` is the one-line message for
+/// stderr.
 #[derive(Debug)]
 pub enum CliError {
-    /// Unknown flag, stray argument, or a value that is not text.
-    Syntax(lexopt::Error),
-    /// A known flag with a missing, malformed or out-of-range value.
-    InvalidValue { flag: &'static str, reason: String },
+    /// An unknown flag, a stray argument, or a flag or variable with a missing, malformed
+    /// or out-of-range value; names the flag or the variable, and what is allowed.
+    Flag(FlagError),
     /// `--max-session-lifetime` shorter than `--token-lifetime`; names both.
     SessionShorterThanToken(SessionShorterThanToken),
+    /// A flag of the core's table that this host has no setting for (a table entry added
+    /// without its [`Config`] field); the unit tests catch it before a release.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Syntax(err) => err.fmt(f),
-            CliError::InvalidValue { flag, reason } => write!(f, "{flag}: {reason}"),
+            CliError::Flag(err) => err.fmt(f),
             CliError::SessionShorterThanToken(err) => err.fmt(f),
+            CliError::Unsupported(flag) => {
+                write!(f, "--{flag}: this build has no setting for it")
+            }
         }
     }
 }
 
 impl std::error::Error for CliError {}
 
-impl From<lexopt::Error> for CliError {
-    fn from(err: lexopt::Error) -> Self {
-        CliError::Syntax(err)
+impl From<FlagError> for CliError {
+    fn from(err: FlagError) -> Self {
+        CliError::Flag(err)
     }
 }
-
-const PORT_FLAG: &str = "-p/--port";
-const BIND_FLAG: &str = "--bind";
-const PURGE_FLAG: &str = "-P/--purge-interval";
-const LIFETIME_FLAG: &str = "-t/--token-lifetime";
-const MAX_BODY_FLAG: &str = "--max-body";
-const MAX_TOKENS_FLAG: &str = "--max-tokens";
-const MAX_META_BYTES_FLAG: &str = "--max-meta-bytes";
-const STATE_FILE_FLAG: &str = "--state-file";
-const SNAPSHOT_FLAG: &str = "--snapshot-interval";
-const HEADER_TIMEOUT_FLAG: &str = "--header-timeout";
-const IDLE_TIMEOUT_FLAG: &str = "--idle-timeout";
-const BODY_TIMEOUT_FLAG: &str = "--body-timeout";
-const MAX_CONNECTIONS_FLAG: &str = "--max-connections";
-const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
-const GRACE_FLAG: &str = "--rotation-grace";
-const MAX_SESSION_FLAG: &str = "--max-session-lifetime";
-const LOG_FORMAT_FLAG: &str = "--log-format";
-
-/// Allowed `--snapshot-interval`: at most this much is lost to a crash.
-pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
-
-/// Snapshot interval when a state file is set and no interval given.
-pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Allowed `--header-timeout`: long enough for a slow link, short enough that a client
-/// sending half a request cannot hold a connection for long.
-const HEADER_TIMEOUT_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(600);
-
-/// `--header-timeout` when not given: as nginx's `client_header_timeout` is 60s, but a
-/// request head to this service is a few hundred bytes from a nearby web server.
-const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Allowed `--idle-timeout`.
-const IDLE_TIMEOUT_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(3600);
-
-/// `--idle-timeout` when not given: long enough for a web server's connection pool to
-/// reuse connections between bursts.
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Allowed `--body-timeout`.
-const BODY_TIMEOUT_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(3600);
-
-/// `--body-timeout` when not given: the largest body (16 MiB) still arrives at about
-/// 0.5 MiB/s.
-const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Allowed `--shutdown-timeout`: 0s drops in-flight requests at once.
-const SHUTDOWN_TIMEOUT_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(0)..=Duration::from_secs(3600);
-
-/// `--shutdown-timeout` when not given: below the usual supervisor grace periods
-/// (systemd 90s, Kubernetes 30s), so the state file is written before a SIGKILL.
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Allowed `--max-connections`.
-const MAX_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
-
-/// `--max-connections` when not given: far above what a few web servers' pools open,
-/// far below the usual hard open-file limit.
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Allowed `--max-body`: from 1 KiB (a login with a little metadata) to 16 MiB; the core's
 /// range, which also bounds a state file's lines.
 pub const MAX_BODY_RANGE: RangeInclusive<usize> = MAX_BODY_BYTES_RANGE;
 
-/// Allowed `--max-tokens`.
-pub const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
-
-/// Parses the arguments after the program name.
+/// Parses the arguments after the program name, with the process's `TOKEN_SERVER_*`
+/// variables for the flags not given.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliError> {
-    use lexopt::prelude::*;
+    parse_with_env(args, std::env::vars_os())
+}
 
+/// Parses the arguments after the program name; a flag not given is read from its
+/// `TOKEN_SERVER_*` variable in `env` (an empty one counts as unset), else it keeps its
+/// default. A flag on the command line wins over its variable.
+pub fn parse_with_env(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Command, CliError> {
+    let env: Vec<(OsString, OsString)> = env.into_iter().collect();
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let values = match flags::parse(&flags::all(), args, &lookup)? {
+        Parsed::Help => return Ok(Command::Help),
+        Parsed::Version => return Ok(Command::Version),
+        Parsed::Values(values) => values,
+    };
     let mut config = Config::default();
-    let mut parser = lexopt::Parser::from_args(args);
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            Short('d') | Long("dump") => config.dump = true,
-            Long("test-clock") => config.test_clock = true,
-            Short('p') | Long("port") => {
-                let text = value(&mut parser, PORT_FLAG, "a port number from 0 to 65535")?;
-                config.port = text.parse().map_err(|_| CliError::InvalidValue {
-                    flag: PORT_FLAG,
-                    reason: format!("'{text}' is not a port number: allowed is 0 to 65535"),
-                })?;
-            }
-            Long("bind") => {
-                let text = value(&mut parser, BIND_FLAG, "an IP address such as 127.0.0.1")?;
-                config.bind = text.parse().map_err(|_| CliError::InvalidValue {
-                    flag: BIND_FLAG,
-                    reason: format!("'{text}' is not an IP address, e.g. 127.0.0.1 or ::1"),
-                })?;
-            }
-            Short('P') | Long("purge-interval") => {
-                config.purge_interval = duration(&mut parser, PURGE_FLAG, &PURGE_INTERVAL_RANGE)?;
-            }
-            Short('t') | Long("token-lifetime") => {
-                config.token_lifetime =
-                    duration(&mut parser, LIFETIME_FLAG, &TOKEN_LIFETIME_RANGE)?;
-            }
-            Long("max-body") => {
-                let expected = "bytes from 1024 to 16777216, or with a unit: 64KiB, 1MiB";
-                let text = value(&mut parser, MAX_BODY_FLAG, expected)?;
-                config.max_body_bytes = parse_bytes(&text)
-                    .filter(|bytes| MAX_BODY_BYTES_RANGE.contains(bytes))
-                    .ok_or_else(|| CliError::InvalidValue {
-                        flag: MAX_BODY_FLAG,
-                        reason: format!("'{text}' is not allowed: {expected}"),
-                    })?;
-            }
-            Long("state-file") => {
-                let path = parser.value().map_err(|_| CliError::InvalidValue {
-                    flag: STATE_FILE_FLAG,
-                    reason: "a value is required: the path of the state file".to_string(),
-                })?;
-                config.state_file = Some(PathBuf::from(path));
-            }
-            Long("snapshot-interval") => {
-                config.snapshot_interval =
-                    duration(&mut parser, SNAPSHOT_FLAG, &SNAPSHOT_INTERVAL_RANGE)?;
-            }
-            Long("header-timeout") => {
-                config.header_timeout =
-                    duration(&mut parser, HEADER_TIMEOUT_FLAG, &HEADER_TIMEOUT_RANGE)?;
-            }
-            Long("idle-timeout") => {
-                config.idle_timeout =
-                    duration(&mut parser, IDLE_TIMEOUT_FLAG, &IDLE_TIMEOUT_RANGE)?;
-            }
-            Long("body-timeout") => {
-                config.body_timeout =
-                    duration(&mut parser, BODY_TIMEOUT_FLAG, &BODY_TIMEOUT_RANGE)?;
-            }
-            Long("shutdown-timeout") => {
-                config.shutdown_timeout =
-                    duration(&mut parser, SHUTDOWN_TIMEOUT_FLAG, &SHUTDOWN_TIMEOUT_RANGE)?;
-            }
-            Long("max-connections") => {
-                let expected = "a count from 1 to 1000000";
-                let text = value(&mut parser, MAX_CONNECTIONS_FLAG, expected)?;
-                config.max_connections = text
-                    .parse()
-                    .ok()
-                    .filter(|count| MAX_CONNECTIONS_RANGE.contains(count))
-                    .ok_or_else(|| CliError::InvalidValue {
-                        flag: MAX_CONNECTIONS_FLAG,
-                        reason: format!("'{text}' is not allowed: {expected}"),
-                    })?;
-            }
-            Long("log-format") => {
-                let expected = "text or json";
-                let text = value(&mut parser, LOG_FORMAT_FLAG, expected)?;
-                config.log_format = text.parse().map_err(|()| CliError::InvalidValue {
-                    flag: LOG_FORMAT_FLAG,
-                    reason: format!("'{text}' is not allowed: {expected}"),
-                })?;
-            }
-            Long("max-tokens") => {
-                let expected = "a count from 1 to 1000000000";
-                let text = value(&mut parser, MAX_TOKENS_FLAG, expected)?;
-                config.max_tokens = text
-                    .parse()
-                    .ok()
-                    .filter(|count| MAX_TOKENS_RANGE.contains(count))
-                    .ok_or_else(|| CliError::InvalidValue {
-                        flag: MAX_TOKENS_FLAG,
-                        reason: format!("'{text}' is not allowed: {expected}"),
-                    })?;
-            }
-            Long("max-meta-bytes") => {
-                let expected = format!(
-                    "bytes from {} to {}, or with a unit: {}",
-                    MAX_META_BYTES_RANGE.start(),
-                    MAX_META_BYTES_RANGE.end(),
-                    format_bytes(DEFAULT_MAX_META_BYTES)
-                );
-                let text = value(&mut parser, MAX_META_BYTES_FLAG, &expected)?;
-                config.max_meta_bytes = parse_bytes(&text)
-                    .filter(|bytes| MAX_META_BYTES_RANGE.contains(bytes))
-                    .ok_or_else(|| CliError::InvalidValue {
-                        flag: MAX_META_BYTES_FLAG,
-                        reason: format!("'{text}' is not allowed: {expected}"),
-                    })?;
-            }
-            Long("rotation-grace") => {
-                config.rotation_grace =
-                    Some(duration(&mut parser, GRACE_FLAG, &ROTATION_GRACE_RANGE)?);
-            }
-            Long("revoke-on-reuse") => config.revoke_on_reuse = true,
-            Long("max-session-lifetime") => {
-                config.max_session_lifetime = Some(duration(
-                    &mut parser,
-                    MAX_SESSION_FLAG,
-                    &MAX_SESSION_LIFETIME_RANGE,
-                )?);
-            }
-            _ => return Err(arg.unexpected().into()),
+    for (spec, value) in values.iter() {
+        if !apply(&mut config, spec.long, value) {
+            return Err(CliError::Unsupported(spec.long));
         }
     }
     check_session_lifetimes(config.max_session_lifetime, config.token_lifetime)
@@ -342,88 +183,46 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     Ok(Command::Run(Box::new(config)))
 }
 
-/// The value of `flag` as text; `expected` says what it should be if it is missing.
-fn value(
-    parser: &mut lexopt::Parser,
-    flag: &'static str,
-    expected: &str,
-) -> Result<String, CliError> {
-    let invalid = |reason: String| CliError::InvalidValue { flag, reason };
-    let raw = parser
-        .value()
-        .map_err(|_| invalid(format!("a value is required: {expected}")))?;
-    raw.into_string()
-        .map_err(|raw| invalid(format!("{raw:?} is not valid text: {expected}")))
-}
-
-fn duration(
-    parser: &mut lexopt::Parser,
-    flag: &'static str,
-    range: &RangeInclusive<Duration>,
-) -> Result<Duration, CliError> {
-    let expected = format!(
-        "a duration from {} to {}",
-        format_duration(*range.start()),
-        format_duration(*range.end())
-    );
-    let text = value(parser, flag, &expected)?;
-    parse_duration_in(&text, range).map_err(|err| CliError::InvalidValue {
-        flag,
-        reason: match err {
-            token_server_core::duration::DurationError::OutOfRange { .. } => err.to_string(),
-            _ => format!("{err}; allowed is {expected}"),
+/// Puts the value of flag `long` into its field; false for a flag this host does not know,
+/// or a value of another kind than the field's.
+fn apply(config: &mut Config, long: &str, value: Option<&FlagValue>) -> bool {
+    use FlagValue as V;
+    match (long, value) {
+        ("dump", Some(V::Switch(on))) => config.dump = *on,
+        ("port", Some(V::Port(port))) => config.port = *port,
+        ("bind", Some(V::Address(address))) => config.bind = *address,
+        ("purge-interval", Some(V::Duration(every))) => config.purge_interval = *every,
+        ("token-lifetime", Some(V::Duration(lifetime))) => config.token_lifetime = *lifetime,
+        ("max-body", Some(V::Bytes(bytes))) => config.max_body_bytes = *bytes,
+        ("max-tokens", Some(V::Count(count))) => config.max_tokens = *count,
+        ("max-meta-bytes", Some(V::Bytes(bytes))) => config.max_meta_bytes = *bytes,
+        ("state-file", None) => config.state_file = None,
+        ("state-file", Some(V::Path(path))) => config.state_file = Some(PathBuf::from(path)),
+        ("snapshot-interval", Some(V::Duration(every))) => config.snapshot_interval = *every,
+        ("test-clock", Some(V::Switch(on))) => config.test_clock = *on,
+        ("header-timeout", Some(V::Duration(timeout))) => config.header_timeout = *timeout,
+        ("idle-timeout", Some(V::Duration(timeout))) => config.idle_timeout = *timeout,
+        ("body-timeout", Some(V::Duration(timeout))) => config.body_timeout = *timeout,
+        ("max-connections", Some(V::Count(count))) => config.max_connections = *count,
+        ("shutdown-timeout", Some(V::Duration(timeout))) => config.shutdown_timeout = *timeout,
+        ("rotation-grace", None) => config.rotation_grace = None,
+        ("rotation-grace", Some(V::Duration(grace))) => config.rotation_grace = Some(*grace),
+        ("revoke-on-reuse", Some(V::Switch(on))) => config.revoke_on_reuse = *on,
+        ("max-session-lifetime", None) => config.max_session_lifetime = None,
+        ("max-session-lifetime", Some(V::Duration(max))) => {
+            config.max_session_lifetime = Some(*max)
+        }
+        ("log-format", Some(V::Choice(format))) => match format.parse() {
+            Ok(format) => config.log_format = format,
+            Err(()) => return false,
         },
-    })
-}
-
-/// A byte count: a plain integer, or one with the unit `KiB` or `MiB`.
-fn parse_bytes(text: &str) -> Option<usize> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, ""),
-    };
-    let scale = match unit {
-        "" => 1,
-        "KiB" => 1024,
-        "MiB" => 1024 * 1024,
-        _ => return None,
-    };
-    number.parse::<usize>().ok()?.checked_mul(scale)
-}
-
-/// A byte count as `--max-body`-style flags take it: with the largest unit that divides it
-/// (`64KiB`, `16MiB`), else plain.
-pub fn format_bytes(bytes: usize) -> String {
-    const MIB: usize = 1024 * 1024;
-    match bytes {
-        0 => "0".to_string(),
-        _ if bytes.is_multiple_of(MIB) => format!("{}MiB", bytes / MIB),
-        _ if bytes.is_multiple_of(1024) => format!("{}KiB", bytes / 1024),
-        _ => bytes.to_string(),
+        _ => return false,
     }
+    true
 }
 
-/// The `--help` text: every flag with its range and default.
+/// The `--help` text: every flag of the core's table with its range, default and variable.
 pub fn help() -> String {
-    let bytes_range = |r: &RangeInclusive<usize>| {
-        format!(
-            "{} and {}",
-            format_bytes(*r.start()),
-            format_bytes(*r.end())
-        )
-    };
-    let tokens_range = format!(
-        "{} and {}",
-        MAX_TOKENS_RANGE.start(),
-        MAX_TOKENS_RANGE.end()
-    );
-    let range = |r: &RangeInclusive<Duration>| {
-        format!(
-            "{} and {}",
-            format_duration(*r.start()),
-            format_duration(*r.end())
-        )
-    };
     format!(
         "token-server {version}
 Hands out one-time access tokens bound to JSON metadata, over HTTP.
@@ -431,56 +230,10 @@ Hands out one-time access tokens bound to JSON metadata, over HTTP.
 Usage: token-server [OPTIONS]
 
 Options:
-  -h, --help                     Print this help message
-  -V, --version                  Print the version
-  -d, --dump                     Allow the HEAD /dump endpoint to log all metadata
-                                 with its expiry (never the tokens)
-  -p, --port PORT                Which port to listen on, 0 for any free one
-                                 (default: {port})
-      --bind ADDR                Which address to listen on (default: 127.0.0.1;
-                                 keep the service on a protected network)
-  -P, --purge-interval DURATION  How often to remove expired tokens, between {purge_range}
-                                 (default: {purge})
-  -t, --token-lifetime DURATION  How long a token remains valid, between {lifetime_range}
-                                 (default: {lifetime})
-      --max-body BYTES           Largest request body, between {body_range}; larger
-                                 ones get 413 (default: {max_body})
-      --max-tokens COUNT         Most tokens held at once, between {tokens_range};
-                                 logins past it get 503 (default: {max_tokens})
-      --max-meta-bytes BYTES     Largest metadata of one token, between {meta_bytes_range},
-                                 as compact JSON; checked at login and on the merged
-                                 result of every update, 422 past it (default: {meta_bytes})
-      --state-file PATH          Keep live tokens across restarts in PATH: loaded at start,
-                                 written atomically on shutdown (default: none)
-      --snapshot-interval DURATION
-                                 With --state-file, also write it this often, between
-                                 {snapshot_range} (default: {snapshot})
-      --test-clock               FOR TESTS ONLY: run on a clock that starts at the real
-                                 time and moves only through POST /test-clock/advance
-                                 and /test-clock/set (default: off)
-      --header-timeout DURATION  Close a connection whose request head takes longer,
-                                 between {header_range} (default: {header})
-      --idle-timeout DURATION    Close a kept-alive connection with no request for this
-                                 long, between {idle_range} (default: {idle})
-      --body-timeout DURATION    Close a connection whose request body takes longer,
-                                 between {body_timeout_range} (default: {body_timeout})
-      --max-connections COUNT    Most connections open at once, between 1 and 1000000;
-                                 further ones wait until one closes (default: {max_connections})
-      --shutdown-timeout DURATION
-                                 On SIGINT/SIGTERM, let in-flight requests run this long
-                                 before dropping them and writing the state file,
-                                 between {shutdown_range} (default: {shutdown})
-      --rotation-grace DURATION  For this long after a token is exchanged, presenting it
-                                 again answers the same successor (parallel requests of a
-                                 page), between {grace_range} (default: off)
-      --revoke-on-reuse          Presenting an exchanged token outside its grace ends its
-                                 whole session (RFC 9700 4.14) (default: off)
-      --max-session-lifetime DURATION
-                                 A session ends this long after its login however often it
-                                 rotates, between {session_range} and not shorter
-                                 than --token-lifetime (default: none)
-      --log-format FORMAT        text, or json for one JSON object a line (time, level,
-                                 target, message) (default: text)
+{help}{version_line}{options}
+Every option can also be set by its environment variable (shown as [env: …]); an option
+given on the command line wins. A switch's variable takes 1, true, yes or on (or 0, false,
+no, off); an empty variable counts as unset.
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -488,30 +241,9 @@ Durations are numbers with units ms, s, min, h, d, e.g. 90s, 30min, 1h30min.
 Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
 ",
         version = env!("CARGO_PKG_VERSION"),
-        port = DEFAULT_PORT,
-        purge_range = range(&PURGE_INTERVAL_RANGE),
-        purge = format_duration(DEFAULT_PURGE_INTERVAL),
-        lifetime_range = range(&TOKEN_LIFETIME_RANGE),
-        lifetime = format_duration(DEFAULT_TOKEN_LIFETIME),
-        body_range = bytes_range(&MAX_BODY_RANGE),
-        max_body = format_bytes(MAX_BODY_BYTES),
-        tokens_range = tokens_range,
-        max_tokens = DEFAULT_MAX_TOKENS,
-        meta_bytes_range = bytes_range(&MAX_META_BYTES_RANGE),
-        meta_bytes = format_bytes(DEFAULT_MAX_META_BYTES),
-        snapshot_range = range(&SNAPSHOT_INTERVAL_RANGE),
-        snapshot = format_duration(DEFAULT_SNAPSHOT_INTERVAL),
-        header_range = range(&HEADER_TIMEOUT_RANGE),
-        header = format_duration(DEFAULT_HEADER_TIMEOUT),
-        idle_range = range(&IDLE_TIMEOUT_RANGE),
-        idle = format_duration(DEFAULT_IDLE_TIMEOUT),
-        body_timeout_range = range(&BODY_TIMEOUT_RANGE),
-        body_timeout = format_duration(DEFAULT_BODY_TIMEOUT),
-        max_connections = DEFAULT_MAX_CONNECTIONS,
-        shutdown_range = range(&SHUTDOWN_TIMEOUT_RANGE),
-        shutdown = format_duration(DEFAULT_SHUTDOWN_TIMEOUT),
-        grace_range = range(&ROTATION_GRACE_RANGE),
-        session_range = range(&MAX_SESSION_LIFETIME_RANGE),
+        help = flags::option_entry("-h, --help", "Print this help message"),
+        version_line = flags::option_entry("-V, --version", "Print the version"),
+        options = flags::help(&flags::all()),
         depth = token_server_core::config::MAX_META_DEPTH,
         keys = token_server_core::config::MAX_META_KEYS,
     )
@@ -520,9 +252,110 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use token_server_core::config::ROTATION_GRACE_RANGE;
+    use token_server_core::duration::format_duration;
 
     fn run(args: &[&str]) -> Result<Command, CliError> {
-        parse(args.iter().map(OsString::from))
+        run_with_env(args, &[])
+    }
+
+    /// Parses with exactly `env` as the environment, so the tests' own cannot leak in.
+    fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Command, CliError> {
+        parse_with_env(
+            args.iter().map(OsString::from),
+            env.iter()
+                .map(|(key, value)| (OsString::from(key), OsString::from(value))),
+        )
+    }
+
+    fn config_with_env(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match run_with_env(args, env) {
+            Ok(Command::Run(config)) => *config,
+            other => panic!("{args:?} {env:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_of_the_table_sets_its_field_from_the_command_line_and_the_environment() {
+        use token_server_core::flags::{FlagKind, FLAGS};
+        // Nothing given: the table's defaults are Config's.
+        assert_eq!(config(&[]), Config::default());
+        for spec in FLAGS {
+            // A value other than the default for each kind, so a flag left unapplied shows.
+            let value = match &spec.kind {
+                FlagKind::Switch => None,
+                FlagKind::Duration { range, .. } => Some(format_duration(*range.end())),
+                FlagKind::Bytes { range, .. } | FlagKind::Count { range, .. } => {
+                    Some(range.start().to_string())
+                }
+                FlagKind::Port { .. } => Some("1".to_string()),
+                FlagKind::Address { .. } => Some("::1".to_string()),
+                FlagKind::Path => Some("/tmp/state".to_string()),
+                FlagKind::Choice { choices, default } => choices
+                    .iter()
+                    .find(|c| *c != default)
+                    .map(|c| c.to_string()),
+            };
+            let flag = format!("--{}", spec.long);
+            let mut args = vec![flag.as_str()];
+            args.extend(value.as_deref());
+            // Keep the one cross-flag rule satisfied.
+            let lifetime = ["-t", "30min"];
+            if spec.long == "max-session-lifetime" {
+                args.extend(lifetime);
+            }
+            let from_flag = config(&args);
+            assert_ne!(from_flag, Config::default(), "{flag} changed nothing");
+            let env_value = value.as_deref().unwrap_or("1");
+            let extra: &[&str] = if spec.long == "max-session-lifetime" {
+                &lifetime
+            } else {
+                &[]
+            };
+            let from_env = config_with_env(extra, &[(spec.env, env_value)]);
+            assert_eq!(from_env, from_flag, "{} differs from {flag}", spec.env);
+        }
+    }
+
+    #[test]
+    fn a_flag_wins_over_its_variable_and_bad_variables_name_themselves() {
+        let env = [
+            ("TOKEN_SERVER_PORT", "8080"),
+            ("TOKEN_SERVER_TOKEN_LIFETIME", "8h"),
+            ("TOKEN_SERVER_DUMP", "1"),
+        ];
+        let from_env = config_with_env(&[], &env);
+        assert_eq!(from_env.port, 8080);
+        assert_eq!(from_env.token_lifetime, Duration::from_secs(8 * 3600));
+        assert!(from_env.dump);
+        let both = config_with_env(&["--port", "9090", "-t", "3h"], &env);
+        assert_eq!(both.port, 9090);
+        assert_eq!(both.token_lifetime, Duration::from_secs(3 * 3600));
+        let bad = |env: &[(&str, &str)]| match run_with_env(&[], env) {
+            Err(err) => err.to_string(),
+            other => panic!("{env:?} should fail, gave {other:?}"),
+        };
+        assert_eq!(
+            bad(&[("TOKEN_SERVER_TOKEN_LIFETIME", "97h")]),
+            "TOKEN_SERVER_TOKEN_LIFETIME: '97h' is out of range: allowed is 30min to 96h"
+        );
+        assert_eq!(
+            bad(&[("TOKEN_SERVER_MAX_TOKENS", "0")]),
+            "TOKEN_SERVER_MAX_TOKENS: '0' is not allowed: a count from 1 to 1000000000"
+        );
+        // The cross-flag rule holds whichever way each value came.
+        assert_eq!(
+            bad(&[
+                ("TOKEN_SERVER_MAX_SESSION_LIFETIME", "1h"),
+                ("TOKEN_SERVER_TOKEN_LIFETIME", "90min")
+            ]),
+            "--max-session-lifetime (1h) must not be shorter than --token-lifetime (90min)"
+        );
+        // Variables of other tools and of the test harness are not flags: ignored.
+        assert_eq!(
+            config_with_env(&[], &[("TOKEN_SERVER_HOST", "edge")]),
+            Config::default()
+        );
     }
 
     fn config(args: &[&str]) -> Config {
@@ -733,17 +566,6 @@ mod tests {
     }
 
     #[test]
-    fn byte_counts_are_shown_in_the_largest_whole_unit() {
-        assert_eq!(format_bytes(1024), "1KiB");
-        assert_eq!(format_bytes(64 * 1024), "64KiB");
-        assert_eq!(format_bytes(16 * 1024 * 1024), "16MiB");
-        assert_eq!(format_bytes(1536), "1536");
-        for bytes in [1024, 65536, 1536, 16 * 1024 * 1024] {
-            assert_eq!(parse_bytes(&format_bytes(bytes)), Some(bytes));
-        }
-    }
-
-    #[test]
     fn session_flags_are_off_by_default_and_read_in_their_ranges() {
         let default = config(&[]);
         assert_eq!(default.rotation_grace, None);
@@ -793,7 +615,8 @@ mod tests {
 
     #[test]
     fn help_lists_every_flag_with_range_and_default() {
-        let help = help();
+        // Wrapped lines joined, so phrases read whole wherever the wrap falls.
+        let help = help().split_whitespace().collect::<Vec<_>>().join(" ");
         for needle in [
             "-h, --help",
             "-V, --version",
@@ -836,6 +659,7 @@ mod tests {
             "--revoke-on-reuse",
             "--max-session-lifetime",
             "between 30min and 400d",
+            "[env: TOKEN_SERVER_PORT]",
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }

@@ -6,6 +6,8 @@
 //! sessions in Durable Objects), so any difference between hosts is a failing test. `TOKEN_SERVER_BIN` overrides the native binary's path; `BUN`,
 //! `DENO` and `WORKERD` the runtimes' (by default `wasm/runtimes.sh` installs and names them).
 
+pub mod openapi;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -578,7 +580,12 @@ pub fn request(
     let _ = stream.write_all(&message);
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw, method == "HEAD")
+    let response = parse_response(&raw, method == "HEAD");
+    // Every answer of every test is held to the API's contract (docs/openapi.json).
+    if let Err(err) = openapi::check(method, path, &response) {
+        panic!("answer breaks docs/openapi.json: {err}\n{response:?}");
+    }
+    response
 }
 
 fn parse_response(raw: &[u8], head_only: bool) -> Response {

@@ -8,7 +8,8 @@ import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
 import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("bun wasm/edge/bun.mjs");
+// Written from the core's flag table once the package is loaded.
+let USAGE = "";
 const log = (line) => process.stderr.write(`${line}\n`);
 
 function fail(message) {
@@ -25,6 +26,7 @@ async function main() {
   }
   let flags;
   try {
+    USAGE = usage("bun wasm/edge/bun.mjs", wasm);
     flags = parseFlags(Bun.argv.slice(2), loadedWith(wasm, log), log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);

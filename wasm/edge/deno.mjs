@@ -11,7 +11,9 @@ import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
 import { UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("deno serve [--host H] [--port N] wasm/edge/deno.mjs", { port: false });
+const COMMAND = "deno serve [--host H] [--port N] wasm/edge/deno.mjs";
+// Written from the core's flag table once the package is loaded.
+let USAGE = "";
 const log = (line) => console.error(line);
 
 function fail(message) {
@@ -23,6 +25,7 @@ function start() {
   try {
     const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
     wasm.initSync({ module: Deno.readFileSync(wasmFile) });
+    USAGE = usage(COMMAND, wasm, { port: false });
   } catch (err) {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
@@ -31,7 +34,7 @@ function start() {
   }
   let flags;
   try {
-    flags = parseFlags(Deno.args, loadedWith(wasm, log), log);
+    flags = parseFlags(Deno.args, loadedWith(wasm, log), log, { port: false });
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;

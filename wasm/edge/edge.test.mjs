@@ -261,3 +261,20 @@ test("worker takes the session rules and the test clock from its environment", a
   assert.equal(after, '{"Err":"InvalidToken"}');
   assert.match(lines.join("\n"), /WARN an old token was presented outside its rotation grace/);
 });
+
+test("the process hosts' flags are parsed by the core's flag table", () => {
+  const names = ["port", "token-lifetime", "dump", "rotation-grace"];
+  const parsed = wasm.parseFlags(["-t", "8h", "--dump"], names);
+  assert.deepEqual(parsed.values, { port: 3666, "token-lifetime": 8 * 3600 * 1000, dump: true });
+  assert.deepEqual(wasm.parseFlags(["-h"], names), { help: true });
+  assert.throws(
+    () => wasm.parseFlags(["--rotation-grace", "6min"], names),
+    /^Error: --rotation-grace: '6min' is out of range: allowed is 1s to 5min$/,
+  );
+  assert.throws(() => wasm.parseFlags(["-p", "70000"], names), /-p\/--port: '70000' is not a port/);
+  // A native flag this host does not take is refused, not ignored.
+  assert.throws(() => wasm.parseFlags(["--state-file", "x"], names), /--state-file/);
+  const help = wasm.flagHelp(names);
+  assert.match(help, /-t, --token-lifetime DURATION\s+How long a token remains valid, between 30min and 96h\s+\(default: 2h\)/);
+  assert.doesNotMatch(help, /state-file|TOKEN_SERVER_/);
+});

@@ -1,115 +1,86 @@
-// Command-line flags of the edge hosts that run as a process (Node, Bun, Deno): parsed here
-// once for all of them, with the native CLI's names and short forms, so scripts can switch
-// hosts unchanged. Ranges and duration syntax belong to the core: values are handed to the
-// wasm package's TokenService and purgeIntervalMillis, which check them as the native CLI does.
-//
-// Uses `node:util`'s parseArgs, which Node, Bun and Deno all provide.
-import { parseArgs } from "node:util";
+// Command-line flags of the edge hosts that run as a process (Node, Bun, Deno). There is no
+// parser here: the wasm package's parseFlags reads the arguments with the core's flag table
+// (core/src/flags.rs), the native CLI's names, short forms, ranges and messages, and
+// flagHelp writes the usage lines from the same table. This file only turns the values
+// into a TokenService and says which flags the process hosts support.
 
 export const HOST = "127.0.0.1";
-export const DEFAULT_PORT = 3666;
+
+/** The native flags a process host takes (long names of the core's table). */
+export const EDGE_FLAGS = [
+  "port",
+  "token-lifetime",
+  "purge-interval",
+  "dump",
+  "rotation-grace",
+  "revoke-on-reuse",
+  "max-session-lifetime",
+  "test-clock",
+];
+
+/** The flags of a host; `port: false` for a host whose runtime owns the address (deno serve). */
+function flagsOf({ port = true } = {}) {
+  return port ? EDGE_FLAGS : EDGE_FLAGS.filter((name) => name !== "port");
+}
 
 /**
- * The help text; `command` is how this host is started. `port: false` for a host whose
- * runtime owns the address (deno serve).
+ * The help text; `command` is how this host is started, `wasm` the loaded package
+ * ({ flagHelp }). `port: false` for a host whose runtime owns the address.
  */
-export function usage(command, { port = true } = {}) {
-  const portLine = port
-    ? `\n  -p, --port N             port on 127.0.0.1, 0 for a free one (default ${DEFAULT_PORT})`
-    : "";
-  return `usage: ${command} [options]${portLine}
-  -t, --token-lifetime D   token lifetime, between 30min and 96h (default 2h)
-  -P, --purge-interval D   how often expired tokens are dropped, between 1s and 90min (default 1min)
-      --dump               enable HEAD /dump, which logs live tokens' expiry and metadata
-      --rotation-grace D   an exchanged token answers its successor again for D, between 1s and 5min (default off)
-      --revoke-on-reuse    an exchanged token presented outside its grace ends its session (default off)
-      --max-session-lifetime D
-                           a session ends D after its login, between 30min and 400d and not
-                           shorter than --token-lifetime (default none)
-      --test-clock         time stands still unless POST /test-clock/advance or /set moves it
-                           (for tests only)
-  -h, --help               this text`;
+export function usage(command, wasm, options = {}) {
+  return `usage: ${command} [options]
+${wasm.flagHelp(flagsOf(options))}  -h, --help                     Print this help message`;
 }
 
 /** A flag the user got wrong: the host prints the message and the usage, and exits 2. */
 export class UsageError extends Error {}
 
-function parsePort(text) {
-  if (text === undefined) return DEFAULT_PORT;
-  // Digits only: Number("") and Number("0x10") would be accepted otherwise.
-  if (!/^\d+$/.test(text) || Number(text) > 65535) {
-    throw new UsageError(
-      `--port '${text}' is not a port number (0 to 65535; 0 picks a free port)`,
-    );
-  }
-  return Number(text);
-}
-
 /**
  * Parses `args` into `{ help, port, service, purgeMs, dump }`, building the service from
- * `wasm` ({ TokenService, purgeIntervalMillis, rotationGraceMillis, maxSessionLifetimeMillis }).
- * Throws UsageError naming the flag; `warn` gets a line for a risky but valid combination.
+ * `wasm` ({ parseFlags, TokenService }). Throws UsageError naming the flag; `warn` gets a
+ * line for a risky but valid combination. `options.port: false` leaves --port out.
  */
-export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
-  let values;
+export function parseFlags(args, wasm, warn = (line) => console.error(line), options = {}) {
+  let parsed;
   try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        port: { type: "string", short: "p" },
-        "token-lifetime": { type: "string", short: "t" },
-        "purge-interval": { type: "string", short: "P" },
-        dump: { type: "boolean", default: false },
-        "rotation-grace": { type: "string" },
-        "revoke-on-reuse": { type: "boolean", default: false },
-        "max-session-lifetime": { type: "string" },
-        "test-clock": { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-      strict: true,
-    }));
+    parsed = wasm.parseFlags(args, flagsOf(options));
   } catch (err) {
     throw new UsageError(err.message);
   }
-  if (values.help) return { help: true };
-  const port = parsePort(values.port);
+  if (parsed.help) return { help: true };
+  if (parsed.version) throw new UsageError("-V/--version: this host has no version of its own");
+  const values = parsed.values;
+  const sessionOptions = {
+    revokeOnReuse: values["revoke-on-reuse"],
+    rotationGrace: values["rotation-grace"],
+    maxSessionLifetime: values["max-session-lifetime"],
+    testClock: values["test-clock"],
+  };
   let service;
-  let purgeMs;
-  // The session rules, read by the core with the native flags' ranges.
-  const options = { revokeOnReuse: values["revoke-on-reuse"], testClock: values["test-clock"] };
-  try {
-    options.rotationGrace = wasm.rotationGraceMillis(values["rotation-grace"]);
-  } catch (err) {
-    throw new UsageError(`--rotation-grace: ${err.message}`);
-  }
-  try {
-    options.maxSessionLifetime = wasm.maxSessionLifetimeMillis(values["max-session-lifetime"]);
-  } catch (err) {
-    throw new UsageError(`--max-session-lifetime: ${err.message}`);
-  }
   try {
     // The performance clock is monotonic and starts at timeOrigin (the wall clock at
     // start): expiry never jumps with the wall clock, as on the native host.
     const now = () => performance.timeOrigin + performance.now();
-    service = new wasm.TokenService(values["token-lifetime"], now, values.dump, options);
+    service = new wasm.TokenService(values["token-lifetime"], now, values.dump, sessionOptions);
   } catch (err) {
-    // The one cross-flag rule names both flags itself.
-    throw new UsageError(err.message.startsWith("--") ? err.message : `--token-lifetime: ${err.message}`);
+    // The one cross-flag rule (--max-session-lifetime vs --token-lifetime) names both flags.
+    throw new UsageError(err.message);
   }
-  if (options.testClock) {
+  if (sessionOptions.testClock) {
     warn(
       "WARN --test-clock is on: time stands still unless POST /test-clock/advance or /test-clock/set moves it; for tests only, never in production",
     );
   }
-  if (options.revokeOnReuse && options.rotationGrace === undefined) {
+  if (sessionOptions.revokeOnReuse && sessionOptions.rotationGrace === undefined) {
     warn(
       "warning: --revoke-on-reuse without --rotation-grace: two parallel requests with one token will end its session",
     );
   }
-  try {
-    purgeMs = wasm.purgeIntervalMillis(values["purge-interval"]);
-  } catch (err) {
-    throw new UsageError(`--purge-interval: ${err.message}`);
-  }
-  return { help: false, port, service, purgeMs, dump: values.dump };
+  return {
+    help: false,
+    port: values.port,
+    service,
+    purgeMs: values["purge-interval"],
+    dump: values.dump,
+  };
 }

@@ -22,7 +22,8 @@ import {
 } from "./handler.mjs";
 import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
 
-const USAGE = usage("node wasm/edge/server.mjs");
+// Written from the core's flag table once the package is loaded.
+let USAGE = "";
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -86,7 +87,9 @@ async function serve(service, req, res) {
 function main() {
   let flags;
   try {
-    flags = parseFlags(process.argv.slice(2), loadedWith(loadPackage(), log), log);
+    const wasm = loadPackage();
+    USAGE = usage("node wasm/edge/server.mjs", wasm);
+    flags = parseFlags(process.argv.slice(2), loadedWith(wasm, log), log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;

@@ -316,6 +316,66 @@ pub fn purge_interval_millis(
     Ok(interval.as_millis() as f64)
 }
 
+/// Parses a host's command line (`argv` without the program) with the core's flag table,
+/// for the flags named in `names` (long names, e.g. `["port", "token-lifetime"]`): the same
+/// syntax, ranges and messages as the native CLI, so no JS parser of its own exists.
+/// Returns `{ help: true }` for `-h`/`--help`, `{ version: true }` for `-V`, else
+/// `{ values }`: each flag by long name, durations in milliseconds, switches as booleans,
+/// unset ones absent. Throws an `Error` whose message names the flag and what it allows.
+#[wasm_bindgen(js_name = parseFlags)]
+pub fn parse_flags(argv: Vec<String>, names: Vec<String>) -> Result<JsValue, JsError> {
+    use token_server_core::flags::{self, FlagValue, Parsed};
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let specs = flags::only(&names);
+    // Hosts have no environment of their own to read (workerd has bindings instead).
+    let parsed =
+        flags::parse(&specs, argv, &|_| None).map_err(|err| JsError::new(&err.to_string()))?;
+    let answer = Object::new();
+    let set = |object: &Object, key: &str, value: JsValue| {
+        Reflect::set(object, &JsValue::from_str(key), &value)
+            .map(|_| ())
+            .map_err(|_| JsError::new("cannot build the flags object"))
+    };
+    let values = match parsed {
+        Parsed::Help => {
+            set(&answer, "help", JsValue::TRUE)?;
+            return Ok(answer.into());
+        }
+        Parsed::Version => {
+            set(&answer, "version", JsValue::TRUE)?;
+            return Ok(answer.into());
+        }
+        Parsed::Values(values) => values,
+    };
+    let object = Object::new();
+    for (spec, value) in values.iter() {
+        let value = match value {
+            None => continue,
+            Some(FlagValue::Switch(on)) => JsValue::from_bool(*on),
+            // Every range ends far below 2^53 ms, so exact as a JS number.
+            Some(FlagValue::Duration(duration)) => JsValue::from_f64(duration.as_millis() as f64),
+            Some(FlagValue::Bytes(count) | FlagValue::Count(count)) => {
+                JsValue::from_f64(*count as f64)
+            }
+            Some(FlagValue::Port(port)) => JsValue::from_f64(f64::from(*port)),
+            Some(FlagValue::Address(address)) => JsValue::from_str(&address.to_string()),
+            Some(FlagValue::Path(path)) => JsValue::from_str(&path.to_string_lossy()),
+            Some(FlagValue::Choice(choice)) => JsValue::from_str(choice),
+        };
+        set(&object, spec.long, value)?;
+    }
+    set(&answer, "values", object.into())?;
+    Ok(answer.into())
+}
+
+/// The options part of a host's usage text for the flags named in `names`: the native
+/// `--help` entries (range, default) from the same table; no variables, as hosts read none.
+#[wasm_bindgen(js_name = flagHelp)]
+pub fn flag_help(names: Vec<String>) -> String {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    token_server_core::flags::help_without_env(&token_server_core::flags::only(&names))
+}
+
 /// `--rotation-grace` as the native CLI takes it: milliseconds, or `undefined` when absent
 /// (no grace); throws naming the range (1s to 5min) otherwise. For JS hosts' own flags.
 #[wasm_bindgen(js_name = rotationGraceMillis)]

@@ -11,6 +11,9 @@ use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::duration::parse_duration;
 use crate::random::TokenSource;
 
+/// 9999-12-31T23:59:59.999Z: a four-digit year is all RFC 3339 has.
+const LAST_RFC3339_INSTANT: Timestamp = Timestamp(253_402_300_799_999);
+
 /// `POST /test-clock/advance` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +46,13 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         let AdvanceBody { by } = self.parse(body)?;
         let by = parse_duration(by)
             .map_err(|err| RequestError::InvalidValue(format!("\"by\": {err}")))?;
+        // Past year 9999 the clock's time has no RFC 3339 form, which every answer and
+        // the state file need.
+        if clock.now().saturating_add(by) > LAST_RFC3339_INSTANT {
+            return Err(RequestError::InvalidValue(format!(
+                "\"by\": it moves the clock past {LAST_RFC3339_INSTANT}, the last instant RFC 3339 can write"
+            )));
+        }
         clock.advance(by);
         Ok(self.after_move(clock))
     }
@@ -94,6 +104,33 @@ mod tests {
 
     const START: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     const LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+    #[test]
+    fn the_clock_does_not_advance_past_the_last_rfc3339_instant() {
+        let service = service(true);
+        let far = call(
+            &service,
+            "POST",
+            "/test-clock/advance",
+            r#"{"by":"3000000d"}"#,
+        );
+        assert_eq!(far.status, 422, "{}", far.body);
+        assert!(
+            far.body.contains("9999-12-31T23:59:59.999Z"),
+            "{}",
+            far.body
+        );
+        let now = call(&service, "GET", "/test-clock", "");
+        assert_eq!(now.body, r#"{"now":"2026-01-01T00:00:00.000Z"}"#);
+        // Up to the last instant is fine: 2026-01-01 plus 2,912,442 days is 9999-12-31.
+        let last = call(
+            &service,
+            "POST",
+            "/test-clock/advance",
+            r#"{"by":"2912442d86399999ms"}"#,
+        );
+        assert_eq!(last.body, r#"{"now":"9999-12-31T23:59:59.999Z"}"#);
+    }
 
     fn service(test_clock: bool) -> Service<ManualClock, SeededRandom> {
         let clock = ManualClock::new(START);
