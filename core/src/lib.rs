@@ -25,6 +25,7 @@
 mod clock;
 pub mod config;
 pub mod duration;
+pub mod journal;
 mod meta;
 pub mod protocol;
 mod random;

@@ -154,8 +154,9 @@ pub struct SessionRecord {
     pub predecessors: Predecessors,
     /// Bumped by every change, so a shared store can compare-and-set (and skip the write
     /// when it did not change). 32 bits: a store compares it only between its own read and
-    /// write, so wrapping is harmless. The in-memory store, deciding under its shard lock,
-    /// does not keep it.
+    /// write, so wrapping is harmless. The in-memory store decides under its shard lock
+    /// but keeps it for its journal, whose replay keeps each session's newest record (see
+    /// [`crate::journal`]).
     pub version: u32,
 }
 

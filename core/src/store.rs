@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::clock::{Clock, Timestamp};
+use crate::journal::{Change, ChangeSink};
 use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
 use crate::session::{transition, Action, Outcome, Predecessors, SessionRecord, SessionRules};
@@ -143,17 +144,21 @@ impl fmt::Debug for Swept {
 }
 
 /// One session as this store keeps it: a [`SessionRecord`] without its predecessors (kept
-/// in the shard's grace map, only while it has any) and without a version (every decision
-/// is taken under the shard lock, so there is nothing to compare-and-set).
+/// in the shard's grace map, only while it has any).
 ///
-/// 48 bytes, a third of them the metadata's pointer: a million of these, in hash tables
-/// that are between half and seven eighths full, are most of the store's memory, and most
+/// 56 bytes, the metadata's pointer 16 of them: a million of these, in hash tables that
+/// are between half and seven eighths full, are most of the store's memory, and most
 /// sessions have no predecessor to keep.
 struct Entry {
     secret_hash: SecretHash,
     started: Timestamp,
     expires: Timestamp,
     meta: Meta,
+    /// The record's version: decisions are taken under the shard lock, so the store
+    /// needs no compare-and-set, but a journal does need it: its records of one session
+    /// are appended after the lock is released and may land out of order, and replay keeps
+    /// the highest version (see [`crate::journal`]). 8 bytes of padding in the bucket.
+    version: u32,
 }
 
 impl Entry {
@@ -185,7 +190,7 @@ impl Shard {
             expires: entry.expires,
             meta: entry.meta,
             predecessors,
-            version: 0,
+            version: entry.version,
         })
     }
 
@@ -201,6 +206,7 @@ impl Shard {
                 started: record.started,
                 expires: record.expires,
                 meta: record.meta,
+                version: record.version,
             },
         );
     }
@@ -213,7 +219,7 @@ impl Shard {
             expires: entry.expires,
             meta: entry.meta.clone(),
             predecessors: self.grace.get(id).cloned().unwrap_or_default(),
-            version: 0,
+            version: entry.version,
         }
     }
 }
@@ -249,6 +255,9 @@ pub struct TokenStore<C, R> {
     /// Sessions held, kept beside the shards so `create` can enforce `max_tokens` without
     /// locking every shard to count.
     held: AtomicUsize,
+    /// Told of every change before the operation returns (a native host's journal); `None`
+    /// costs one branch per change.
+    changes: Option<Box<dyn ChangeSink>>,
 }
 
 impl<C: Clock, R: TokenSource> TokenStore<C, R> {
@@ -263,7 +272,19 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             random,
             max_tokens: crate::config::DEFAULT_MAX_TOKENS,
             held: AtomicUsize::new(0),
+            changes: None,
         }
+    }
+
+    /// Reports every change of a session (login, exchange, a grace replay that changed the
+    /// metadata, end, revocation, removal of an expired session found on use) to `sink`,
+    /// after the shard lock is released and before the operation returns, so a host that
+    /// answers after the call answers only what `sink` has been told. Purges are not
+    /// reported: expiry follows from the recorded times. [`import`](TokenStore::import)
+    /// is not reported either: it files what was already recorded.
+    pub fn with_change_sink(mut self, sink: Box<dyn ChangeSink>) -> Self {
+        self.changes = Some(sink);
+        self
     }
 
     /// Caps the sessions held at once; past it [`create`](TokenStore::create) fails with
@@ -350,6 +371,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let now = self.clock.now();
         let mut shard = self.shard(&presented.id);
         let record = shard.take(&presented.id).ok_or(StoreError::InvalidToken)?;
+        let version = record.version;
         let (next, outcome) = transition(
             record,
             &presented.secret,
@@ -358,14 +380,19 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             fresh,
             &self.rules,
         );
-        let meta = next.as_ref().map(|record| record.meta.clone());
-        match next {
-            Some(record) => shard.put(presented.id, record),
+        let meta = match &self.changes {
             None => {
-                self.held.fetch_sub(1, Ordering::Relaxed);
+                let meta = next.as_ref().map(|record| record.meta.clone());
+                self.file(&mut shard, presented.id, next);
+                drop(shard);
+                meta
             }
-        }
-        drop(shard);
+            Some(sink) => {
+                let change = self.file_changed(&mut shard, presented.id, version, next);
+                drop(shard);
+                report(&**sink, change, presented.id)
+            }
+        };
         match (outcome, meta) {
             (Outcome::Exchanged { successor }, Some(meta)) => Ok(Rotated {
                 token: Token::new(presented.id, &successor),
@@ -396,6 +423,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         };
         // Nothing is issued on an end; the fresh secret is never used.
         let unused = Secret::from_bytes([0; SECRET_BYTES]);
+        let version = record.version;
         let (next, outcome) = transition(
             record,
             &presented.secret,
@@ -404,10 +432,12 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             unused,
             &self.rules,
         );
-        match next {
-            Some(record) => shard.put(presented.id, record),
-            None => {
-                self.held.fetch_sub(1, Ordering::Relaxed);
+        match &self.changes {
+            None => self.file(&mut shard, presented.id, next),
+            Some(sink) => {
+                let change = self.file_changed(&mut shard, presented.id, version, next);
+                drop(shard);
+                report(&**sink, change, presented.id);
             }
         }
         matches!(outcome, Outcome::Ended | Outcome::Revoked)
@@ -603,9 +633,75 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             let id = self.fresh_id()?;
             let mut shard = self.shard(&id);
             if !shard.sessions.contains_key(&id) {
-                shard.put(id, record);
+                match &self.changes {
+                    None => shard.put(id, record),
+                    Some(sink) => {
+                        let copy = record.clone();
+                        shard.put(id, record);
+                        drop(shard);
+                        sink.changed(Change::Upsert(&StoredSession { id, record: copy }));
+                    }
+                }
                 return Ok(Token::new(id, secret));
             }
+        }
+    }
+
+    /// Files what [`transition`] left of session `id`: the record, or nothing (the session
+    /// is over).
+    fn file(&self, shard: &mut Shard, id: SessionId, next: Option<SessionRecord>) {
+        match next {
+            Some(record) => shard.put(id, record),
+            None => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`file`](TokenStore::file), returning what a change sink must be told: a copy of a
+    /// record whose version moved on from `version`, the version that ended a removed
+    /// session, or (nothing changed) the metadata alone for the answer.
+    fn file_changed(
+        &self,
+        shard: &mut Shard,
+        id: SessionId,
+        version: u32,
+        next: Option<SessionRecord>,
+    ) -> Filed {
+        let filed = match &next {
+            None => Filed::Removed {
+                version: version.wrapping_add(1),
+            },
+            Some(record) if record.version != version => Filed::Changed(record.clone()),
+            Some(record) => Filed::Unchanged(record.meta.clone()),
+        };
+        self.file(shard, id, next);
+        filed
+    }
+}
+
+/// What [`TokenStore::file_changed`] saw, to report once the shard lock is released.
+enum Filed {
+    /// The record changed; this is a copy of it.
+    Changed(SessionRecord),
+    /// The record is unchanged; this is its metadata.
+    Unchanged(Meta),
+    /// The session is over; this version ends it.
+    Removed { version: u32 },
+}
+
+/// Tells `sink` of a change of session `id`; returns the session's metadata, if it lives on.
+fn report(sink: &dyn ChangeSink, filed: Filed, id: SessionId) -> Option<Meta> {
+    match filed {
+        Filed::Changed(record) => {
+            let session = StoredSession { id, record };
+            sink.changed(Change::Upsert(&session));
+            Some(session.record.meta)
+        }
+        Filed::Unchanged(meta) => Some(meta),
+        Filed::Removed { version } => {
+            sink.changed(Change::Removal { id, version });
+            None
         }
     }
 }
