@@ -63,6 +63,13 @@ pub trait ChangeSink: Send + Sync {
     fn changed(&self, change: Change<'_>);
 }
 
+/// A shared sink is a sink: the host keeps an `Arc` of its journal to rotate it.
+impl<S: ChangeSink + ?Sized> ChangeSink for std::sync::Arc<S> {
+    fn changed(&self, change: Change<'_>) {
+        (**self).changed(change);
+    }
+}
+
 /// Appends `change`'s line to `out`; one `write_all` of a line built whole is best for a
 /// file opened to append, so concurrent writers never interleave within a line.
 ///

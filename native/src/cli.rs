@@ -15,6 +15,7 @@ use token_server_core::config::{
 };
 use token_server_core::duration::{format_duration, parse_duration_in};
 
+use crate::journal::JournalFsync;
 use crate::logging::LogFormat;
 
 /// What the service runs with.
@@ -41,6 +42,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How often the state file is rewritten while running.
     pub snapshot_interval: Duration,
+    /// When the journal beside the state file is fsynced.
+    pub journal_fsync: JournalFsync,
     /// Whether the server runs on a manual clock moved over HTTP (`/test-clock`), for
     /// integration tests only.
     pub test_clock: bool,
@@ -79,6 +82,7 @@ impl Default for Config {
             max_meta_bytes: DEFAULT_MAX_META_BYTES,
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            journal_fsync: JournalFsync::default(),
             test_clock: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -258,6 +262,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
             Long("snapshot-interval") => {
                 config.snapshot_interval =
                     duration(&mut parser, SNAPSHOT_FLAG, &SNAPSHOT_INTERVAL_RANGE)?;
+            }
+            Long("journal-fsync") => {
+                let text = value(&mut parser, "--journal-fsync", "always or everysec")?;
+                config.journal_fsync = text.parse().map_err(|()| CliError::InvalidValue {
+                    flag: "--journal-fsync",
+                    reason: format!("'{text}' is not allowed: always or everysec"),
+                })?;
             }
             Long("header-timeout") => {
                 config.header_timeout =
@@ -455,6 +466,8 @@ Options:
       --snapshot-interval DURATION
                                  With --state-file, also write it this often, between
                                  {snapshot_range} (default: {snapshot})
+      --journal-fsync WHEN       With --state-file, fsync the journal of changes always
+                                 (before each answer) or everysec (default: everysec)
       --test-clock               FOR TESTS ONLY: run on a clock that starts at the real
                                  time and moves only through POST /test-clock/advance
                                  and /test-clock/set (default: off)
