@@ -318,3 +318,69 @@ impl ChangeSink for Journal {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::load_journaled;
+    use token_server_core::{ManualClock, Meta, SeededRandom, TokenStore};
+
+    fn folder(name: &str) -> PathBuf {
+        let folder =
+            std::env::temp_dir().join(format!("token-journal-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&folder);
+        fs::create_dir_all(&folder).unwrap();
+        folder
+    }
+
+    fn store(journal: Option<Arc<Journal>>) -> TokenStore<ManualClock, SeededRandom> {
+        let clock = ManualClock::new(1_700_000_000_000);
+        let store = TokenStore::new(Duration::from_secs(3600), clock, SeededRandom::new(9));
+        match journal {
+            Some(journal) => store.with_change_sink(Box::new(journal)),
+            None => store,
+        }
+    }
+
+    #[test]
+    fn segments_sealed_by_unfinished_snapshots_replay_with_the_journal() {
+        let folder = folder("sealed");
+        let state = folder.join("state");
+        let journal = Arc::new(Journal::open(&state, JournalFsync::EverySecond).unwrap());
+        let live = store(Some(journal.clone()));
+        load_journaled(&state, &live, &journal).unwrap();
+        let first = live.create(Meta::default()).unwrap();
+        // Two snapshots that sealed the journal and never finished (no remove_sealed).
+        journal.seal().unwrap();
+        let second = live.rotate(first.as_str(), None).unwrap().token;
+        journal.seal().unwrap();
+        let third = live.rotate(second.as_str(), None).unwrap().token;
+        let other = live.create(Meta::default()).unwrap();
+        assert!(live.remove(other.as_str()));
+        drop((live, journal));
+
+        let journal = Journal::open(&state, JournalFsync::Always).unwrap();
+        assert_eq!(journal.files().len(), 3);
+        let restored = store(None);
+        let loaded = load_journaled(&state, &restored, &journal).unwrap();
+        assert_eq!((loaded.sessions, loaded.records), (1, 5));
+        assert!(restored.rotate(second.as_str(), None).is_err());
+        assert!(restored.rotate(other.as_str(), None).is_err());
+        assert!(restored.rotate(third.as_str(), None).is_ok());
+        // A finished snapshot removes them; the next seal numbers on.
+        journal.remove_sealed().unwrap();
+        journal.seal().unwrap();
+        assert_eq!(
+            journal.files(),
+            vec![folder.join("state.journal.3"), journal_path(&state)]
+        );
+        fs::remove_dir_all(&folder).unwrap();
+    }
+
+    #[test]
+    fn the_fsync_policy_is_read_from_its_two_names() {
+        assert_eq!("always".parse(), Ok(JournalFsync::Always));
+        assert_eq!("everysec".parse(), Ok(JournalFsync::EverySecond));
+        assert_eq!("never".parse::<JournalFsync>(), Err(()));
+    }
+}
