@@ -4,17 +4,21 @@
 //!
 //! ```text
 //! token-server journal v1
-//! + <version> <a v2 state file session line>
-//! - <version> <16 hex session id>
+//! + <sequence> <a v2 state file session line>
+//! - <sequence> <16 hex session id>
 //! …
 //! ```
 //!
 //! `+` upserts a session as the state file stores it ([`crate::snapshot::write_session`]);
 //! `-` removes one (logged out, revoked, or found expired). Replay applies records, it does
-//! not re-run requests: of each session's records the one with the highest version wins,
-//! a removal carrying the version that ended the record it removes. So records of one
-//! session appended concurrently, in either order, replay the same, and replaying a record
-//! twice changes nothing.
+//! not re-run requests: of each session's records the one with the highest sequence number
+//! wins. The store numbers its changes from one counter, under the lock of the session
+//! changed, and reports them after releasing it (see [`crate::TokenStore::with_change_sink`]);
+//! so records of one session appended concurrently, in either order, replay the same, and
+//! replaying a record twice changes nothing. The numbers are the store's, not the record's
+//! [`SessionRecord::version`]: one counter costs no memory per session (a version kept per
+//! session cost 20 bytes per session at a million), and a restarted store continues after
+//! the highest number replayed ([`Replay::last_sequence`]).
 //!
 //! Every record of a session written after a snapshot started is newer than anything the
 //! snapshot holds of it, so a session with any record in the journals replayed is that
@@ -41,13 +45,18 @@ pub const HEADER: &str = "token-server journal v1\n";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change<'a> {
     /// The session was created or changed; this is its record now.
-    Upsert(&'a StoredSession),
+    Upsert {
+        /// The session as it is now.
+        session: &'a StoredSession,
+        /// The change's number: later changes of one session have higher ones.
+        sequence: u64,
+    },
     /// The session is over.
     Removal {
         /// The session's id.
         id: SessionId,
-        /// The version that ended it: one past its last record's.
-        version: u32,
+        /// The change's number: later changes of one session have higher ones.
+        sequence: u64,
     },
 }
 
@@ -56,8 +65,8 @@ pub enum Change<'a> {
 ///
 /// Called after the shard lock is released and before the store's operation returns, so a
 /// host answering after the operation answers only changes the sink has taken. Changes of
-/// one session may reach the sink in either order when made concurrently; their versions
-/// order them.
+/// one session may reach the sink in either order when made concurrently; their sequence
+/// numbers order them.
 pub trait ChangeSink: Send + Sync {
     /// Takes one change. A sink that fails to keep it can only log: the change is made.
     fn changed(&self, change: Change<'_>);
@@ -78,27 +87,21 @@ impl<S: ChangeSink + ?Sized> ChangeSink for std::sync::Arc<S> {
 /// use token_server_core::SessionId;
 ///
 /// let mut line = Vec::new();
-/// write_change(&mut line, Change::Removal { id: SessionId([0xab; 8]), version: 7 }).unwrap();
+/// write_change(&mut line, Change::Removal { id: SessionId([0xab; 8]), sequence: 7 }).unwrap();
 /// assert_eq!(line, b"- 7 abababababababab\n");
 /// ```
 pub fn write_change<W: Write>(out: &mut W, change: Change<'_>) -> std::io::Result<()> {
     match change {
-        Change::Upsert(session) => {
-            write!(out, "+ {} ", session.record.version)?;
+        Change::Upsert { session, sequence } => {
+            write!(out, "+ {sequence} ")?;
             write_session(out, session)
         }
-        Change::Removal { id, version } => {
-            write!(out, "- {version} ")?;
+        Change::Removal { id, sequence } => {
+            write!(out, "- {sequence} ")?;
             write_hex(out, &id.0)?;
             out.write_all(b"\n")
         }
     }
-}
-
-/// Whether version `a` is newer than `b`, in serial number arithmetic (RFC 1982): versions
-/// wrap at 2^32, and one session never changes 2^31 times between two snapshots.
-pub fn is_newer(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
 }
 
 /// What reading one journal found, besides its records.
@@ -121,17 +124,21 @@ pub struct JournalRead {
 /// use token_server_core::{MetaLimits, SessionId, Timestamp};
 ///
 /// let mut journal = token_server_core::journal::HEADER.as_bytes().to_vec();
-/// write_change(&mut journal, Change::Removal { id: SessionId([1; 8]), version: 1 }).unwrap();
+/// write_change(&mut journal, Change::Removal { id: SessionId([1; 8]), sequence: 1 }).unwrap();
 /// let checks = ReadChecks { now: Timestamp(0), meta_limits: MetaLimits::default() };
 /// let mut replay = Replay::default();
 /// let read = replay.read(&journal[..], &checks).unwrap();
 /// assert_eq!((read.records, read.torn), (1, None));
+/// assert_eq!(replay.last_sequence(), 1);
 /// assert!(replay.apply(Vec::new()).is_empty());
 /// ```
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Per session: the newest version seen and the record it left (`None`: removed).
-    newest: HashMap<SessionId, (u32, Option<SessionRecord>)>,
+    /// Per session: the highest sequence number seen and the record it left (`None`:
+    /// removed).
+    newest: HashMap<SessionId, (u64, Option<SessionRecord>)>,
+    /// The highest sequence number of any record read.
+    last_sequence: u64,
 }
 
 impl Replay {
@@ -154,8 +161,8 @@ impl Replay {
         let mut number = 0;
         loop {
             buffer.clear();
-            // A record is a state file line and at most 13 bytes of kind and version.
-            let limit = MAX_LINE_BYTES as u64 + 14;
+            // A record is a state file line and at most 23 bytes of kind and sequence number.
+            let limit = MAX_LINE_BYTES as u64 + 24;
             let length = input.by_ref().take(limit).read_until(b'\n', &mut buffer)?;
             if length == 0 {
                 if pending.is_some() {
@@ -183,8 +190,8 @@ impl Replay {
             };
             match parsed {
                 Ok(record) => {
-                    if let Some((id, version, record)) = record {
-                        self.apply_record(id, version, record);
+                    if let Some((id, sequence, record)) = record {
+                        self.apply_record(id, sequence, record);
                         read.records += 1;
                     }
                     read.readable_bytes += length as u64;
@@ -199,16 +206,23 @@ impl Replay {
         }
     }
 
-    /// Records a session's version `version` (`None`: removed), unless a newer one is known.
-    fn apply_record(&mut self, id: SessionId, version: u32, record: Option<SessionRecord>) {
+    /// The highest sequence number read: a store reporting changes after the replay
+    /// continues after it ([`crate::TokenStore::continue_changes_after`]).
+    pub fn last_sequence(&self) -> u64 {
+        self.last_sequence
+    }
+
+    /// Records change `sequence` of a session (`None`: removed), unless a later one is known.
+    fn apply_record(&mut self, id: SessionId, sequence: u64, record: Option<SessionRecord>) {
+        self.last_sequence = self.last_sequence.max(sequence);
         match self.newest.get_mut(&id) {
-            Some((known, _)) if is_newer(*known, version) => {}
-            // A removal and an upsert of one version cannot both be written; were they,
+            Some((known, _)) if *known > sequence => {}
+            // A removal and an upsert of one number cannot both be written; were they,
             // the removal wins, as reviving a session is the worse mistake.
-            Some((known, None)) if *known == version => {}
-            Some(newest) => *newest = (version, record),
+            Some((known, None)) if *known == sequence => {}
+            Some(newest) => *newest = (sequence, record),
             None => {
-                self.newest.insert(id, (version, record));
+                self.newest.insert(id, (sequence, record));
             }
         }
     }
@@ -229,27 +243,26 @@ impl Replay {
     }
 }
 
-/// Parses a record line: its session id, version and record (`None`: a removal).
+/// Parses a record line: its session id, sequence number and record (`None`: a removal).
 fn parse_record(
     line: &str,
     checks: &ReadChecks,
-) -> Result<(SessionId, u32, Option<SessionRecord>), String> {
+) -> Result<(SessionId, u64, Option<SessionRecord>), String> {
     let (kind, rest) = line
         .split_once(' ')
-        .ok_or("expected: + or -, version, record")?;
-    let (version, rest) = rest
+        .ok_or("expected: + or -, sequence number, record")?;
+    let (sequence, rest) = rest
         .split_once(' ')
-        .ok_or("expected: a version, then a record")?;
-    let version: u32 = version.parse().map_err(|_| "bad version")?;
+        .ok_or("expected: a sequence number, then a record")?;
+    let sequence: u64 = sequence.parse().map_err(|_| "bad sequence number")?;
     match kind {
         "+" => {
-            let mut session = parse_v2(rest, checks)?;
-            session.record.version = version;
-            Ok((session.id, version, Some(session.record)))
+            let session = parse_v2(rest, checks)?;
+            Ok((session.id, sequence, Some(session.record)))
         }
         "-" => {
             let id = SessionId(parse_hex(rest).ok_or("bad session id")?);
-            Ok((id, version, None))
+            Ok((id, sequence, None))
         }
         _ => Err("a record starts with + or -".into()),
     }

@@ -154,9 +154,8 @@ pub struct SessionRecord {
     pub predecessors: Predecessors,
     /// Bumped by every change, so a shared store can compare-and-set (and skip the write
     /// when it did not change). 32 bits: a store compares it only between its own read and
-    /// write, so wrapping is harmless. The in-memory store decides under its shard lock
-    /// but keeps it for its journal, whose replay keeps each session's newest record (see
-    /// [`crate::journal`]).
+    /// write, so wrapping is harmless. The in-memory store, deciding under its shard lock,
+    /// does not keep it (its journal orders changes by a store-wide sequence instead).
     pub version: u32,
 }
 

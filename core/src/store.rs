@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -144,21 +144,18 @@ impl fmt::Debug for Swept {
 }
 
 /// One session as this store keeps it: a [`SessionRecord`] without its predecessors (kept
-/// in the shard's grace map, only while it has any).
+/// in the shard's grace map, only while it has any) and without a version (every decision
+/// is taken under the shard lock, so there is nothing to compare-and-set; a journal orders
+/// changes by the store's change sequence instead, which costs no byte per session).
 ///
-/// 56 bytes, the metadata's pointer 16 of them: a million of these, in hash tables that
-/// are between half and seven eighths full, are most of the store's memory, and most
+/// 48 bytes, a third of them the metadata's pointer: a million of these, in hash tables
+/// that are between half and seven eighths full, are most of the store's memory, and most
 /// sessions have no predecessor to keep.
 struct Entry {
     secret_hash: SecretHash,
     started: Timestamp,
     expires: Timestamp,
     meta: Meta,
-    /// The record's version: decisions are taken under the shard lock, so the store
-    /// needs no compare-and-set, but a journal does need it: its records of one session
-    /// are appended after the lock is released and may land out of order, and replay keeps
-    /// the highest version (see [`crate::journal`]). 8 bytes of padding in the bucket.
-    version: u32,
 }
 
 impl Entry {
@@ -190,7 +187,7 @@ impl Shard {
             expires: entry.expires,
             meta: entry.meta,
             predecessors,
-            version: entry.version,
+            version: 0,
         })
     }
 
@@ -206,7 +203,6 @@ impl Shard {
                 started: record.started,
                 expires: record.expires,
                 meta: record.meta,
-                version: record.version,
             },
         );
     }
@@ -219,7 +215,7 @@ impl Shard {
             expires: entry.expires,
             meta: entry.meta.clone(),
             predecessors: self.grace.get(id).cloned().unwrap_or_default(),
-            version: entry.version,
+            version: 0,
         }
     }
 }
@@ -258,6 +254,11 @@ pub struct TokenStore<C, R> {
     /// Told of every change before the operation returns (a native host's journal); `None`
     /// costs one branch per change.
     changes: Option<Box<dyn ChangeSink>>,
+    /// The sequence number of the last change reported. Drawn under the shard lock of the
+    /// session changed, so one session's changes are numbered in the order they were
+    /// decided, and reported after the lock is released: a journal's replay keeps each
+    /// session's highest number, whatever order concurrent appends landed in.
+    change_sequence: AtomicU64,
 }
 
 impl<C: Clock, R: TokenSource> TokenStore<C, R> {
@@ -273,6 +274,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             max_tokens: crate::config::DEFAULT_MAX_TOKENS,
             held: AtomicUsize::new(0),
             changes: None,
+            change_sequence: AtomicU64::new(0),
         }
     }
 
@@ -285,6 +287,17 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     pub fn with_change_sink(mut self, sink: Box<dyn ChangeSink>) -> Self {
         self.changes = Some(sink);
         self
+    }
+
+    /// Numbers the changes reported from now on after `sequence`, e.g. the highest a
+    /// replayed journal holds, so new records are newer than every replayed one.
+    pub fn continue_changes_after(&self, sequence: u64) {
+        self.change_sequence.fetch_max(sequence, Ordering::Relaxed);
+    }
+
+    /// The next change's sequence number; called under the changed session's shard lock.
+    fn next_change(&self) -> u64 {
+        self.change_sequence.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Caps the sessions held at once; past it [`create`](TokenStore::create) fails with
@@ -636,10 +649,17 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
                 match &self.changes {
                     None => shard.put(id, record),
                     Some(sink) => {
-                        let copy = record.clone();
+                        let session = StoredSession {
+                            id,
+                            record: record.clone(),
+                        };
                         shard.put(id, record);
+                        let sequence = self.next_change();
                         drop(shard);
-                        sink.changed(Change::Upsert(&StoredSession { id, record: copy }));
+                        sink.changed(Change::Upsert {
+                            session: &session,
+                            sequence,
+                        });
                     }
                 }
                 return Ok(Token::new(id, secret));
@@ -659,8 +679,9 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     }
 
     /// [`file`](TokenStore::file), returning what a change sink must be told: a copy of a
-    /// record whose version moved on from `version`, the version that ended a removed
-    /// session, or (nothing changed) the metadata alone for the answer.
+    /// record whose version moved on from `version` (what [`transition`] does to a record
+    /// it changes), a removal, or (nothing changed) the metadata alone for the answer; a
+    /// change is numbered here, under the lock.
     fn file_changed(
         &self,
         shard: &mut Shard,
@@ -670,9 +691,11 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
     ) -> Filed {
         let filed = match &next {
             None => Filed::Removed {
-                version: version.wrapping_add(1),
+                sequence: self.next_change(),
             },
-            Some(record) if record.version != version => Filed::Changed(record.clone()),
+            Some(record) if record.version != version => {
+                Filed::Changed(record.clone(), self.next_change())
+            }
             Some(record) => Filed::Unchanged(record.meta.clone()),
         };
         self.file(shard, id, next);
@@ -682,25 +705,28 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
 
 /// What [`TokenStore::file_changed`] saw, to report once the shard lock is released.
 enum Filed {
-    /// The record changed; this is a copy of it.
-    Changed(SessionRecord),
+    /// The record changed; this is a copy of it, and the change's sequence number.
+    Changed(SessionRecord, u64),
     /// The record is unchanged; this is its metadata.
     Unchanged(Meta),
-    /// The session is over; this version ends it.
-    Removed { version: u32 },
+    /// The session is over, by the change of this sequence number.
+    Removed { sequence: u64 },
 }
 
 /// Tells `sink` of a change of session `id`; returns the session's metadata, if it lives on.
 fn report(sink: &dyn ChangeSink, filed: Filed, id: SessionId) -> Option<Meta> {
     match filed {
-        Filed::Changed(record) => {
+        Filed::Changed(record, sequence) => {
             let session = StoredSession { id, record };
-            sink.changed(Change::Upsert(&session));
+            sink.changed(Change::Upsert {
+                session: &session,
+                sequence,
+            });
             Some(session.record.meta)
         }
         Filed::Unchanged(meta) => Some(meta),
-        Filed::Removed { version } => {
-            sink.changed(Change::Removal { id, version });
+        Filed::Removed { sequence } => {
+            sink.changed(Change::Removal { id, sequence });
             None
         }
     }

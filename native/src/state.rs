@@ -151,6 +151,8 @@ pub fn load_journaled<C: Clock, R: TokenSource>(
         action: StateAction::LoadJournal,
         cause: SnapshotError::Io(err),
     })?;
+    // New records must be newer than every replayed one: the journal is appended to.
+    store.continue_changes_after(replay.last_sequence());
     Ok(Loaded {
         sessions: store.import(replay.apply(snapshot)),
         records,

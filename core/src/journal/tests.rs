@@ -16,7 +16,7 @@ fn checks() -> ReadChecks {
     }
 }
 
-fn session(id: u8, version: u32, meta: &str) -> StoredSession {
+fn session(id: u8, meta: &str) -> StoredSession {
     StoredSession {
         id: SessionId([id; 8]),
         record: SessionRecord {
@@ -25,8 +25,20 @@ fn session(id: u8, version: u32, meta: &str) -> StoredSession {
             expires: Timestamp(NOW.0 + 60_000),
             meta: Meta::from_json(meta).unwrap(),
             predecessors: Predecessors::NONE,
-            version,
+            version: 0,
         },
+    }
+}
+
+/// An upsert of `session` as change `sequence`.
+fn up(session: &StoredSession, sequence: u64) -> Change<'_> {
+    Change::Upsert { session, sequence }
+}
+
+fn gone(id: u8, sequence: u64) -> Change<'static> {
+    Change::Removal {
+        id: SessionId([id; 8]),
+        sequence,
     }
 }
 
@@ -55,17 +67,10 @@ fn refused_at(bytes: &[u8]) -> (usize, String) {
 
 #[test]
 fn round_trips_upserts_and_removals() {
-    let (a, b) = (session(1, 0, r#"{"u":"a b"}"#), session(2, 3, "{}"));
-    let bytes = journal(&[
-        Change::Upsert(&a),
-        Change::Upsert(&b),
-        Change::Removal {
-            id: SessionId([9; 8]),
-            version: 4,
-        },
-    ]);
+    let (a, b) = (session(1, r#"{"u":"a b"}"#), session(2, "{}"));
+    let bytes = journal(&[up(&a, 1), up(&b, 3), gone(9, 4)]);
     let text = String::from_utf8(bytes.clone()).unwrap();
-    assert!(text.starts_with("token-server journal v1\n+ 0 0101010101010101 "));
+    assert!(text.starts_with("token-server journal v1\n+ 1 0101010101010101 "));
     assert!(text.ends_with("\n- 4 0909090909090909\n"), "{text}");
     let mut replay = Replay::default();
     let read = replay.read(&bytes[..], &checks()).unwrap();
@@ -77,6 +82,7 @@ fn round_trips_upserts_and_removals() {
             torn: None
         }
     );
+    assert_eq!(replay.last_sequence(), 4);
     let mut sessions = replay.apply(Vec::new());
     sessions.sort_by_key(|session| session.id.0);
     assert_eq!(sessions, vec![a, b]);
@@ -88,15 +94,15 @@ fn an_empty_journal_or_a_lone_header_replays_nothing() {
         let mut replay = Replay::default();
         let read = replay.read(bytes, &checks()).unwrap();
         assert_eq!(read.records, 0);
-        assert_eq!(replay.apply(vec![session(1, 0, "{}")]).len(), 1);
+        assert_eq!(replay.apply(vec![session(1, "{}")]).len(), 1);
     }
 }
 
 #[test]
 fn a_torn_last_record_is_ignored_and_reported() {
-    let (a, b) = (session(1, 0, "{}"), session(2, 0, r#"{"n":1}"#));
-    let whole = journal(&[Change::Upsert(&a), Change::Upsert(&b)]);
-    let good = journal(&[Change::Upsert(&a)]);
+    let (a, b) = (session(1, "{}"), session(2, r#"{"n":1}"#));
+    let whole = journal(&[up(&a, 1), up(&b, 2)]);
+    let good = journal(&[up(&a, 1)]);
     // Cut anywhere inside b's line, or garbage (a power loss) in its place.
     let mut garbage = good.clone();
     garbage.extend_from_slice(b"\0\0\0\0\n");
@@ -116,9 +122,9 @@ fn a_torn_last_record_is_ignored_and_reported() {
 
 #[test]
 fn a_corrupt_record_before_the_last_is_refused_naming_its_line() {
-    let (a, b) = (session(1, 0, "{}"), session(2, 0, "{}"));
-    let good = journal(&[Change::Upsert(&a)]);
-    let tail = journal(&[Change::Upsert(&b)]);
+    let (a, b) = (session(1, "{}"), session(2, "{}"));
+    let good = journal(&[up(&a, 1)]);
+    let tail = journal(&[up(&b, 2)]);
     let tail = &tail[HEADER.len()..];
     for bad in [
         &b"+ x 0202\n"[..],
@@ -146,50 +152,36 @@ fn a_corrupt_record_before_the_last_is_refused_naming_its_line() {
 
 #[test]
 fn records_are_checked_like_state_file_lines() {
-    let mut far = session(1, 0, "{}");
+    let mut far = session(1, "{}");
     far.record.expires = Timestamp(u64::MAX / 2);
-    let bytes = journal(&[Change::Upsert(&far), Change::Upsert(&session(2, 0, "{}"))]);
+    let bytes = journal(&[up(&far, 1), up(&session(2, "{}"), 2)]);
     let (line, reason) = refused_at(&bytes);
     assert_eq!(line, 2);
     assert!(reason.contains("expiry"), "{reason}");
 }
 
 #[test]
-fn replay_keeps_the_highest_version_in_any_order() {
-    let old = session(1, 4, r#"{"v":4}"#);
-    let new = session(1, 5, r#"{"v":5}"#);
-    for order in [[&old, &new], [&new, &old]] {
-        let bytes = journal(&[Change::Upsert(order[0]), Change::Upsert(order[1])]);
+fn replay_keeps_the_highest_sequence_in_any_order() {
+    let (old, new) = (session(1, r#"{"v":4}"#), session(1, r#"{"v":5}"#));
+    for order in [[up(&old, 4), up(&new, 5)], [up(&new, 5), up(&old, 4)]] {
+        let bytes = journal(&order);
         assert_eq!(replayed(&bytes, Vec::new()), vec![new.clone()]);
     }
-    // Versions wrap: 0 follows u32::MAX.
-    let last = session(1, u32::MAX, r#"{"v":"max"}"#);
-    let wrapped = session(1, 0, r#"{"v":"wrapped"}"#);
-    let bytes = journal(&[Change::Upsert(&wrapped), Change::Upsert(&last)]);
-    assert_eq!(replayed(&bytes, Vec::new()), vec![wrapped]);
 }
 
 #[test]
 fn removals_win_over_older_upserts_and_lose_to_newer() {
-    let upsert = session(1, 4, "{}");
-    let removed_after = Change::Removal {
-        id: upsert.id,
-        version: 5,
-    };
-    let removed_before = Change::Removal {
-        id: upsert.id,
-        version: 3,
-    };
+    let upsert = session(1, "{}");
     for bytes in [
-        journal(&[Change::Upsert(&upsert), removed_after]),
-        journal(&[removed_after, Change::Upsert(&upsert)]),
+        journal(&[up(&upsert, 4), gone(1, 5)]),
+        journal(&[gone(1, 5), up(&upsert, 4)]),
     ] {
         // Also over the snapshot's copy of the session.
-        assert_eq!(replayed(&bytes, vec![session(1, 0, "{}")]), vec![]);
+        assert_eq!(replayed(&bytes, vec![session(1, "{}")]), vec![]);
     }
     for bytes in [
-        journal(&[Change::Upsert(&upsert), removed_before]),
-        journal(&[removed_before, Change::Upsert(&upsert)]),
+        journal(&[up(&upsert, 4), gone(1, 3)]),
+        journal(&[gone(1, 3), up(&upsert, 4)]),
     ] {
         assert_eq!(replayed(&bytes, Vec::new()), vec![upsert.clone()]);
     }
@@ -197,10 +189,10 @@ fn removals_win_over_older_upserts_and_lose_to_newer() {
 
 #[test]
 fn journal_records_replace_the_snapshot_and_add_to_it() {
-    let snapshot = vec![session(1, 0, r#"{"s":1}"#), session(2, 0, r#"{"s":2}"#)];
-    let changed = session(2, 1, r#"{"s":"changed"}"#);
-    let created = session(3, 0, "{}");
-    let bytes = journal(&[Change::Upsert(&changed), Change::Upsert(&created)]);
+    let snapshot = vec![session(1, r#"{"s":1}"#), session(2, r#"{"s":2}"#)];
+    let changed = session(2, r#"{"s":"changed"}"#);
+    let created = session(3, "{}");
+    let bytes = journal(&[up(&changed, 1), up(&created, 2)]);
     assert_eq!(
         replayed(&bytes, snapshot.clone()),
         vec![snapshot[0].clone(), changed, created]
@@ -208,10 +200,7 @@ fn journal_records_replace_the_snapshot_and_add_to_it() {
     // Two journals (one sealed by a snapshot that did not finish) replay as one.
     let mut replay = Replay::default();
     replay.read(&bytes[..], &checks()).unwrap();
-    let later = journal(&[Change::Removal {
-        id: SessionId([3; 8]),
-        version: 1,
-    }]);
+    let later = journal(&[gone(3, 3)]);
     replay.read(&later[..], &checks()).unwrap();
     assert_eq!(replay.apply(Vec::new()).len(), 1);
 }
