@@ -279,3 +279,66 @@ fn a_store_reports_every_change_and_replay_rebuilds_it() {
     let after = restored.rotate(rotated.token.as_str(), None).unwrap();
     assert_eq!(after.meta.as_json(), r#"{"k":2,"r":2}"#);
 }
+
+#[test]
+fn concurrent_changes_of_one_session_replay_to_its_last_state_in_any_order() {
+    use crate::clock::ManualClock;
+    use crate::random::SeededRandom;
+    use crate::session::SessionRules;
+    use crate::store::TokenStore;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Keeps each change's line apart, to replay them in another order.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<Vec<u8>>>>);
+    impl ChangeSink for Lines {
+        fn changed(&self, change: Change<'_>) {
+            let mut line = Vec::new();
+            write_change(&mut line, change).unwrap();
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    let rules = SessionRules {
+        rotation_grace: Some(Duration::from_secs(60)),
+        ..SessionRules::new(Duration::from_secs(3600))
+    };
+    let lines = Lines::default();
+    let store = TokenStore::new(
+        Duration::from_secs(3600),
+        ManualClock::new(NOW.0),
+        SeededRandom::new(5),
+    )
+    .with_rules(rules)
+    .with_change_sink(Box::new(lines.clone()));
+    let first = store.create(Meta::default()).unwrap();
+    store.rotate(first.as_str(), None).unwrap();
+    // Grace replays from four threads, each changing the metadata.
+    std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let (store, first) = (&store, &first);
+            scope.spawn(move || {
+                for n in 0..200 {
+                    let update = serde_json::json!({ format!("t{thread}"): n });
+                    let update = update.as_object().unwrap().clone();
+                    store.rotate(first.as_str(), Some(update)).unwrap();
+                }
+            });
+        }
+    });
+    let mut changes = lines.0.lock().unwrap().clone();
+    assert_eq!(changes.len(), 2 + 4 * 200);
+    let expected = store.export();
+    for reversed in [false, true] {
+        if reversed {
+            changes.reverse();
+        }
+        let bytes = [HEADER.as_bytes().to_vec(), changes.concat()].concat();
+        assert_eq!(
+            replayed(&bytes, Vec::new()),
+            expected,
+            "reversed: {reversed}"
+        );
+    }
+}
