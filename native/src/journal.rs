@@ -261,6 +261,10 @@ impl Journal {
         Some(periodic::spawn(FSYNC_INTERVAL, move || {
             let journal = self.clone();
             async move {
+                if !journal.dirty.load(Ordering::Relaxed) {
+                    // Nothing appended: no blocking thread needed.
+                    return;
+                }
                 let synced = tokio::task::spawn_blocking(move || {
                     let synced = journal.sync();
                     if let Err(err) = &synced {
