@@ -54,6 +54,8 @@ MIN_RATIO=0.92; MAX_P99_US=2000; MAX_BYTES_PER_TOKEN=200; MAX_SHARD_US=1000
 MAX_WASM_RATIO=3
 # Targets of issue 13, item 9: a snapshot of 5M sessions.
 MAX_SNAPSHOT_RSS_RATIO=1.10; MAX_SNAPSHOT_P99_US=5000
+# Target of issue 16: rotations with the journal on (--state-file) against off.
+MIN_JOURNAL_RATIO=0.85
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "== installing wrk"
@@ -249,6 +251,27 @@ GA=$(median <"$WORK/ga"); GB=$(median <"$WORK/gb")
 info "rotation without grace (median)" "$GA" "PUT/s"
 info "rotation with a 30s grace (median)" "$GB" "PUT/s"
 info "grace on / off" "$(awk -v a="$GA" -v b="$GB" 'BEGIN { printf "%.3f", b / a }')" "x"
+
+echo "== journal: rotation throughput with --state-file (journal on, fsync everysec) (B) against without (A), ${GRACE_PAIRS}x ${DURATION}s each"
+: >"$WORK/ja"; : >"$WORK/jb"
+for _ in $(seq 1 "$GRACE_PAIRS"); do
+  start nojournal "$BIN/bench-server"
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  A no journal: $line"; field "$line" ops_per_s >>"$WORK/ja"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed without the journal"
+  rm -f "$WORK/jstate.journal"
+  start journal "$BIN/bench-server" --state-file "$WORK/jstate"
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  B journal on: $line"; field "$line" ops_per_s >>"$WORK/jb"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed with the journal on"
+  records=$(( $(wc -l <"$WORK/jstate.journal") - 1 ))
+  [ "$records" -ge "$(field "$line" puts)" ] || broken "the journal holds $records records for $(field "$line" puts) rotations"
+done
+JA=$(median <"$WORK/ja"); JB=$(median <"$WORK/jb")
+info "rotation without the journal (median)" "$JA" "PUT/s"
+info "rotation with the journal on (median)" "$JB" "PUT/s"
+check "16. rotation journal on / off" "$(awk -v a="$JA" -v b="$JB" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_JOURNAL_RATIO" "x"
+rm -f "$WORK/jstate.journal"
 
 echo "== target 4: $TOKENS tokens expire together, purged under concurrent rotations"
 info "core purge of $TOKENS, total" "$(core core_purge_total_ms)" "ms"

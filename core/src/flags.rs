@@ -214,6 +214,19 @@ pub static FLAGS: &[FlagSpec] = &[
         unset: "",
     },
     FlagSpec {
+        long: "journal-fsync",
+        short: None,
+        env: "TOKEN_SERVER_JOURNAL_FSYNC",
+        value_name: "WHEN",
+        kind: FlagKind::Choice {
+            choices: &["everysec", "always"],
+            default: "everysec",
+        },
+        help: "With --state-file, fsync the journal of changes every second (a power loss \
+               loses at most about a second), or always (before each answer)",
+        unset: "",
+    },
+    FlagSpec {
         long: "test-clock",
         short: None,
         env: "TOKEN_SERVER_TEST_CLOCK",

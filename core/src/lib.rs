@@ -26,6 +26,7 @@ mod clock;
 pub mod config;
 pub mod duration;
 pub mod flags;
+pub mod journal;
 mod meta;
 pub mod protocol;
 mod random;

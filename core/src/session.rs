@@ -155,7 +155,7 @@ pub struct SessionRecord {
     /// Bumped by every change, so a shared store can compare-and-set (and skip the write
     /// when it did not change). 32 bits: a store compares it only between its own read and
     /// write, so wrapping is harmless. The in-memory store, deciding under its shard lock,
-    /// does not keep it.
+    /// does not keep it (its journal orders changes by a store-wide sequence instead).
     pub version: u32,
 }
 

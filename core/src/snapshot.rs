@@ -235,7 +235,7 @@ pub fn read_session_line(line: &str, checks: &ReadChecks) -> Result<StoredSessio
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn write_hex<W: Write>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_hex<W: Write>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     let mut hex = [0u8; 64];
     for (i, byte) in bytes.iter().enumerate() {
         hex[2 * i] = HEX[usize::from(byte >> 4)];
@@ -357,7 +357,7 @@ fn parse_v1(line: &str, checks: &ReadChecks) -> Result<StoredSession, String> {
     })
 }
 
-fn parse_v2(line: &str, checks: &ReadChecks) -> Result<StoredSession, String> {
+pub(crate) fn parse_v2(line: &str, checks: &ReadChecks) -> Result<StoredSession, String> {
     let mut fields = line.splitn(6, ' ');
     let (Some(id), Some(hash), Some(started), Some(expires), Some(predecessors), Some(meta)) = (
         fields.next(),
@@ -457,7 +457,7 @@ fn parse_meta(text: &str, checks: &ReadChecks) -> Result<Meta, String> {
     Ok(meta)
 }
 
-fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+pub(crate) fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let hex = hex.as_bytes();
     if hex.len() != 2 * N {
         return None;

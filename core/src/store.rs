@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::clock::{Clock, Timestamp};
+use crate::journal::{Change, ChangeSink};
 use crate::meta::{Meta, MetaError, MetaLimits};
 use crate::random::{RandomError, TokenSource};
 use crate::session::{transition, Action, Outcome, Predecessors, SessionRecord, SessionRules};
@@ -144,7 +145,8 @@ impl fmt::Debug for Swept {
 
 /// One session as this store keeps it: a [`SessionRecord`] without its predecessors (kept
 /// in the shard's grace map, only while it has any) and without a version (every decision
-/// is taken under the shard lock, so there is nothing to compare-and-set).
+/// is taken under the shard lock, so there is nothing to compare-and-set; a journal orders
+/// changes by the store's change sequence instead, which costs no byte per session).
 ///
 /// 48 bytes, a third of them the metadata's pointer: a million of these, in hash tables
 /// that are between half and seven eighths full, are most of the store's memory, and most
@@ -249,6 +251,14 @@ pub struct TokenStore<C, R> {
     /// Sessions held, kept beside the shards so `create` can enforce `max_tokens` without
     /// locking every shard to count.
     held: AtomicUsize,
+    /// Told of every change before the operation returns (a native host's journal); `None`
+    /// costs one branch per change.
+    changes: Option<Box<dyn ChangeSink>>,
+    /// The sequence number of the last change reported. Drawn under the shard lock of the
+    /// session changed, so one session's changes are numbered in the order they were
+    /// decided, and reported after the lock is released: a journal's replay keeps each
+    /// session's highest number, whatever order concurrent appends landed in.
+    change_sequence: AtomicU64,
 }
 
 impl<C: Clock, R: TokenSource> TokenStore<C, R> {
@@ -263,7 +273,31 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             random,
             max_tokens: crate::config::DEFAULT_MAX_TOKENS,
             held: AtomicUsize::new(0),
+            changes: None,
+            change_sequence: AtomicU64::new(0),
         }
+    }
+
+    /// Reports every change of a session (login, exchange, a grace replay that changed the
+    /// metadata, end, revocation, removal of an expired session found on use) to `sink`,
+    /// after the shard lock is released and before the operation returns, so a host that
+    /// answers after the call answers only what `sink` has been told. Purges are not
+    /// reported: expiry follows from the recorded times. [`import`](TokenStore::import)
+    /// is not reported either: it files what was already recorded.
+    pub fn with_change_sink(mut self, sink: Box<dyn ChangeSink>) -> Self {
+        self.changes = Some(sink);
+        self
+    }
+
+    /// Numbers the changes reported from now on after `sequence`, e.g. the highest a
+    /// replayed journal holds, so new records are newer than every replayed one.
+    pub fn continue_changes_after(&self, sequence: u64) {
+        self.change_sequence.fetch_max(sequence, Ordering::Relaxed);
+    }
+
+    /// The next change's sequence number; called under the changed session's shard lock.
+    fn next_change(&self) -> u64 {
+        self.change_sequence.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Caps the sessions held at once; past it [`create`](TokenStore::create) fails with
@@ -350,6 +384,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let now = self.clock.now();
         let mut shard = self.shard(&presented.id);
         let record = shard.take(&presented.id).ok_or(StoreError::InvalidToken)?;
+        let version = record.version;
         let (next, outcome) = transition(
             record,
             &presented.secret,
@@ -358,14 +393,19 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             fresh,
             &self.rules,
         );
-        let meta = next.as_ref().map(|record| record.meta.clone());
-        match next {
-            Some(record) => shard.put(presented.id, record),
+        let meta = match &self.changes {
             None => {
-                self.held.fetch_sub(1, Ordering::Relaxed);
+                let meta = next.as_ref().map(|record| record.meta.clone());
+                self.file(&mut shard, presented.id, next);
+                drop(shard);
+                meta
             }
-        }
-        drop(shard);
+            Some(sink) => {
+                let change = self.file_changed(&mut shard, presented.id, version, next);
+                drop(shard);
+                report(&**sink, change, presented.id)
+            }
+        };
         rotation_result(presented.id, outcome, meta)
     }
 
@@ -382,6 +422,7 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         };
         // Nothing is issued on an end; the fresh secret is never used.
         let unused = Secret::from_bytes([0; SECRET_BYTES]);
+        let version = record.version;
         let (next, outcome) = transition(
             record,
             &presented.secret,
@@ -390,10 +431,12 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             unused,
             &self.rules,
         );
-        match next {
-            Some(record) => shard.put(presented.id, record),
-            None => {
-                self.held.fetch_sub(1, Ordering::Relaxed);
+        match &self.changes {
+            None => self.file(&mut shard, presented.id, next),
+            Some(sink) => {
+                let change = self.file_changed(&mut shard, presented.id, version, next);
+                drop(shard);
+                report(&**sink, change, presented.id);
             }
         }
         matches!(outcome, Outcome::Ended | Outcome::Revoked)
@@ -589,9 +632,88 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             let id = self.fresh_id()?;
             let mut shard = self.shard(&id);
             if !shard.sessions.contains_key(&id) {
-                shard.put(id, record);
+                match &self.changes {
+                    None => shard.put(id, record),
+                    Some(sink) => {
+                        let session = StoredSession {
+                            id,
+                            record: record.clone(),
+                        };
+                        shard.put(id, record);
+                        let sequence = self.next_change();
+                        drop(shard);
+                        sink.changed(Change::Upsert {
+                            session: &session,
+                            sequence,
+                        });
+                    }
+                }
                 return Ok(Token::new(id, secret));
             }
+        }
+    }
+
+    /// Files what [`transition`] left of session `id`: the record, or nothing (the session
+    /// is over).
+    fn file(&self, shard: &mut Shard, id: SessionId, next: Option<SessionRecord>) {
+        match next {
+            Some(record) => shard.put(id, record),
+            None => {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`file`](TokenStore::file), returning what a change sink must be told: a copy of a
+    /// record whose version moved on from `version` (what [`transition`] does to a record
+    /// it changes), a removal, or (nothing changed) the metadata alone for the answer; a
+    /// change is numbered here, under the lock.
+    fn file_changed(
+        &self,
+        shard: &mut Shard,
+        id: SessionId,
+        version: u32,
+        next: Option<SessionRecord>,
+    ) -> Filed {
+        let filed = match &next {
+            None => Filed::Removed {
+                sequence: self.next_change(),
+            },
+            Some(record) if record.version != version => {
+                Filed::Changed(record.clone(), self.next_change())
+            }
+            Some(record) => Filed::Unchanged(record.meta.clone()),
+        };
+        self.file(shard, id, next);
+        filed
+    }
+}
+
+/// What [`TokenStore::file_changed`] saw, to report once the shard lock is released.
+enum Filed {
+    /// The record changed; this is a copy of it, and the change's sequence number.
+    Changed(SessionRecord, u64),
+    /// The record is unchanged; this is its metadata.
+    Unchanged(Meta),
+    /// The session is over, by the change of this sequence number.
+    Removed { sequence: u64 },
+}
+
+/// Tells `sink` of a change of session `id`; returns the session's metadata, if it lives on.
+fn report(sink: &dyn ChangeSink, filed: Filed, id: SessionId) -> Option<Meta> {
+    match filed {
+        Filed::Changed(record, sequence) => {
+            let session = StoredSession { id, record };
+            sink.changed(Change::Upsert {
+                session: &session,
+                sequence,
+            });
+            Some(session.record.meta)
+        }
+        Filed::Unchanged(meta) => Some(meta),
+        Filed::Removed { sequence } => {
+            sink.changed(Change::Removal { id, sequence });
+            None
         }
     }
 }

@@ -21,6 +21,7 @@ pub use token_server_core::config::{
 pub use token_server_core::flags::format_bytes;
 use token_server_core::flags::{self, FlagError, FlagValue, Parsed};
 
+use crate::journal::JournalFsync;
 use crate::logging::LogFormat;
 
 /// What the service runs with.
@@ -47,6 +48,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How often the state file is rewritten while running.
     pub snapshot_interval: Duration,
+    /// When the journal beside the state file is fsynced.
+    pub journal_fsync: JournalFsync,
     /// Whether the server runs on a manual clock moved over HTTP (`/test-clock`), for
     /// integration tests only.
     pub test_clock: bool,
@@ -85,6 +88,7 @@ impl Default for Config {
             max_meta_bytes: DEFAULT_MAX_META_BYTES,
             state_file: None,
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            journal_fsync: JournalFsync::default(),
             test_clock: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -214,6 +218,10 @@ fn apply(config: &mut Config, long: &str, value: Option<&FlagValue>) -> bool {
         }
         ("log-format", Some(V::Choice(format))) => match format.parse() {
             Ok(format) => config.log_format = format,
+            Err(()) => return false,
+        },
+        ("journal-fsync", Some(V::Choice(when))) => match when.parse() {
+            Ok(when) => config.journal_fsync = when,
             Err(()) => return false,
         },
         _ => return false,

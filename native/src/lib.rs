@@ -6,6 +6,7 @@ pub mod clock;
 pub mod connections;
 pub mod deadline;
 pub mod fd_limit;
+pub mod journal;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

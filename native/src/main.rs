@@ -11,6 +11,7 @@ use std::sync::Arc;
 use token_server::clock::ServerClock;
 use token_server::connections::{ConnectionLimits, StopDeadline};
 use token_server::deadline::Timeouts;
+use token_server::journal::{journal_path, Journal};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
 use token_server::{cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
@@ -71,18 +72,32 @@ async fn serve(config: cli::Config) -> ExitCode {
             "--revoke-on-reuse without --rotation-grace: two parallel requests with one token will end its session"
         );
     }
-    let store = TokenStore::new(config.token_lifetime, clock.clone(), OsRandom)
+    let mut journal = None;
+    if let Some(path) = &config.state_file {
+        if let Err(err) = state::check_writable(path) {
+            eprintln!("token-server: {err}\nRefusing to start: no snapshot could be saved.");
+            return ExitCode::FAILURE;
+        }
+        match Journal::open(path, config.journal_fsync) {
+            Ok(opened) => journal = Some(Arc::new(opened)),
+            Err(err) => {
+                eprintln!(
+                    "token-server: cannot open the journal {}: {err}\nRefusing to start: changes between snapshots could not be kept.",
+                    journal_path(path).display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut store = TokenStore::new(config.token_lifetime, clock.clone(), OsRandom)
         .with_rules(rules)
         .with_max_tokens(config.max_tokens)
         .with_meta_limits(MetaLimits {
             max_bytes: config.max_meta_bytes,
             ..MetaLimits::default()
         });
-    if let Some(path) = &config.state_file {
-        if let Err(err) = state::check_writable(path) {
-            eprintln!("token-server: {err}\nRefusing to start: no snapshot could be saved.");
-            return ExitCode::FAILURE;
-        }
+    if let Some(journal) = &journal {
+        store = store.with_change_sink(Box::new(journal.clone()));
     }
     fd_limit::raise_for(config.max_connections);
     // Bound before the state file loads, so probes answer during a long load.
@@ -110,10 +125,13 @@ async fn serve(config: cli::Config) -> ExitCode {
     let sessions = service.clone();
     let metrics = Metrics::new(move || sessions.store().held(), config.state_file.is_some());
     let observer = Arc::new(Observer::new(Some(metrics)));
-    let snapshots = config
-        .state_file
-        .clone()
-        .map(|path| Arc::new(state::Snapshots::new(path).with_observer(observer.clone())));
+    let snapshots = config.state_file.clone().map(|path| {
+        let snapshots = state::Snapshots::new(path).with_observer(observer.clone());
+        Arc::new(match &journal {
+            Some(journal) => snapshots.with_journal(journal.clone()),
+            None => snapshots,
+        })
+    });
     let abort = Arc::new(tokio::sync::Notify::new());
     let stop_deadline = StopDeadline::default();
     let shutdown = lifecycle::drain_after(
@@ -142,14 +160,21 @@ async fn serve(config: cli::Config) -> ExitCode {
         shutdown,
     );
     let starting = async {
-        if let Some(path) = &config.state_file {
+        if let (Some(path), Some(journal)) = (&config.state_file, &journal) {
             // Off the request workers: a large file takes seconds, and probes answer meanwhile.
-            let (loading, file) = (service.clone(), path.clone());
-            let loaded =
-                tokio::task::spawn_blocking(move || state::load(&file, loading.store())).await;
+            let (loading, file, replaying) = (service.clone(), path.clone(), journal.clone());
+            let loaded = tokio::task::spawn_blocking(move || {
+                state::load_journaled(&file, loading.store(), &replaying)
+            })
+            .await;
             let failure = match loaded {
-                Ok(Ok(count)) => {
-                    log::info!("loaded {count} live tokens from {}", path.display());
+                Ok(Ok(loaded)) => {
+                    log::info!(
+                        "loaded {} live tokens from {} and {} journal records",
+                        loaded.sessions,
+                        path.display(),
+                        loaded.records
+                    );
                     None
                 }
                 Ok(Err(err)) => Some(err.to_string()),
@@ -170,8 +195,9 @@ async fn serve(config: cli::Config) -> ExitCode {
                 .clone()
                 .spawn_periodic(service.clone(), config.snapshot_interval)
         });
+        let journal_fsync = journal.clone().and_then(Journal::spawn_fsync);
         lifecycle::ready(&service);
-        Some((purge, periodic_snapshots))
+        Some((purge, periodic_snapshots, journal_fsync))
     };
     // The loops' guards stay inside the join until serving ends, then stop the loops.
     let (served, started) = tokio::join!(serving, starting);

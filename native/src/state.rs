@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use token_server_core::journal::Replay;
 use token_server_core::protocol::Service;
 use token_server_core::snapshot::{
     read_snapshot, ReadChecks, SnapshotError, SnapshotWriter, StoredSession,
@@ -21,6 +22,7 @@ use token_server_core::throttle::Throttle;
 use token_server_core::{Clock, TokenSource, TokenStore};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::journal::Journal;
 use crate::observer::Observer;
 use crate::periodic::{self, PeriodicGuard};
 use crate::shards;
@@ -37,6 +39,8 @@ pub struct StateError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StateAction {
     Load,
+    /// Replaying a journal (its path is the error's).
+    LoadJournal,
     Write,
     /// The start-up check that files can be created in the state file's directory.
     UseDirectory,
@@ -47,6 +51,7 @@ impl std::fmt::Display for StateError {
         let path = self.path.display();
         match self.action {
             StateAction::Load => write!(f, "cannot load state file {path}: {}", self.cause),
+            StateAction::LoadJournal => write!(f, "cannot replay journal {path}: {}", self.cause),
             StateAction::Write => write!(f, "cannot write state file {path}: {}", self.cause),
             StateAction::UseDirectory => write!(
                 f,
@@ -84,6 +89,74 @@ pub fn load<C: Clock, R: TokenSource>(
     };
     let sessions = read_snapshot(BufReader::new(file), &checks).map_err(error)?;
     Ok(store.import(sessions))
+}
+
+/// What [`load_journaled`] filed and found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    /// Live sessions filed.
+    pub sessions: usize,
+    /// Journal records replayed.
+    pub records: usize,
+}
+
+/// [`load`], then the journals' records over it (see [`crate::journal`]); the journal is
+/// then cut to its readable part and ready for appends. A torn last record of a journal is
+/// ignored and logged; anything else unreadable is an error naming the file and line.
+pub fn load_journaled<C: Clock, R: TokenSource>(
+    path: &Path,
+    store: &TokenStore<C, R>,
+    journal: &Journal,
+) -> Result<Loaded, StateError> {
+    let checks = ReadChecks {
+        now: store.clock().now(),
+        meta_limits: store.meta_limits(),
+    };
+    let snapshot = match File::open(path) {
+        Ok(file) => read_snapshot(BufReader::new(file), &checks),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(SnapshotError::Io(err)),
+    }
+    .map_err(|cause| StateError {
+        path: path.to_path_buf(),
+        action: StateAction::Load,
+        cause,
+    })?;
+    let mut replay = Replay::default();
+    let mut records = 0;
+    let mut current_readable = 0;
+    for file in journal.files() {
+        let error = |cause| StateError {
+            path: file.clone(),
+            action: StateAction::LoadJournal,
+            cause,
+        };
+        let read = match File::open(&file) {
+            Ok(opened) => replay.read(BufReader::new(opened), &checks),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => Err(SnapshotError::Io(err)),
+        }
+        .map_err(error)?;
+        if let Some(line) = read.torn {
+            log::warn!(
+                "journal {}: ignoring its last line {line}, cut short (by a crash or a power loss)",
+                file.display()
+            );
+        }
+        records += read.records;
+        current_readable = read.readable_bytes;
+    }
+    journal.resume(current_readable).map_err(|err| StateError {
+        path: journal.path().to_path_buf(),
+        action: StateAction::LoadJournal,
+        cause: SnapshotError::Io(err),
+    })?;
+    // New records must be newer than every replayed one: the journal is appended to.
+    store.continue_changes_after(replay.last_sequence());
+    Ok(Loaded {
+        sessions: store.import(replay.apply(snapshot)),
+        records,
+    })
 }
 
 /// Checks at start that snapshots of `path` can be written, by creating and removing the
@@ -184,6 +257,8 @@ pub struct Snapshots {
     sync_delay: Duration,
     /// Told of every snapshot written (metrics), when the host has one.
     observer: Option<Arc<Observer>>,
+    /// The journal each snapshot rotates, when it is on.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Snapshots {
@@ -207,7 +282,14 @@ impl Snapshots {
             shard_delay: Duration::ZERO,
             sync_delay,
             observer: None,
+            journal: None,
         }
+    }
+
+    /// Rotates `journal` with every snapshot (see [`crate::journal`]).
+    pub fn with_journal(mut self, journal: Arc<Journal>) -> Snapshots {
+        self.journal = Some(journal);
+        self
     }
 
     /// Reports each snapshot written, and how long it took, to `observer`.
@@ -249,12 +331,33 @@ impl Snapshots {
     ) -> Result<usize, StateError> {
         let writer = self.writer.clone().lock_owned().await;
         let started = std::time::Instant::now();
+        if let Some(journal) = &self.journal {
+            // Before any shard is copied: from here on every change goes to a fresh journal.
+            let journal = journal.clone();
+            let sealed = tokio::task::spawn_blocking(move || journal.seal())
+                .await
+                .unwrap_or_else(|err| Err(std::io::Error::other(err)));
+            if let Err(err) = sealed {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(StateError {
+                    path: self.path.clone(),
+                    action: StateAction::Write,
+                    cause: SnapshotError::Io(err),
+                });
+            }
+        }
+        let journal = self.journal.clone();
         let (chunks, received) = mpsc::channel(QUEUED_CHUNKS);
         let (report, outcome) = oneshot::channel();
         let (path, temporary) = (self.path.clone(), self.temporary.clone());
         let sync_delay = self.sync_delay;
         tokio::task::spawn_blocking(move || {
             let written = write_file(&path, &temporary, received, sync_delay);
+            let written = match (written, journal) {
+                // The snapshot now holds everything the sealed journals do.
+                (Ok(()), Some(journal)) => journal.remove_sealed().map_err(SnapshotError::Io),
+                (written, _) => written,
+            };
             // Nobody listens when the snapshot was abandoned; the file is cleaned up anyway.
             let _ = report.send(written);
             drop(writer);

@@ -6,14 +6,17 @@
 //! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
 //! so exactly those expire, and the store is purged as the shipped purge loop does it
 //! (shard by shard on the request workers), timing each shard's sweep (`PURGE ...` on
-//! stdout). With `--state-file PATH`, SIGUSR2 writes a snapshot there through the shipped
-//! writer (`SNAPSHOT ...` on stdout when it is on disk). SIGINT/SIGTERM stop it.
+//! stdout). With `--state-file PATH`, every change after the prefill is appended to the
+//! shipped journal (`PATH.journal`, fsynced every second) as `token-server --state-file`
+//! does, and SIGUSR2 writes a snapshot there through the shipped writer, rotating the
+//! journal (`SNAPSHOT ...` on stdout when it is on disk). SIGINT/SIGTERM stop it.
 //! `--metrics` counts every request into the shipped Prometheus metrics (and serves
 //! `/metrics`), to measure what counting costs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use token_server::journal::{Journal, JournalFsync};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
 use token_server::{purge, server, shutdown, state};
@@ -50,7 +53,7 @@ fn main() {
         rotation_grace: grace.map(Duration::from_secs),
         ..SessionRules::new(LIFETIME)
     };
-    let store = TokenStore::new(LIFETIME, clock.clone(), OsRandom).with_rules(rules);
+    let mut store = TokenStore::new(LIFETIME, clock.clone(), OsRandom).with_rules(rules);
     if prefill > 0 {
         let meta = Meta::from_json(BENCH_META).expect("bench meta is JSON");
         for _ in 0..prefill {
@@ -58,6 +61,15 @@ fn main() {
         }
         clock.advance(LIFETIME - Duration::from_secs(60));
         log::info!("prefilled {prefill} tokens, 60 s left");
+    }
+    // After the prefill, which stands for sessions loaded at start (not journaled).
+    let journal = state_file.as_ref().map(|path| {
+        let journal = Journal::open(path, JournalFsync::EverySecond).expect("open the journal");
+        journal.resume(0).expect("start the journal");
+        Arc::new(journal)
+    });
+    if let Some(journal) = &journal {
+        store = store.with_change_sink(Box::new(journal.clone()));
     }
     let service = Arc::new(Service::new(store));
     let observer = Arc::new(Observer::new(metrics.then(|| {
@@ -71,8 +83,9 @@ fn main() {
         .expect("tokio runtime");
     runtime.block_on(async move {
         tokio::spawn(purge_on_sigusr1(service.clone(), clock));
-        if let Some(path) = state_file {
-            tokio::spawn(snapshot_on_sigusr2(service.clone(), path));
+        let _fsync = journal.clone().and_then(Journal::spawn_fsync);
+        if let (Some(path), Some(journal)) = (state_file, journal) {
+            tokio::spawn(snapshot_on_sigusr2(service.clone(), path, journal));
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -114,10 +127,11 @@ async fn purge_on_sigusr1(service: Arc<Service<ManualClock, OsRandom>>, clock: M
 async fn snapshot_on_sigusr2(
     service: Arc<Service<ManualClock, OsRandom>>,
     path: std::path::PathBuf,
+    journal: Arc<Journal>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
-    let snapshots = state::Snapshots::new(path);
+    let snapshots = state::Snapshots::new(path).with_journal(journal);
     while usr2.recv().await.is_some() {
         let started = Instant::now();
         match snapshots.write(service.store()).await {
