@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use token_server_core::auth::ApiKeys;
 use token_server_core::config::{
     check_session_lifetimes, SessionShorterThanToken, DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS,
     DEFAULT_PORT, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME, MAX_BODY_BYTES,
@@ -64,6 +65,18 @@ pub struct Config {
     pub max_session_lifetime: Option<Duration>,
     /// How log lines are written: text for people, JSON for log shippers.
     pub log_format: LogFormat,
+    /// `--api-keys`: the keys every request must carry one of; none by default, so
+    /// existing deployments keep working.
+    pub api_keys: Option<ApiKeysFile>,
+}
+
+/// The `--api-keys` file and the keys it held when the command line was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeysFile {
+    /// Where the keys are; read again on SIGHUP.
+    pub path: PathBuf,
+    /// The keys it held at start.
+    pub keys: ApiKeys,
 }
 
 impl Default for Config {
@@ -89,6 +102,7 @@ impl Default for Config {
             revoke_on_reuse: false,
             max_session_lifetime: None,
             log_format: LogFormat::Text,
+            api_keys: None,
         }
     }
 }
@@ -150,6 +164,7 @@ const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
 const GRACE_FLAG: &str = "--rotation-grace";
 const MAX_SESSION_FLAG: &str = "--max-session-lifetime";
 const LOG_FORMAT_FLAG: &str = "--log-format";
+const API_KEYS_FLAG: &str = "--api-keys";
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -254,6 +269,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                     reason: "a value is required: the path of the state file".to_string(),
                 })?;
                 config.state_file = Some(PathBuf::from(path));
+            }
+            Long("api-keys") => {
+                let path = PathBuf::from(parser.value().map_err(|_| CliError::InvalidValue {
+                    flag: API_KEYS_FLAG,
+                    reason: "a value is required: the path of the API key file".to_string(),
+                })?);
+                // Read now, so a bad file stops the start with the other usage errors
+                // (exit 2) rather than after binding.
+                let keys = crate::api_keys::load(&path).map_err(|err| CliError::InvalidValue {
+                    flag: API_KEYS_FLAG,
+                    reason: err.to_string(),
+                })?;
+                config.api_keys = Some(ApiKeysFile { path, keys });
             }
             Long("snapshot-interval") => {
                 config.snapshot_interval =
@@ -481,6 +509,9 @@ Options:
                                  than --token-lifetime (default: none)
       --log-format FORMAT        text, or json for one JSON object a line (time, level,
                                  target, message) (default: text)
+      --api-keys FILE            Require Authorization: Bearer <key> with one of the keys
+                                 in FILE (one per line, at least 32 characters, # comments);
+                                 SIGHUP rereads it (default: no key required)
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -647,6 +678,35 @@ mod tests {
             error(&["--log-format", "xml"]),
             "--log-format: 'xml' is not allowed: text or json"
         );
+    }
+
+    #[test]
+    fn api_keys_are_read_from_the_file_and_a_bad_one_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("ts-cli-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        let key = "k".repeat(32);
+        std::fs::write(&good, format!("# ops\n{key}\n")).unwrap();
+        let config = config(&["--api-keys", good.to_str().unwrap()]);
+        let file = config.api_keys.unwrap();
+        assert_eq!(file.path, good);
+        assert_eq!(file.keys, ApiKeys::parse(&key).unwrap());
+
+        let bad = dir.join("bad");
+        std::fs::write(&bad, format!("{key}\n\nshort\n")).unwrap();
+        assert_eq!(
+            error(&["--api-keys", bad.to_str().unwrap()]),
+            format!(
+                "--api-keys: {}: line 3: the key has 5 characters; at least 32 are required",
+                bad.display()
+            )
+        );
+        let missing = dir.join("missing");
+        assert!(error(&["--api-keys", missing.to_str().unwrap()])
+            .starts_with(&format!("--api-keys: {}: ", missing.display())));
+        assert!(error(&["--api-keys"]).starts_with("--api-keys: "));
+        assert_eq!(super::Config::default().api_keys, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -819,6 +879,7 @@ mod tests {
             "Largest metadata of one token, between 1KiB and 16MiB,",
             "(default: 64KiB)",
             "--log-format",
+            "--api-keys FILE",
             "32 levels",
             "1000 keys",
             "--header-timeout",

@@ -6,7 +6,7 @@
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
 import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
-import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
+import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
 const USAGE = usage("bun wasm/edge/bun.mjs");
 const log = (line) => process.stderr.write(`${line}\n`);
@@ -24,8 +24,10 @@ async function main() {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
   let flags;
+  let reloadKeys;
   try {
     flags = parseFlags(Bun.argv.slice(2), { TokenService, purgeIntervalMillis });
+    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -35,6 +37,7 @@ async function main() {
     process.exit(0);
   }
   const { port, service, purgeMs } = flags;
+  if (reloadKeys) process.on("SIGHUP", reloadKeys);
 
   let server;
   try {

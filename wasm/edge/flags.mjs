@@ -4,7 +4,15 @@
 // wasm package's TokenService and purgeIntervalMillis, which check them as the native CLI does.
 //
 // Uses `node:util`'s parseArgs, which Node, Bun and Deno all provide.
+import fs from "node:fs";
+import process from "node:process";
 import { parseArgs } from "node:util";
+
+import { describeKeys } from "./handler.mjs";
+
+/** Environment variables of the API keys: a key file's text, or the file's path. */
+export const API_KEYS_ENV = "TOKEN_SERVER_API_KEYS";
+export const API_KEYS_FILE_ENV = "TOKEN_SERVER_API_KEYS_FILE";
 
 export const HOST = "127.0.0.1";
 export const DEFAULT_PORT = 3666;
@@ -26,7 +34,11 @@ export function usage(command, { port = true } = {}) {
       --max-session-lifetime D
                            a session ends D after its login, between 30min and 400d and not
                            shorter than --token-lifetime (default none)
-  -h, --help               this text`;
+  -h, --help               this text
+environment:
+  ${API_KEYS_ENV}       API keys, one per line (a key file's text); every request
+                              then needs Authorization: Bearer <key> with one of them
+  ${API_KEYS_FILE_ENV}  the same from a file, reread on SIGHUP`;
 }
 
 /** A flag the user got wrong: the host prints the message and the usage, and exits 2. */
@@ -104,4 +116,51 @@ export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
     throw new UsageError(`--purge-interval: ${err.message}`);
   }
   return { help: false, port, service, purgeMs, dump: values.dump };
+}
+
+function readEnv(name) {
+  try {
+    return process.env[name];
+  } catch (err) {
+    // Deno without --allow-env: refuse to start rather than run without keys that may be set.
+    throw new UsageError(
+      `cannot read ${name} (deno: grant --allow-env=${API_KEYS_ENV},${API_KEYS_FILE_ENV}): ${err.message}`,
+    );
+  }
+}
+
+/**
+ * Sets `service`'s API keys from the environment, if there are any; the core parses them.
+ * Returns a function that rereads the key file (for SIGHUP) when they came from
+ * TOKEN_SERVER_API_KEYS_FILE, else null. Throws UsageError (exit 2) naming the variable,
+ * the file and the line of a bad key set.
+ */
+export function apiKeysFromEnv(service, log) {
+  const inline = readEnv(API_KEYS_ENV);
+  const file = readEnv(API_KEYS_FILE_ENV);
+  if (inline !== undefined && file !== undefined) {
+    throw new UsageError(`set ${API_KEYS_ENV} or ${API_KEYS_FILE_ENV}, not both`);
+  }
+  if (inline !== undefined) {
+    try {
+      log(`api keys from ${API_KEYS_ENV}: ${describeKeys(service.setApiKeys(inline))}`);
+    } catch (err) {
+      throw new UsageError(`${API_KEYS_ENV}: ${err.message}`);
+    }
+    return null;
+  }
+  if (file === undefined) return null;
+  try {
+    log(`api keys from ${file}: ${describeKeys(service.setApiKeys(fs.readFileSync(file, "utf8")))}`);
+  } catch (err) {
+    throw new UsageError(`${API_KEYS_FILE_ENV}: ${file}: ${err.message}`);
+  }
+  return () => {
+    // A file that fails to load leaves the keys in force.
+    try {
+      log(`api keys reloaded: ${describeKeys(service.setApiKeys(fs.readFileSync(file, "utf8")))}`);
+    } catch (err) {
+      log(`api keys not reloaded, the previous keys stay in force: ${file}: ${err.message}`);
+    }
+  };
 }

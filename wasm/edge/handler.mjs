@@ -4,8 +4,8 @@
 // Runtime-agnostic on purpose: no `node:` import, no Deno or Bun global, and nothing runs
 // at import time, so workerd (which refuses randomness and clocks at module scope) can
 // load it. Each host file only starts a server and moves bytes; every answer (status,
-// Content-Type, Allow, body) comes from the core protocol, the same code the native
-// server runs.
+// Content-Type, Allow, WWW-Authenticate, body) comes from the core protocol, the same code
+// the native server runs, API key check included.
 
 /**
  * Accumulates a request body up to `limit` bytes and says when it went past it, so a
@@ -89,13 +89,14 @@ export function pathOf(target) {
 
 /**
  * Answers one request: `body` is the whole body (Uint8Array) or null when it was over the
- * service's limit. Logs the dump through `log` on `HEAD /dump`. Returns the core's reply.
+ * service's limit; `authorization` the Authorization header or null. Logs the dump through
+ * `log` on `HEAD /dump`. Returns the core's reply.
  */
-export function answer(service, { method, path, contentType, body }, log) {
+export function answer(service, { method, path, contentType, authorization = null, body }, log) {
   const reply =
     body === null
-      ? service.handleOversized(method, path, contentType)
-      : service.handle(method, path, contentType, body);
+      ? service.handleOversized(method, path, contentType, authorization)
+      : service.handle(method, path, contentType, body, authorization);
   if (reply.status === 202 && method === "HEAD" && path === "/dump") logDump(service, log);
   return reply;
 }
@@ -113,6 +114,7 @@ export function toResponse(reply) {
   const headers = new Headers();
   if (reply.contentType !== null) headers.set("content-type", reply.contentType);
   if (reply.allow !== null) headers.set("allow", reply.allow);
+  if (reply.wwwAuthenticate !== null) headers.set("www-authenticate", reply.wwwAuthenticate);
   return new Response(reply.body === "" ? null : reply.body, { status: reply.status, headers });
 }
 
@@ -122,12 +124,19 @@ export const INTERNAL_ERROR = Object.freeze({
   contentType: "text/plain; charset=utf-8",
   body: "internal error",
   allow: null,
+  wwwAuthenticate: null,
 });
+
+/** `N keys (fingerprints a1b2c3d4, …)`, as the native host logs a key set. */
+export function describeKeys({ count, fingerprints }) {
+  return `${count} keys (fingerprints ${fingerprints.join(", ")})`;
+}
 
 /** Answers a web Request with `service`: the fetch handler of Bun, Deno and Workers. */
 export async function respond(service, request, log) {
   const limit = service.maxBodyBytes;
   const contentType = request.headers.get("content-type");
+  const authorization = request.headers.get("authorization");
   let body;
   if (declaredOver(request.headers.get("content-length"), limit)) {
     body = null;
@@ -137,7 +146,7 @@ export async function respond(service, request, log) {
   }
   const reply = answer(
     service,
-    { method: request.method, path: pathOf(request.url), contentType, body },
+    { method: request.method, path: pathOf(request.url), contentType, authorization, body },
     log,
   );
   return toResponse(reply);
@@ -172,7 +181,8 @@ export function startPurgeTimer(service, intervalMs, log) {
  * initialising the module if needed. Settings come from the Worker's environment:
  * TOKEN_LIFETIME ("2h"), PURGE_INTERVAL ("1min"; Workers have no long-lived timers, so a
  * request purges when this much time passed since the last purge, and a cron trigger may
- * call `scheduled`), DUMP ("true" enables HEAD /dump). `clock` is for tests.
+ * call `scheduled`), DUMP ("true" enables HEAD /dump), TOKEN_SERVER_API_KEYS (a secret
+ * holding a key file's text: every request then needs one of its keys). `clock` is for tests.
  */
 export function createWorker(load, { clock, log = (line) => console.log(line) } = {}) {
   let state = null;
@@ -182,6 +192,12 @@ export function createWorker(load, { clock, log = (line) => console.log(line) } 
     if (state === null) {
       const { TokenService, purgeIntervalMillis } = load();
       const service = new TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true");
+      // A bad key secret throws before the store is kept, so every request fails (500,
+      // logged naming the line) rather than being served without the keys.
+      if (env.TOKEN_SERVER_API_KEYS !== undefined && env.TOKEN_SERVER_API_KEYS !== "") {
+        const keys = service.setApiKeys(env.TOKEN_SERVER_API_KEYS);
+        log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(keys)}`);
+      }
       state = { service, purgeMs: purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
     }
     return state;

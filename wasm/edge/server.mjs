@@ -11,7 +11,7 @@ import http from "node:http";
 import { createRequire } from "node:module";
 
 import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
-import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
+import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
 const USAGE = usage("node wasm/edge/server.mjs");
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
@@ -57,6 +57,7 @@ function send(res, reply) {
   const headers = { "content-length": Buffer.byteLength(reply.body) };
   if (reply.contentType !== null) headers["content-type"] = reply.contentType;
   if (reply.allow !== null) headers.allow = reply.allow;
+  if (reply.wwwAuthenticate !== null) headers["www-authenticate"] = reply.wwwAuthenticate;
   res.writeHead(reply.status, headers);
   res.end(reply.body);
 }
@@ -67,6 +68,7 @@ async function serve(service, req, res) {
     method: req.method,
     path: pathOf(req.url),
     contentType: req.headers["content-type"] ?? null,
+    authorization: req.headers.authorization ?? null,
     body,
   };
   // The client may still be sending; closing is cheaper than draining a huge upload.
@@ -76,8 +78,10 @@ async function serve(service, req, res) {
 
 function main() {
   let flags;
+  let reloadKeys;
   try {
     flags = parseFlags(process.argv.slice(2), loadPackage());
+    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -87,6 +91,7 @@ function main() {
     process.exit(0);
   }
   const { port, service, purgeMs } = flags;
+  if (reloadKeys) process.on("SIGHUP", reloadKeys);
 
   const server = http.createServer((req, res) => {
     serve(service, req, res).catch((err) => {

@@ -3,8 +3,8 @@
 //
 // One store per isolate, in memory, created on the first request (workerd refuses
 // randomness at module scope): route a client to one instance, or accept that tokens are
-// per instance. Settings from the environment: TOKEN_LIFETIME, PURGE_INTERVAL, DUMP (see
-// createWorker in handler.mjs).
+// per instance. Settings from the environment: TOKEN_LIFETIME, PURGE_INTERVAL, DUMP, and the
+// secret TOKEN_SERVER_API_KEYS (see createWorker in handler.mjs).
 import wasmModule from "../pkg-web/token_server_wasm_bg.wasm";
 import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
 import { createWorker } from "./handler.mjs";

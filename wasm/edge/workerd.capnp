@@ -4,7 +4,8 @@
 #   workerd serve wasm/edge/workerd.capnp --socket-addr http=127.0.0.1:8080
 #
 # Settings from the environment of workerd: TOKEN_LIFETIME (e.g. 2h), PURGE_INTERVAL
-# (e.g. 1min), DUMP (true enables HEAD /dump, logged on stdout). Tokens live in the memory
+# (e.g. 1min), DUMP (true enables HEAD /dump, logged on stdout), TOKEN_SERVER_API_KEYS (a
+# key file's text: every request then needs one of its keys; in wrangler, a secret). Tokens live in the memory
 # of the one isolate: a restart loses them.
 using Workerd = import "/workerd/workerd.capnp";
 
@@ -26,5 +27,6 @@ const tokenServer :Workerd.Worker = (
     (name = "TOKEN_LIFETIME", fromEnvironment = "TOKEN_LIFETIME"),
     (name = "PURGE_INTERVAL", fromEnvironment = "PURGE_INTERVAL"),
     (name = "DUMP", fromEnvironment = "DUMP"),
+    (name = "TOKEN_SERVER_API_KEYS", fromEnvironment = "TOKEN_SERVER_API_KEYS"),
   ],
 );
