@@ -5,8 +5,8 @@
 //     [--token-lifetime D] [--purge-interval D] [--dump]
 //
 // API keys (TOKEN_SERVER_API_KEYS or TOKEN_SERVER_API_KEYS_FILE, see flags.mjs) need
-// --allow-env=TOKEN_SERVER_API_KEYS,TOKEN_SERVER_API_KEYS_FILE (without it the host refuses
-// to start, rather than run without keys that may be set) and --allow-read for the file.
+// --allow-env=TOKEN_SERVER_API_KEYS,TOKEN_SERVER_API_KEYS_FILE (without it no key is read,
+// and the host logs a warning saying so) and --allow-read for the file.
 //
 // `deno serve` owns the address (its --host, --port) and graceful shutdown on SIGTERM;
 // the service's own flags follow the file name. Flags come from flags.mjs and every

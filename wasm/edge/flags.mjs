@@ -118,17 +118,6 @@ export function parseFlags(args, wasm, warn = (line) => console.error(line)) {
   return { help: false, port, service, purgeMs, dump: values.dump };
 }
 
-function readEnv(name) {
-  try {
-    return process.env[name];
-  } catch (err) {
-    // Deno without --allow-env: refuse to start rather than run without keys that may be set.
-    throw new UsageError(
-      `cannot read ${name} (deno: grant --allow-env=${API_KEYS_ENV},${API_KEYS_FILE_ENV}): ${err.message}`,
-    );
-  }
-}
-
 /**
  * Sets `service`'s API keys from the environment, if there are any; the core parses them.
  * Returns a function that rereads the key file (for SIGHUP) when they came from
@@ -136,8 +125,19 @@ function readEnv(name) {
  * the file and the line of a bad key set.
  */
 export function apiKeysFromEnv(service, log) {
-  const inline = readEnv(API_KEYS_ENV);
-  const file = readEnv(API_KEYS_FILE_ENV);
+  let inline;
+  let file;
+  try {
+    inline = process.env[API_KEYS_ENV];
+    file = process.env[API_KEYS_FILE_ENV];
+  } catch (err) {
+    // Deno without --allow-env: existing deployments keep starting (keys are opt-in), but
+    // the log says no key was looked for.
+    log(
+      `warning: cannot read ${API_KEYS_ENV} (${err.message}): no API keys, anyone who can reach this port can mint tokens; deno needs --allow-env=${API_KEYS_ENV},${API_KEYS_FILE_ENV}`,
+    );
+    return null;
+  }
   if (inline !== undefined && file !== undefined) {
     throw new UsageError(`set ${API_KEYS_ENV} or ${API_KEYS_FILE_ENV}, not both`);
   }
