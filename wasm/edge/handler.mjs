@@ -194,8 +194,10 @@ export function createWorker(load, { clock, log = (line) => console.log(line) } 
       const service = new TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true");
       // A bad key secret throws before the store is kept, so every request fails (500,
       // logged naming the line) rather than being served without the keys.
-      if (env.TOKEN_SERVER_API_KEYS !== undefined && env.TOKEN_SERVER_API_KEYS !== "") {
-        const keys = service.setApiKeys(env.TOKEN_SERVER_API_KEYS);
+      // workerd passes an unset fromEnvironment binding as null.
+      const keysText = env.TOKEN_SERVER_API_KEYS ?? "";
+      if (keysText !== "") {
+        const keys = service.setApiKeys(keysText);
         log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(keys)}`);
       }
       state = { service, purgeMs: purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
