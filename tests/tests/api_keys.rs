@@ -143,6 +143,15 @@ fn only_a_configured_key_gets_in_and_a_refusal_changes_nothing() {
         let probe = try_request_with_headers(server.addr, "GET", path, &[], b"").expect("answer");
         assert_ne!(probe.status, 401, "{path} must stay open: {probe:?}");
     }
+    // The native host's own /metrics is guarded by the same rule.
+    if Host::under_test() == Host::Native {
+        let bearer = format!("Bearer {KEY_A}");
+        let scrape = |headers: &[(&str, &str)]| {
+            try_request_with_headers(server.addr, "GET", "/metrics", headers, b"").expect("answer")
+        };
+        assert_refused(&scrape(&[]), "/metrics without a key");
+        assert_eq!(scrape(&[("Authorization", &bearer)]).status, 200);
+    }
     // The native host logs the first refusal (then at most one line per 10 s).
     if Host::under_test() == Host::Native {
         server.wait_for_log(
