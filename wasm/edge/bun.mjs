@@ -4,7 +4,13 @@
 //   bun wasm/edge/bun.mjs [--port N] [--token-lifetime D] [--purge-interval D] [--dump]
 //
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
+import {
+  initSync,
+  TokenService,
+  maxSessionLifetimeMillis,
+  purgeIntervalMillis,
+  rotationGraceMillis,
+} from "../pkg-web/token_server_wasm.js";
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
 import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
@@ -26,7 +32,12 @@ async function main() {
   let flags;
   let reloadKeys;
   try {
-    flags = parseFlags(Bun.argv.slice(2), { TokenService, purgeIntervalMillis });
+    flags = parseFlags(Bun.argv.slice(2), {
+      TokenService,
+      purgeIntervalMillis,
+      rotationGraceMillis,
+      maxSessionLifetimeMillis,
+    });
     if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);

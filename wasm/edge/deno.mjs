@@ -11,7 +11,13 @@
 // `deno serve` owns the address (its --host, --port) and graceful shutdown on SIGTERM;
 // the service's own flags follow the file name. Flags come from flags.mjs and every
 // answer from handler.mjs, shared with the other hosts.
-import { initSync, TokenService, purgeIntervalMillis } from "../pkg-web/token_server_wasm.js";
+import {
+  initSync,
+  TokenService,
+  maxSessionLifetimeMillis,
+  purgeIntervalMillis,
+  rotationGraceMillis,
+} from "../pkg-web/token_server_wasm.js";
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
 import { UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
@@ -36,7 +42,12 @@ function start() {
   let flags;
   let reloadKeys;
   try {
-    flags = parseFlags(Deno.args, { TokenService, purgeIntervalMillis });
+    flags = parseFlags(Deno.args, {
+      TokenService,
+      purgeIntervalMillis,
+      rotationGraceMillis,
+      maxSessionLifetimeMillis,
+    });
     if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
