@@ -56,6 +56,8 @@ MAX_WASM_RATIO=3
 MAX_SNAPSHOT_RSS_RATIO=1.10; MAX_SNAPSHOT_P99_US=5000
 # Target of issue 16: rotations with the journal on (--state-file) against off.
 MIN_JOURNAL_RATIO=0.85
+# Target of issue 15: rotations with an API key against without.
+MIN_API_KEY_RATIO=0.90
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "== installing wrk"
@@ -119,6 +121,7 @@ core() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$CORE"; }
 for name in create rotate rotate_merge remove rotate_grace; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
 info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
 info "core OsRandom, 16 bytes (part of create/rotate)" "$(core core_random_ns)" "ns/op"
+info "core API key check, 2 keys (per request with --api-keys)" "$(core core_api_key_check_ns)" "ns/op"
 
 echo "== wasm micro-benchmarks (Node), beside the core's of this run"
 if [ -f wasm/pkg/token_server_wasm.js ]; then
@@ -208,6 +211,29 @@ info "token-server rotation counting metrics (median)" "$C" "PUT/s"
 info "metrics on / off" "$(awk -v b="$B" -v c="$C" 'BEGIN { printf "%.3f", c / b }')" "x"
 check "1. rotation / trivial handler" "$(awk -v a="$A" -v b="$B" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_RATIO" "x"
 check "1. rotation with metrics / trivial handler" "$(awk -v a="$A" -v c="$C" 'BEGIN { printf "%.3f", c / a }')" ">=" "$MIN_RATIO" "x"
+
+echo "== target 7 (issue 15): rotation throughput with an API key (Authorization: Bearer) against without, ${PAIRS}x (A no key, B key) ${DURATION}s each"
+API_KEY_VALUE="bench-$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
+: >"$WORK/nokey"; : >"$WORK/key"
+for _ in $(seq 1 "$PAIRS"); do
+  start nokey "$BIN/bench-server"
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  A no key: $line"; field "$line" ops_per_s >>"$WORK/nokey"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation without a key failed"
+  start key "$BIN/bench-server" --api-key "$API_KEY_VALUE"
+  line=$(API_KEY=$API_KEY_VALUE rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  B API key: $line"; field "$line" ops_per_s >>"$WORK/key"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation with the API key was refused or failed"
+  [ "$(field "$line" puts)" -gt 0 ] || broken "no rotation with the API key succeeded"
+done
+# The key is checked for real: a request without it is refused.
+start keycheck "$BIN/bench-server" --api-key "$API_KEY_VALUE"
+line=$(rotate_wrk "$PORT" 1); stop "$PID"
+[ "$(field "$line" puts)" = 0 ] || broken "the server with --api-key let rotations in without the key"
+NOKEY=$(median <"$WORK/nokey"); KEYED=$(median <"$WORK/key")
+info "rotation without a key (median)" "$NOKEY" "PUT/s"
+info "rotation with an API key (median)" "$KEYED" "PUT/s"
+check "7. rotation with key / without" "$(awk -v a="$NOKEY" -v b="$KEYED" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_API_KEY_RATIO" "x"
 
 echo "== targets 2 and 3: POST-only load growing the store from 0 to $TOKENS tokens"
 start grow "$BIN/bench-server"

@@ -31,7 +31,7 @@ export BUN DENO WORKERD
 # --nocapture so a host that skips a test says which and why in this log.
 for host in edge bun deno workerd workerd-do; do
   echo "== black-box HTTP tests against the $host host"
-  TOKEN_SERVER_HOST=$host cargo test -p token-server-tests --test http --test operations --test test_clock -- --nocapture
+  TOKEN_SERVER_HOST=$host cargo test -p token-server-tests --test http --test operations --test test_clock --test api_keys -- --nocapture
 done
 
 echo "== systemd unit: systemd-analyze verify, and security exposure at most 2.0"

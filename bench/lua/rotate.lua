@@ -3,6 +3,9 @@
 -- Counts PUT answers with a token (puts), POST answers (posts) and anything else (bad).
 local body_meta = '{"meta":{"name":"bench user","year":2026,"period":11}}'
 local json = { ["Content-Type"] = "application/json" }
+-- API_KEY set: every request carries it, for a server started with --api-key.
+local api_key = os.getenv("API_KEY")
+if api_key and api_key ~= "" then json["Authorization"] = "Bearer " .. api_key end
 queue, puts, posts, bad = {}, 0, 0, 0
 
 function request()

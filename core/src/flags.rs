@@ -205,6 +205,16 @@ pub static FLAGS: &[FlagSpec] = &[
         unset: "none",
     },
     FlagSpec {
+        long: "api-keys",
+        short: None,
+        env: "TOKEN_SERVER_API_KEYS_FILE",
+        value_name: "FILE",
+        kind: FlagKind::Path,
+        help: "Require Authorization: Bearer <key> on /token, /dump and /metrics, with the \
+               keys in FILE (one a line, at least 32 characters; SIGHUP reloads it)",
+        unset: "none",
+    },
+    FlagSpec {
         long: "snapshot-interval",
         short: None,
         env: "TOKEN_SERVER_SNAPSHOT_INTERVAL",

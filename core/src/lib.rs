@@ -22,6 +22,7 @@
 //! assert!(store.rotate(rotated.token.as_str(), None).is_err());
 //! ```
 
+pub mod auth;
 mod clock;
 pub mod config;
 pub mod duration;

@@ -6,16 +6,18 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::{PoisonError, RwLock};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::auth::{ApiKeys, AuthError};
 use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::config::MAX_BODY_BYTES;
 use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
 use crate::store::{Rotated, StoreError, TokenStore};
-use crate::throttle::Throttle;
+use crate::throttle::{Throttle, DEFAULT_LOG_INTERVAL};
 
 mod health;
 mod outcome;
@@ -52,6 +54,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The `Content-Type` header, if any (`None` also when it is not valid text).
     pub content_type: Option<&'a str>,
+    /// The `Authorization` header, if any (`None` also when it is not valid text); checked
+    /// when the service has API keys.
+    pub authorization: Option<&'a str>,
     /// The body.
     pub body: Body<'a>,
 }
@@ -72,6 +77,8 @@ pub struct Reply {
     pub endpoint: Endpoint,
     /// What answering did, for the host's metrics; never sent.
     pub event: Event,
+    /// The `WWW-Authenticate` header, sent with 401.
+    pub www_authenticate: Option<&'static str>,
 }
 
 impl Reply {
@@ -83,6 +90,7 @@ impl Reply {
             allow: None,
             endpoint: Endpoint::Other,
             event,
+            www_authenticate: None,
         }
     }
 
@@ -94,6 +102,7 @@ impl Reply {
             allow: None,
             endpoint: Endpoint::Other,
             event,
+            www_authenticate: None,
         }
     }
 
@@ -105,6 +114,7 @@ impl Reply {
             allow: None,
             endpoint: Endpoint::Other,
             event,
+            www_authenticate: None,
         }
     }
 }
@@ -144,6 +154,8 @@ pub enum RequestError {
     ClockBackwards { now: Timestamp },
     /// The host cannot serve sessions yet (its state is still loading).
     NotReady(Readiness),
+    /// The service has API keys and the request carries none of them.
+    Unauthorized(AuthError),
 }
 
 impl RequestError {
@@ -162,6 +174,7 @@ impl RequestError {
             | RequestError::InvalidValue(_)
             | RequestError::ClockBackwards { .. } => 422,
             RequestError::StoreFull | RequestError::Unavailable | RequestError::NotReady(_) => 503,
+            RequestError::Unauthorized(_) => 401,
         }
     }
 
@@ -169,8 +182,10 @@ impl RequestError {
     pub fn reply(&self) -> Reply {
         let status = self.status();
         let mut reply = Reply::text(status, self.to_string(), Event::Refused(status));
-        if let RequestError::MethodNotAllowed { allow } = self {
-            reply.allow = Some(allow);
+        match self {
+            RequestError::MethodNotAllowed { allow } => reply.allow = Some(allow),
+            RequestError::Unauthorized(err) => reply.www_authenticate = Some(www_authenticate(err)),
+            _ => {}
         }
         reply
     }
@@ -217,6 +232,7 @@ impl fmt::Display for RequestError {
                 write!(f, "the test clock only moves forward; it is already {now}")
             }
             RequestError::NotReady(readiness) => readiness.fmt(f),
+            RequestError::Unauthorized(err) => err.fmt(f),
         }
     }
 }
@@ -261,6 +277,12 @@ pub struct Service<C, R> {
     unavailable_error: Throttle,
     /// Set by the host while it runs; read on every request.
     readiness: ReadinessFlag,
+    /// The API keys a request must carry one of; `None`: no check. A std `RwLock` so the
+    /// host can swap the set while serving (SIGHUP): readers only share it for a hash and
+    /// a few comparisons, and it works unchanged on wasm32.
+    api_keys: RwLock<Option<ApiKeys>>,
+    /// Refused API keys are logged, but a client retrying in a loop must not flood the log.
+    refusal_log: Throttle,
 }
 
 impl<C: Clock, R: TokenSource> Service<C, R> {
@@ -274,7 +296,36 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             full_warning: Throttle::default(),
             unavailable_error: Throttle::default(),
             readiness: ReadinessFlag::new(Readiness::Ready),
+            api_keys: RwLock::new(None),
+            refusal_log: Throttle::new(DEFAULT_LOG_INTERVAL),
         }
+    }
+
+    /// Requires one of `keys` (`Authorization: Bearer <key>`) on every path but the
+    /// open ones (health probes, `/test-clock`); others get 401.
+    pub fn with_api_keys(self, keys: ApiKeys) -> Self {
+        self.replace_api_keys(keys);
+        self
+    }
+
+    /// Swaps the API key set while serving (a reload); requests already being checked
+    /// finish with the old set, every later one sees the new set.
+    pub fn replace_api_keys(&self, keys: ApiKeys) {
+        let mut current = self
+            .api_keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let old = current.replace(keys);
+        drop(current);
+        drop(old);
+    }
+
+    /// Whether requests need an API key.
+    pub fn requires_api_key(&self) -> bool {
+        self.api_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Turns on the `/test-clock` endpoints, which move `clock`. The store must read its
@@ -292,6 +343,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     ///     method: "POST",
     ///     path: "/test-clock/advance",
     ///     content_type: Some("application/json"),
+    ///     authorization: None,
     ///     body: Body::Complete(br#"{"by":"1h30min"}"#),
     /// });
     /// assert_eq!(reply.body, r#"{"now":"1970-01-01T01:30:00.000Z"}"#);
@@ -366,6 +418,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     ///     method: "POST",
     ///     path: "/token",
     ///     content_type: Some("application/json"),
+    ///     authorization: None,
     ///     body: Body::Complete(br#"{"meta":{"name":"My user"}}"#),
     /// });
     /// assert_eq!(reply.status, 200);
@@ -375,11 +428,51 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         let readiness = self.readiness();
         let mut reply = match Probe::of(request.path) {
             Some(probe) => probe.answer(request.method, readiness),
-            None if readiness == Readiness::Loading => RequestError::NotReady(readiness).reply(),
-            None => self.route(request).unwrap_or_else(|err| err.reply()),
+            None => match self.authorize(request.path, request.method, request.authorization) {
+                Err(refused) => refused,
+                Ok(()) if readiness == Readiness::Loading => {
+                    RequestError::NotReady(readiness).reply()
+                }
+                Ok(()) => self.route(request).unwrap_or_else(|err| err.reply()),
+            },
         };
         reply.endpoint = Endpoint::of(request.method, request.path);
         reply
+    }
+
+    /// Whether a request to `path` may go on: `Err` holds the 401 to send when the service
+    /// has API keys, the path is not open and `authorization` (the `Authorization` header)
+    /// carries none of them. [`Service::handle`] checks it; a host that answers a path of its
+    /// own (such as `/metrics`) checks it first, so one rule guards every endpoint.
+    /// Checked before routing, so a caller without a key learns nothing about the
+    /// endpoints, and a refused request changes nothing.
+    pub fn authorize(
+        &self,
+        path: &str,
+        method: &str,
+        authorization: Option<&str>,
+    ) -> Result<(), Reply> {
+        if is_open_path(path) {
+            return Ok(());
+        }
+        let keys = self.api_keys.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(keys) = keys.as_ref() else {
+            return Ok(());
+        };
+        keys.check(authorization).map_err(|err| {
+            if let Some(suppressed) = self.refusal_log.check(self.store.clock().now()) {
+                let presented = match err {
+                    AuthError::UnknownKey(fingerprint) => format!("unknown key {fingerprint}"),
+                    AuthError::Missing => "no Authorization header".to_string(),
+                    AuthError::NotBearer => "no Bearer key".to_string(),
+                };
+                // Debug-quoted: method and path are the client's, and must not forge log lines.
+                log::warn!(
+                    "refused {method:?} {path:?}: {presented} ({suppressed} more refusals since the last report)"
+                );
+            }
+            RequestError::Unauthorized(err).reply()
+        })
     }
 
     fn route(&self, request: &Request<'_>) -> Result<Reply, RequestError> {
@@ -543,6 +636,23 @@ fn since_last(held_back: u64) -> String {
         String::new()
     } else {
         format!("; {held_back} more since the last such line")
+    }
+}
+
+/// Paths answered without an API key: the health probes, which orchestrators call without
+/// credentials, and the test clock, which exists only on a test server. Every other path,
+/// unknown ones included, needs a key, so an endpoint added later is protected by default.
+fn is_open_path(path: &str) -> bool {
+    matches!(path, "/livez" | "/readyz" | "/healthz" | "/test-clock")
+        || path.starts_with("/test-clock/")
+}
+
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3): `invalid_token` when a key was
+/// presented and is wrong, no error code when none was presented.
+fn www_authenticate(err: &AuthError) -> &'static str {
+    match err {
+        AuthError::Missing | AuthError::NotBearer => r#"Bearer realm="token-server""#,
+        AuthError::UnknownKey(_) => r#"Bearer realm="token-server", error="invalid_token""#,
     }
 }
 

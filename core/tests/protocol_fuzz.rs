@@ -254,6 +254,7 @@ fn create_sentinel(service: &Service<ManualClock, SeededRandom>) -> Option<Strin
         method: "POST",
         path: "/token",
         content_type: Some("application/json"),
+        authorization: None,
         body: Body::Complete(br#"{"meta":{"sentinel":true}}"#),
     });
     (reply.status == 200).then_some(reply.body)
@@ -314,6 +315,7 @@ fn run_case(
             method: &fuzz.method,
             path: &fuzz.path,
             content_type: fuzz.content_type.as_deref(),
+            authorization: None,
             body: match &bytes {
                 Some(bytes) => Body::Complete(bytes),
                 None => Body::TooLarge,

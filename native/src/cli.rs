@@ -9,6 +9,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use token_server_core::auth::ApiKeys;
 use token_server_core::config::{
     check_session_lifetimes, SessionShorterThanToken, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_META_BYTES, DEFAULT_MAX_TOKENS,
@@ -73,6 +74,18 @@ pub struct Config {
     pub max_session_lifetime: Option<Duration>,
     /// How log lines are written: text for people, JSON for log shippers.
     pub log_format: LogFormat,
+    /// `--api-keys`: the keys every request must carry one of; none by default, so
+    /// existing deployments keep working.
+    pub api_keys: Option<ApiKeysFile>,
+}
+
+/// The `--api-keys` file and the keys it held when the command line was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeysFile {
+    /// Where the keys are; read again on SIGHUP.
+    pub path: PathBuf,
+    /// The keys it held at start.
+    pub keys: ApiKeys,
 }
 
 impl Default for Config {
@@ -99,6 +112,7 @@ impl Default for Config {
             revoke_on_reuse: false,
             max_session_lifetime: None,
             log_format: LogFormat::Text,
+            api_keys: None,
         }
     }
 }
@@ -126,6 +140,8 @@ pub enum CliError {
     /// A flag of the core's table that this host has no setting for (a table entry added
     /// without its [`Config`] field); the unit tests catch it before a release.
     Unsupported(&'static str),
+    /// The `--api-keys` file cannot be read or holds a bad line; says which.
+    ApiKeys(String),
 }
 
 impl fmt::Display for CliError {
@@ -136,6 +152,7 @@ impl fmt::Display for CliError {
             CliError::Unsupported(flag) => {
                 write!(f, "--{flag}: this build has no setting for it")
             }
+            CliError::ApiKeys(reason) => write!(f, "--api-keys: {reason}"),
         }
     }
 }
@@ -178,6 +195,17 @@ pub fn parse_with_env(
     };
     let mut config = Config::default();
     for (spec, value) in values.iter() {
+        if spec.long == "api-keys" {
+            // Read now, so a bad file stops the start with the other usage errors (exit 2)
+            // rather than after binding.
+            if let Some(FlagValue::Path(path)) = value {
+                let path = PathBuf::from(path);
+                let keys = crate::api_keys::load(&path)
+                    .map_err(|err| CliError::ApiKeys(err.to_string()))?;
+                config.api_keys = Some(ApiKeysFile { path, keys });
+            }
+            continue;
+        }
         if !apply(&mut config, spec.long, value) {
             return Err(CliError::Unsupported(spec.long));
         }
@@ -491,6 +519,35 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_are_read_from_the_file_and_a_bad_one_names_its_line() {
+        let dir = std::env::temp_dir().join(format!("ts-cli-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        let key = "k".repeat(32);
+        std::fs::write(&good, format!("# ops\n{key}\n")).unwrap();
+        let config = config(&["--api-keys", good.to_str().unwrap()]);
+        let file = config.api_keys.unwrap();
+        assert_eq!(file.path, good);
+        assert_eq!(file.keys, ApiKeys::parse(&key).unwrap());
+
+        let bad = dir.join("bad");
+        std::fs::write(&bad, format!("{key}\n\nshort\n")).unwrap();
+        assert_eq!(
+            error(&["--api-keys", bad.to_str().unwrap()]),
+            format!(
+                "--api-keys: {}: line 3: the key has 5 characters; at least 32 are required",
+                bad.display()
+            )
+        );
+        let missing = dir.join("missing");
+        assert!(error(&["--api-keys", missing.to_str().unwrap()])
+            .starts_with(&format!("--api-keys: {}: ", missing.display())));
+        assert!(error(&["--api-keys"]).starts_with("--api-keys: "));
+        assert_eq!(super::Config::default().api_keys, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn limits_are_read_with_units_and_checked() {
         let limits = config(&["--max-body", "1MiB", "--max-tokens", "500"]);
         assert_eq!(limits.max_body_bytes, 1024 * 1024);
@@ -650,6 +707,7 @@ mod tests {
             "Largest metadata of one token, between 1KiB and 16MiB,",
             "(default: 64KiB)",
             "--log-format",
+            "--api-keys FILE",
             "32 levels",
             "1000 keys",
             "--header-timeout",

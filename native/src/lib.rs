@@ -1,6 +1,7 @@
 //! The token server's host pieces as a library, so bench and test binaries can serve a
 //! store built on any clock and randomness with exactly the shipped HTTP stack.
 
+pub mod api_keys;
 pub mod cli;
 pub mod clock;
 pub mod connections;

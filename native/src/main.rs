@@ -14,7 +14,7 @@ use token_server::deadline::Timeouts;
 use token_server::journal::{journal_path, Journal};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
-use token_server::{cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
+use token_server::{api_keys, cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
 use token_server_core::protocol::{Readiness, Service, DUMP_LOG_TARGET};
 use token_server_core::session::SessionRules;
 use token_server_core::{MetaLimits, OsRandom, TokenStore};
@@ -121,7 +121,33 @@ async fn serve(config: cli::Config) -> ExitCode {
     if let Some(test_clock) = clock.test_clock() {
         service = service.with_test_clock(test_clock);
     }
+    match &config.api_keys {
+        Some(file) => {
+            log::info!(
+                "api keys from {}: {}",
+                file.path.display(),
+                api_keys::describe(&file.keys)
+            );
+            service = service.with_api_keys(file.keys.clone());
+        }
+        None if !config.bind.is_loopback() => log::warn!(
+            "--bind {} is not loopback and there are no API keys: anyone who can reach this port can mint tokens for any user; set --api-keys",
+            config.bind
+        ),
+        None => {}
+    }
     let service = Arc::new(service);
+    // Registered before serving, so a SIGHUP right after start cannot kill the process.
+    let key_reload = match &config.api_keys {
+        Some(file) => match api_keys::reload_on_sighup(service.clone(), file.path.clone()) {
+            Ok(task) => Some(task),
+            Err(err) => {
+                log::error!("cannot listen for SIGHUP to reload the API keys: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let sessions = service.clone();
     let metrics = Metrics::new(move || sessions.store().held(), config.state_file.is_some());
     let observer = Arc::new(Observer::new(Some(metrics)));
@@ -204,7 +230,7 @@ async fn serve(config: cli::Config) -> ExitCode {
     if started.is_none() {
         return ExitCode::FAILURE;
     }
-    drop(started);
+    drop((started, key_reload));
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {
         log::error!("{err}");

@@ -70,6 +70,7 @@ impl Observer {
             content_type: Some(metrics::CONTENT_TYPE),
             body: metrics.encode(),
             allow: None,
+            www_authenticate: None,
             endpoint: Endpoint::Other,
             // A scrape changes nothing and counts as no session event.
             event: Event::Probed,

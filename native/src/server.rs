@@ -12,7 +12,10 @@ use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use token_server_core::protocol::{Body, Reply, Request, Service};
 use token_server_core::{Clock, TokenSource};
-use warp::http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
+use warp::http::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
+    WWW_AUTHENTICATE,
+};
 use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
@@ -64,6 +67,7 @@ where
         .and(optional_header(CONTENT_TYPE.as_str()))
         .and(optional_header(CONTENT_LENGTH.as_str()))
         .and(optional_header(EXPECT.as_str()))
+        .and(optional_header(AUTHORIZATION.as_str()))
         .and(warp::body::stream())
         .and_then(
             move |method: Method,
@@ -71,6 +75,7 @@ where
                   content_type,
                   content_length,
                   expect,
+                  authorization,
                   body| {
                 let (service, observer) = (service.clone(), observer.clone());
                 let head = Head {
@@ -78,6 +83,7 @@ where
                     content_type,
                     content_length,
                     expect,
+                    authorization,
                 };
                 async move {
                     let response = answer(&service, &observer, head, path.as_str(), body).await;
@@ -109,6 +115,8 @@ struct Head {
     content_length: Option<HeaderValue>,
     /// `Expect: 100-continue`: such a client sends its body only once told to go ahead.
     expect: Option<HeaderValue>,
+    /// Raw, so a value that is not text reaches the protocol as absent (401 with API keys).
+    authorization: Option<HeaderValue>,
 }
 
 /// Header `name` if present, as its raw value; never a rejection.
@@ -135,7 +143,15 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
 {
     let in_flight = observer.begin();
+    let authorization = head
+        .authorization
+        .as_ref()
+        .and_then(|value| value.to_str().ok());
     if let Some(reply) = observer.answer(head.method.as_str(), path) {
+        // The host's own path (/metrics) is guarded by the protocol's API key rule too.
+        let reply = service
+            .authorize(path, head.method.as_str(), authorization)
+            .map_or_else(|refused| refused, |()| reply);
         in_flight.finish_host(&reply);
         return to_response(reply);
     }
@@ -159,6 +175,7 @@ where
             .content_type
             .as_ref()
             .and_then(|value| value.to_str().ok()),
+        authorization,
         body: match &bytes {
             Some(bytes) => Body::Complete(bytes),
             None => Body::TooLarge,
@@ -248,6 +265,9 @@ fn to_response(reply: Reply) -> Response<String> {
     }
     if let Some(allow) = reply.allow {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(challenge) = reply.www_authenticate {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
     response
 }

@@ -148,9 +148,12 @@ pub fn server_command(host: Host, args: &[&str]) -> Command {
             deno.env("DENO_NO_UPDATE_CHECK", "1")
                 .arg("serve")
                 .arg(format!(
-                    "--allow-read={}",
-                    root.join("wasm/pkg-web").display()
+                    "--allow-read={},{}",
+                    root.join("wasm/pkg-web").display(),
+                    // Key files the tests write (TOKEN_SERVER_API_KEYS_FILE).
+                    std::env::temp_dir().display()
                 ))
+                .arg("--allow-env=TOKEN_SERVER_API_KEYS,TOKEN_SERVER_API_KEYS_FILE")
                 .args(["--host", "127.0.0.1", "--port"])
                 .arg(port.as_deref().unwrap_or("3666"))
                 .arg(edge.join("deno.mjs"))
@@ -515,6 +518,18 @@ impl Server {
         response.json()
     }
 
+    /// Sends signal `name` (e.g. `HUP`) to the server.
+    pub fn send_signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{name}").as_str(), &pid])
+            .status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -{name} failed"
+        );
+    }
+
     /// Sends SIGTERM without waiting for the exit.
     pub fn send_sigterm(&self) {
         let pid = self.child.id().to_string();
@@ -641,4 +656,38 @@ fn dechunk(mut rest: &str) -> String {
         rest = after[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Like [`request`], with extra headers (e.g. `Authorization`); an error instead of a panic
+/// when the connection fails or breaks off before a whole response head, so a test can
+/// count such failures.
+pub fn try_request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
+    stream.write_all(&message)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|window| window == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("incomplete response: {:?}", String::from_utf8_lossy(&raw)),
+        ));
+    }
+    Ok(parse_response(&raw, method == "HEAD"))
 }

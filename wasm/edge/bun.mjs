@@ -6,7 +6,7 @@
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
 import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
-import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
+import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
 // Written from the core's flag table once the package is loaded.
 let USAGE = "";
@@ -25,9 +25,11 @@ async function main() {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
   let flags;
+  let reloadKeys;
   try {
     USAGE = usage("bun wasm/edge/bun.mjs", wasm);
     flags = parseFlags(Bun.argv.slice(2), loadedWith(wasm, log), log);
+    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -37,6 +39,7 @@ async function main() {
     process.exit(0);
   }
   const { port, service, purgeMs } = flags;
+  if (reloadKeys) process.on("SIGHUP", reloadKeys);
 
   let server;
   try {

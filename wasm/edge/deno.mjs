@@ -4,12 +4,16 @@
 //   deno serve --allow-read=wasm/pkg-web --host 127.0.0.1 --port N wasm/edge/deno.mjs \
 //     [--token-lifetime D] [--purge-interval D] [--dump]
 //
+// API keys (TOKEN_SERVER_API_KEYS or TOKEN_SERVER_API_KEYS_FILE, see flags.mjs) need
+// --allow-env=TOKEN_SERVER_API_KEYS,TOKEN_SERVER_API_KEYS_FILE (without it no key is read,
+// and the host logs a warning saying so) and --allow-read for the file.
+//
 // `deno serve` owns the address (its --host, --port) and graceful shutdown on SIGTERM;
 // the service's own flags follow the file name. Flags come from flags.mjs and every
 // answer from handler.mjs, shared with the other hosts.
 import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
-import { UsageError, parseFlags, usage } from "./flags.mjs";
+import { UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
 const COMMAND = "deno serve [--host H] [--port N] wasm/edge/deno.mjs";
 // Written from the core's flag table once the package is loaded.
@@ -33,8 +37,10 @@ function start() {
     fail("--port is deno serve's: put it before the file name");
   }
   let flags;
+  let reloadKeys;
   try {
     flags = parseFlags(Deno.args, loadedWith(wasm, log), log, { port: false });
+    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -44,6 +50,7 @@ function start() {
     Deno.exit(0);
   }
   const { service, purgeMs } = flags;
+  if (reloadKeys) Deno.addSignalListener("SIGHUP", reloadKeys);
   const purgeTimer = startPurgeTimer(service, purgeMs, log);
   for (const signal of ["SIGTERM", "SIGINT"]) {
     // deno serve stops accepting and lets in-flight requests finish; once the timer is

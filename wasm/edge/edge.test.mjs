@@ -278,3 +278,32 @@ test("the process hosts' flags are parsed by the core's flag table", () => {
   assert.match(help, /-t, --token-lifetime DURATION\s+How long a token remains valid, between 30min and 96h\s+\(default: 2h\)/);
   assert.doesNotMatch(help, /state-file|TOKEN_SERVER_/);
 });
+
+test("worker checks the TOKEN_SERVER_API_KEYS secret through the core", async () => {
+  const key = "edge-key-0123456789abcdefghijklmnopqrstuv";
+  const { worker, handle, lines } = testWorker({
+    env: { TOKEN_SERVER_API_KEYS: `# edge\n${key}\n` },
+  });
+  const login = (authorization) =>
+    handle(
+      new Request("http://edge.test/token", {
+        method: "POST",
+        headers: authorization ? { ...JSON_HEADERS, authorization } : JSON_HEADERS,
+        body: JSON.stringify({ meta: { name: "My user" } }),
+      }),
+    );
+  const refused = await login(null);
+  assert.equal(refused.status, 401);
+  assert.match(refused.headers.get("www-authenticate"), /^Bearer/);
+  assert.equal((await login(`Bearer ${key.replace("edge", "gone")}`)).status, 401);
+  assert.equal(worker.service.size, 0);
+  assert.equal((await login(`Bearer ${key}`)).status, 200);
+  assert.match(lines.join("\n"), /api keys from TOKEN_SERVER_API_KEYS: 1 keys \(fingerprints [0-9a-f]{8}\)/);
+  assert.ok(!lines.join("\n").includes(key), "a key was logged");
+
+  // A bad secret fails closed: 500 on every request, logged naming the line.
+  const bad = testWorker({ env: { TOKEN_SERVER_API_KEYS: "short\n" } });
+  const answer = await bad.handle(new Request("http://edge.test/livez"));
+  assert.equal(answer.status, 500);
+  assert.match(bad.lines.join("\n"), /line 1: .*at least 32/);
+});

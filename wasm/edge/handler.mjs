@@ -4,8 +4,8 @@
 // Runtime-agnostic on purpose: no `node:` import, no Deno or Bun global, and nothing runs
 // at import time, so workerd (which refuses randomness and clocks at module scope) can
 // load it. Each host file only starts a server and moves bytes; every answer (status,
-// Content-Type, Allow, body) comes from the core protocol, the same code the native
-// server runs.
+// Content-Type, Allow, WWW-Authenticate, body) comes from the core protocol, the same code
+// the native server runs, API key check included.
 
 /**
  * Accumulates a request body up to `limit` bytes and says when it went past it, so a
@@ -89,13 +89,14 @@ export function pathOf(target) {
 
 /**
  * Answers one request: `body` is the whole body (Uint8Array) or null when it was over the
- * service's limit. Returns the core's reply. What the core logs (the `HEAD /dump` lines, a
- * test clock's purge, warnings) reaches the host's log through `logTo` (see `loadedWith`).
+ * service's limit; `authorization` the Authorization header or null. Returns the core's
+ * reply. What the core logs (the `HEAD /dump` lines, a test clock's purge, warnings)
+ * reaches the host's log through `logTo` (see `loadedWith`).
  */
-export function answer(service, { method, path, contentType, body }) {
+export function answer(service, { method, path, contentType, authorization = null, body }) {
   return body === null
-    ? service.handleOversized(method, path, contentType)
-    : service.handle(method, path, contentType, body);
+    ? service.handleOversized(method, path, contentType, authorization)
+    : service.handle(method, path, contentType, body, authorization);
 }
 
 /**
@@ -112,6 +113,7 @@ export function toResponse(reply) {
   const headers = new Headers();
   if (reply.contentType !== null) headers.set("content-type", reply.contentType);
   if (reply.allow !== null) headers.set("allow", reply.allow);
+  if (reply.wwwAuthenticate !== null) headers.set("www-authenticate", reply.wwwAuthenticate);
   return new Response(reply.body === "" ? null : reply.body, { status: reply.status, headers });
 }
 
@@ -121,12 +123,19 @@ export const INTERNAL_ERROR = Object.freeze({
   contentType: "text/plain; charset=utf-8",
   body: "internal error",
   allow: null,
+  wwwAuthenticate: null,
 });
+
+/** `N keys (fingerprints a1b2c3d4, …)`, as the native host logs a key set. */
+export function describeKeys({ count, fingerprints }) {
+  return `${count} keys (fingerprints ${fingerprints.join(", ")})`;
+}
 
 /** Answers a web Request with `service`: the fetch handler of Bun, Deno and Workers. */
 export async function respond(service, request) {
   const limit = service.maxBodyBytes;
   const contentType = request.headers.get("content-type");
+  const authorization = request.headers.get("authorization");
   let body;
   if (declaredOver(request.headers.get("content-length"), limit)) {
     body = null;
@@ -138,6 +147,7 @@ export async function respond(service, request) {
     method: request.method,
     path: pathOf(request.url),
     contentType,
+    authorization,
     body,
   });
   return toResponse(reply);
@@ -194,7 +204,8 @@ export const TEST_CLOCK_WARNING =
  * ("1min"; Workers have no long-lived timers, so a request purges when this much time
  * passed since the last purge, and a cron trigger may call `scheduled`), DUMP ("true"
  * enables HEAD /dump), and the session rules and test clock of `optionsFromEnv`. `clock`
- * is for tests.
+ * is for tests. TOKEN_SERVER_API_KEYS (a secret holding a key file's text) makes
+ * every request need one of its keys.
  */
 export function createWorker(load, { clock, log = (line) => console.log(line) } = {}) {
   let state = null;
@@ -206,6 +217,14 @@ export function createWorker(load, { clock, log = (line) => console.log(line) } 
       const options = optionsFromEnv(env, wasm);
       const service = new wasm.TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true", options);
       if (options.testClock) log(TEST_CLOCK_WARNING);
+      // A bad key secret throws before the store is kept, so every request fails (500,
+      // logged naming the line) rather than being served without the keys.
+      // workerd passes an unset fromEnvironment binding as null.
+      const keysText = env.TOKEN_SERVER_API_KEYS ?? "";
+      if (keysText !== "") {
+        const keys = service.setApiKeys(keysText);
+        log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(keys)}`);
+      }
       state = { service, purgeMs: wasm.purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
     }
     return state;

@@ -20,7 +20,7 @@ import {
   pathOf,
   startPurgeTimer,
 } from "./handler.mjs";
-import { HOST, UsageError, parseFlags, usage } from "./flags.mjs";
+import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
 
 // Written from the core's flag table once the package is loaded.
 let USAGE = "";
@@ -67,6 +67,7 @@ function send(res, reply) {
   const headers = { "content-length": Buffer.byteLength(reply.body) };
   if (reply.contentType !== null) headers["content-type"] = reply.contentType;
   if (reply.allow !== null) headers.allow = reply.allow;
+  if (reply.wwwAuthenticate !== null) headers["www-authenticate"] = reply.wwwAuthenticate;
   res.writeHead(reply.status, headers);
   res.end(reply.body);
 }
@@ -77,6 +78,7 @@ async function serve(service, req, res) {
     method: req.method,
     path: pathOf(req.url),
     contentType: req.headers["content-type"] ?? null,
+    authorization: req.headers.authorization ?? null,
     body,
   };
   // The client may still be sending; closing is cheaper than draining a huge upload.
@@ -86,10 +88,12 @@ async function serve(service, req, res) {
 
 function main() {
   let flags;
+  let reloadKeys;
   try {
     const wasm = loadPackage();
     USAGE = usage("node wasm/edge/server.mjs", wasm);
     flags = parseFlags(process.argv.slice(2), loadedWith(wasm, log), log);
+    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
   } catch (err) {
     if (err instanceof UsageError) fail(err.message);
     throw err;
@@ -99,6 +103,7 @@ function main() {
     process.exit(0);
   }
   const { port, service, purgeMs } = flags;
+  if (reloadKeys) process.on("SIGHUP", reloadKeys);
 
   const server = http.createServer((req, res) => {
     serve(service, req, res).catch((err) => {

@@ -15,6 +15,7 @@
 import {
   TEST_CLOCK_WARNING,
   declaredOver,
+  describeKeys,
   failed,
   loadedWith,
   optionsFromEnv,
@@ -47,8 +48,16 @@ export function createSessionWorker(load, { log = (line) => console.log(line) } 
     if (service === null) {
       const wasm = loadedWith(load(), log);
       const options = optionsFromEnv(env, wasm);
-      service = new wasm.TokenService(env.TOKEN_LIFETIME, undefined, env.DUMP === "true", options);
+      const created = new wasm.TokenService(env.TOKEN_LIFETIME, undefined, env.DUMP === "true", options);
       if (options.testClock) log(TEST_CLOCK_WARNING);
+      // The Worker checks the keys for every session's home; a bad secret throws before the
+      // service is kept, so every request fails (500) rather than going unchecked. workerd
+      // passes an unset fromEnvironment binding as null.
+      const keysText = env.TOKEN_SERVER_API_KEYS ?? "";
+      if (keysText !== "") {
+        log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(created.setApiKeys(keysText))}`);
+      }
+      service = created;
     }
     return service;
   }
@@ -59,6 +68,7 @@ export function createSessionWorker(load, { log = (line) => console.log(line) } 
     const method = request.method;
     const path = pathOf(request.url);
     const contentType = request.headers.get("content-type");
+    const authorization = request.headers.get("authorization");
     let body;
     if (declaredOver(request.headers.get("content-length"), limit)) {
       body = null;
@@ -66,8 +76,10 @@ export function createSessionWorker(load, { log = (line) => console.log(line) } 
     } else {
       body = await readCapped(request.body, limit);
     }
-    if (body === null) return toResponse(current.handleOversized(method, path, contentType));
-    const decided = current.route(method, path, contentType, body);
+    if (body === null) {
+      return toResponse(current.handleOversized(method, path, contentType, authorization));
+    }
+    const decided = current.route(method, path, contentType, body, authorization);
     if (decided.reply) return toResponse(decided.reply);
     const session = decided.login ?? decided.session;
     const stub = env.SESSIONS.get(env.SESSIONS.idFromName(session));

@@ -42,5 +42,6 @@ const tokenServer :Workerd.Worker = (
     (name = "REVOKE_ON_REUSE", fromEnvironment = "REVOKE_ON_REUSE"),
     (name = "MAX_SESSION_LIFETIME", fromEnvironment = "MAX_SESSION_LIFETIME"),
     (name = "TEST_CLOCK", fromEnvironment = "TEST_CLOCK"),
+    (name = "TOKEN_SERVER_API_KEYS", fromEnvironment = "TOKEN_SERVER_API_KEYS"),
   ],
 );

@@ -6,7 +6,8 @@
 # Settings from the environment of workerd: TOKEN_LIFETIME (e.g. 2h), PURGE_INTERVAL
 # (e.g. 1min), DUMP (true enables HEAD /dump, logged on stdout), ROTATION_GRACE (e.g. 30s),
 # REVOKE_ON_REUSE (true), MAX_SESSION_LIFETIME (e.g. 30d), TEST_CLOCK (true: for tests
-# only). Tokens live in the memory of the one isolate: a restart loses them.
+# only), TOKEN_SERVER_API_KEYS (a key file's text: every request then needs one of its
+# keys; in wrangler, a secret). Tokens live in the memory of the one isolate: a restart loses them.
 using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
@@ -31,5 +32,6 @@ const tokenServer :Workerd.Worker = (
     (name = "REVOKE_ON_REUSE", fromEnvironment = "REVOKE_ON_REUSE"),
     (name = "MAX_SESSION_LIFETIME", fromEnvironment = "MAX_SESSION_LIFETIME"),
     (name = "TEST_CLOCK", fromEnvironment = "TEST_CLOCK"),
+    (name = "TOKEN_SERVER_API_KEYS", fromEnvironment = "TOKEN_SERVER_API_KEYS"),
   ],
 );

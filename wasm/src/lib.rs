@@ -13,6 +13,7 @@ use std::time::Duration;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use token_server_core::auth::ApiKeys;
 use token_server_core::config::{
     check_session_lifetimes, DEFAULT_PURGE_INTERVAL, DEFAULT_TOKEN_LIFETIME,
     MAX_SESSION_LIFETIME_RANGE, PURGE_INTERVAL_RANGE, ROTATION_GRACE_RANGE, TOKEN_LIFETIME_RANGE,
@@ -66,6 +67,7 @@ export interface HttpReply {
   contentType: string | null;
   body: string;
   allow: string | null;
+  wwwAuthenticate: string | null;
 }
 /**
  * Where a request goes when each session lives apart (a Durable Object): answered at once,
@@ -85,6 +87,8 @@ export interface SessionReply extends HttpReply {
   record?: string | null;
   liveUntil?: number;
 }
+/** A key set as loaded: how many keys, and each key's fingerprint (never the key). */
+export interface ApiKeysInfo { count: number; fingerprints: string[] }
 "#;
 
 /// Shows Rust panics as readable JS exceptions with the panic message, not "unreachable".
@@ -762,6 +766,13 @@ struct ReplyOut<'a> {
     content_type: Option<&'a str>,
     body: &'a str,
     allow: Option<&'a str>,
+    www_authenticate: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ApiKeysOut {
+    count: usize,
+    fingerprints: Vec<String>,
 }
 
 /// The store's clock: the JS clock, kept from going back, so a `Date.now()` stepped back
@@ -978,7 +989,8 @@ impl TokenService {
     }
 
     /// Answers one request. `body` is the whole body as text or bytes (absent: empty);
-    /// a body over `maxBodyBytes` is answered 413.
+    /// a body over `maxBodyBytes` is answered 413. `authorization` is the request's
+    /// `Authorization` header, checked once API keys are set (`setApiKeys`).
     #[wasm_bindgen(unchecked_return_type = "HttpReply")]
     pub fn handle(
         &self,
@@ -986,10 +998,41 @@ impl TokenService {
         #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] authorization: JsValue,
     ) -> Result<JsValue, JsError> {
         let bytes = body_from(&body).map_err(js_error)?;
-        self.answer(method, path, content_type, Body::Complete(&bytes))
-            .map_err(js_error)
+        self.answer(
+            method,
+            path,
+            content_type,
+            authorization,
+            Body::Complete(&bytes),
+        )
+        .map_err(js_error)
+    }
+
+    /// Requires one of the keys in `text` (a key file's text: one key per line, blank
+    /// lines and `#` comments ignored, each at least 32 characters) on every request but
+    /// the health probes. Replaces any keys set before; a text that does not parse throws
+    /// an `Error` naming the line and leaves the current keys in force.
+    #[wasm_bindgen(js_name = setApiKeys, unchecked_return_type = "ApiKeysInfo")]
+    pub fn set_api_keys(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] text: JsValue,
+    ) -> Result<JsValue, JsError> {
+        let text = text_from(&text, "API key text").map_err(js_error)?;
+        let keys = ApiKeys::parse(&text)
+            .map_err(|err| js_error(FacadeError::BadArgument(err.to_string())))?;
+        let out = ApiKeysOut {
+            count: keys.len(),
+            fingerprints: keys
+                .fingerprints()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        };
+        self.service.replace_api_keys(keys);
+        to_js(&out).map_err(js_error)
     }
 
     /// Answers a request whose body the host stopped reading past `maxBodyBytes`, so a
@@ -1000,8 +1043,9 @@ impl TokenService {
         #[wasm_bindgen(unchecked_param_type = "string")] method: JsValue,
         #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] authorization: JsValue,
     ) -> Result<JsValue, JsError> {
-        self.answer(method, path, content_type, Body::TooLarge)
+        self.answer(method, path, content_type, authorization, Body::TooLarge)
             .map_err(js_error)
     }
 
@@ -1045,8 +1089,9 @@ impl TokenService {
         #[wasm_bindgen(unchecked_param_type = "string")] path: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "string | null")] content_type: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "string | Uint8Array | null")] body: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "string | null")] authorization: JsValue,
     ) -> Result<JsValue, JsError> {
-        self.route_inner(method, path, content_type, body)
+        self.route_inner(method, path, content_type, body, authorization)
             .map_err(js_error)
     }
 
@@ -1082,6 +1127,7 @@ fn reply_to_js(reply: &Reply) -> Result<Object, FacadeError> {
         content_type: reply.content_type,
         body: &reply.body,
         allow: reply.allow,
+        www_authenticate: reply.www_authenticate,
     })?
     .unchecked_into();
     Ok(object)
@@ -1137,14 +1183,17 @@ impl TokenService {
         path: JsValue,
         content_type: JsValue,
         body: JsValue,
+        authorization: JsValue,
     ) -> Result<JsValue, FacadeError> {
         let bytes = body_from(&body)?;
         let (method, path, content_type) = Self::request_parts(method, path, content_type)?;
         self.clock.tick()?;
+        let authorization = optional_text_from(&authorization, "authorization")?;
         let request = Request {
             method: &method,
             path: &path,
             content_type: content_type.as_deref(),
+            authorization: authorization.as_deref(),
             body: Body::Complete(&bytes),
         };
         let out = Object::new();
@@ -1197,6 +1246,8 @@ impl TokenService {
             method: &method,
             path: &path,
             content_type: content_type.as_deref(),
+            // The Worker in front checked the API key when it routed the request here.
+            authorization: None,
             body: Body::Complete(&bytes),
         };
         let (change, reply) = self.service.answer_session(id, record, &request);
@@ -1223,28 +1274,31 @@ impl TokenService {
         method: JsValue,
         path: JsValue,
         content_type: JsValue,
+        authorization: JsValue,
         body: Body<'_>,
     ) -> Result<JsValue, FacadeError> {
         let method = text_from(&method, "method")?;
         let path = text_from(&path, "path")?;
-        let content_type = if content_type.is_undefined() || content_type.is_null() {
-            None
-        } else {
-            Some(text_from(&content_type, "contentType")?)
-        };
+        let content_type = optional_text_from(&content_type, "contentType")?;
+        let authorization = optional_text_from(&authorization, "authorization")?;
         self.clock.tick()?;
         let reply = self.service.handle(&Request {
             method: &method,
             path: &path,
             content_type: content_type.as_deref(),
+            authorization: authorization.as_deref(),
             body,
         });
-        to_js(&ReplyOut {
-            status: reply.status,
-            content_type: reply.content_type,
-            body: &reply.body,
-            allow: reply.allow,
-        })
+        reply_to_js(&reply).map(JsValue::from)
+    }
+}
+
+/// A string argument JS may leave out (`undefined`) or pass as `null`.
+fn optional_text_from(value: &JsValue, what: &str) -> Result<Option<String>, FacadeError> {
+    if value.is_undefined() || value.is_null() {
+        Ok(None)
+    } else {
+        text_from(value, what).map(Some)
     }
 }
 

@@ -352,6 +352,7 @@ fn handle(service: &TokenService, method: &str, path: &str, body: &str) -> JsVal
             path.into(),
             "application/json".into(),
             body.into(),
+            JsValue::UNDEFINED,
         )
         .unwrap()
 }
@@ -379,6 +380,7 @@ fn service_speaks_the_rest_protocol() {
             "/token".into(),
             "application/json".into(),
             bytes.into(),
+            JsValue::UNDEFINED,
         )
         .unwrap();
     assert_eq!(
@@ -411,11 +413,16 @@ fn service_speaks_the_rest_protocol() {
     );
     assert_eq!(
         json(&removed),
-        r#"{"status":202,"contentType":null,"body":"","allow":null}"#
+        r#"{"status":202,"contentType":null,"body":"","allow":null,"wwwAuthenticate":null}"#
     );
 
     let oversized = service
-        .handle_oversized("POST".into(), "/token".into(), "application/json".into())
+        .handle_oversized(
+            "POST".into(),
+            "/token".into(),
+            "application/json".into(),
+            JsValue::UNDEFINED,
+        )
         .unwrap();
     assert_eq!(get(&oversized, "status"), JsValue::from_f64(413.0));
     assert_eq!(service.size(), 1);
@@ -455,6 +462,7 @@ fn service_refusals_match_the_core_protocol_exactly() {
             method,
             path,
             content_type,
+            authorization: None,
             body: Body::Complete(body.as_bytes()),
         });
         let reply = service
@@ -463,6 +471,7 @@ fn service_refusals_match_the_core_protocol_exactly() {
                 path.into(),
                 content_type.map_or(JsValue::NULL, JsValue::from_str),
                 body.into(),
+                JsValue::NULL,
             )
             .unwrap();
         let context = format!("{method} {path} {content_type:?}");
@@ -491,6 +500,7 @@ fn service_refusals_match_the_core_protocol_exactly() {
         .handle(
             JsValue::from_f64(1.0),
             "/".into(),
+            JsValue::NULL,
             JsValue::NULL,
             JsValue::NULL,
         )
@@ -747,6 +757,7 @@ fn a_session_home_answers_from_its_record_what_the_service_would() {
                 "/token".into(),
                 "application/json".into(),
                 body.into(),
+                JsValue::UNDEFINED,
             )
             .unwrap()
     };
@@ -790,4 +801,62 @@ fn a_session_home_answers_from_its_record_what_the_service_would() {
     let ended = answer(&record, "DELETE", &put);
     assert_eq!(get(&ended, "status"), JsValue::from_f64(202.0));
     assert!(get(&ended, "record").is_null());
+}
+
+#[wasm_bindgen_test]
+fn api_keys_are_parsed_and_checked_by_the_core() {
+    const KEY_A: &str = "alpha-0123456789abcdefghijklmnopqrstuv";
+    const KEY_B: &str = "bravo-0123456789abcdefghijklmnopqrstuv";
+    let service = TokenService::new(
+        "2h".into(),
+        JsValue::UNDEFINED,
+        JsValue::FALSE,
+        JsValue::UNDEFINED,
+    )
+    .unwrap();
+    let login = |authorization: Option<&str>| {
+        service
+            .handle(
+                "POST".into(),
+                "/token".into(),
+                "application/json".into(),
+                r#"{"meta":{}}"#.into(),
+                authorization.map_or(JsValue::UNDEFINED, JsValue::from_str),
+            )
+            .unwrap()
+    };
+    assert_eq!(get(&login(None), "status"), JsValue::from_f64(200.0));
+
+    let info = service
+        .set_api_keys(format!("# keys\n{KEY_A}\n").into())
+        .unwrap();
+    assert_eq!(get(&info, "count"), JsValue::from_f64(1.0));
+    let missing = login(None);
+    assert_eq!(get(&missing, "status"), JsValue::from_f64(401.0));
+    assert!(get(&missing, "wwwAuthenticate")
+        .as_string()
+        .unwrap()
+        .starts_with("Bearer"));
+    assert_eq!(
+        get(&login(Some(&format!("Bearer {KEY_B}"))), "status"),
+        JsValue::from_f64(401.0)
+    );
+    assert_eq!(
+        get(&login(Some(&format!("bearer {KEY_A}"))), "status"),
+        JsValue::from_f64(200.0)
+    );
+    assert_eq!(service.size(), 2, "a refused login made no token");
+
+    // A bad text names its line and keeps the keys in force.
+    let err = service
+        .set_api_keys(format!("{KEY_B}\n\ntoo-short\n").into())
+        .unwrap_err();
+    assert_eq!(
+        message(err),
+        "line 3: the key has 9 characters; at least 32 are required"
+    );
+    assert_eq!(
+        get(&login(Some(&format!("Bearer {KEY_A}"))), "status"),
+        JsValue::from_f64(200.0)
+    );
 }

@@ -1,6 +1,7 @@
 //! The shipped HTTP stack serving a store on a manual clock, for the wrk benchmarks.
 //!
-//! `bench-server [--prefill N] [--rotation-grace SECONDS] [--metrics] [--state-file PATH]`: listens on a free port on
+//! `bench-server [--prefill N] [--rotation-grace SECONDS] [--metrics] [--state-file PATH]
+//! [--api-key KEY]`: listens on a free port on
 //! 127.0.0.1 (logged as `listening on 127.0.0.1:PORT`), tokens live 2 h; with a rotation
 //! grace if asked (for the grace on/off A/B). `--prefill N` files N tokens before
 //! listening and moves the clock so they have 60 s left; on SIGUSR1 the clock jumps 120 s,
@@ -12,6 +13,8 @@
 //! journal (`SNAPSHOT ...` on stdout when it is on disk). SIGINT/SIGTERM stop it.
 //! `--metrics` counts every request into the shipped Prometheus metrics (and serves
 //! `/metrics`), to measure what counting costs.
+//! `--api-key KEY` requires `Authorization: Bearer KEY` on every request, as
+//! `--api-keys` does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use token_server::metrics::Metrics;
 use token_server::observer::Observer;
 use token_server::{purge, server, shutdown, state};
 use token_server_bench::{percentile, PurgeTimes, BENCH_META};
+use token_server_core::auth::ApiKeys;
 use token_server_core::protocol::Service;
 use token_server_core::session::SessionRules;
 use token_server_core::{ManualClock, Meta, OsRandom, TokenStore};
@@ -46,6 +50,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.parse().expect("--rotation-grace takes seconds"));
     let metrics = args.iter().any(|a| a == "--metrics");
+    let api_key = args
+        .iter()
+        .position(|a| a == "--api-key")
+        .and_then(|i| args.get(i + 1))
+        .map(|key| ApiKeys::parse(key).expect("--api-key takes a key of 32+ characters"));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let clock = ManualClock::new(1_700_000_000_000);
@@ -71,7 +80,11 @@ fn main() {
     if let Some(journal) = &journal {
         store = store.with_change_sink(Box::new(journal.clone()));
     }
-    let service = Arc::new(Service::new(store));
+    let mut service = Service::new(store);
+    if let Some(keys) = api_key {
+        service = service.with_api_keys(keys);
+    }
+    let service = Arc::new(service);
     let observer = Arc::new(Observer::new(metrics.then(|| {
         let sessions = service.clone();
         Metrics::new(move || sessions.store().held(), false)

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use token_server_bench::{figure, percentile, purge_timed, rss_kib, BENCH_META};
+use token_server_core::auth::ApiKeys;
 use token_server_core::session::SessionRules;
 use token_server_core::{ManualClock, Meta, OsRandom, Token, TokenSource, TokenStore};
 
@@ -77,6 +78,23 @@ fn main() {
         OsRandom.fill(&mut bytes).expect("getrandom");
     }
     figure("core_random_ns", ns_per(started.elapsed(), ops), "ns/op");
+
+    // What the API key check adds to each request (issue 15): a SHA-256 of the presented
+    // key and a constant-time comparison with each of two configured keys.
+    let key_a = "bench-key-a-0123456789abcdefghijklmnopqrstuv";
+    let key_b = "bench-key-b-0123456789abcdefghijklmnopqrstuv";
+    let keys = ApiKeys::parse(&format!("{key_a}\n{key_b}\n")).expect("bench keys parse");
+    let header = format!("Bearer {key_b}");
+    let started = Instant::now();
+    for _ in 0..ops {
+        keys.check(Some(std::hint::black_box(header.as_str())))
+            .expect("the bench key is valid");
+    }
+    figure(
+        "core_api_key_check_ns",
+        ns_per(started.elapsed(), ops),
+        "ns/op",
+    );
 
     // Target 5: ns per operation, each token used exactly once.
     let clock = ManualClock::new(START_MS);

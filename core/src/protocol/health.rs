@@ -133,6 +133,7 @@ mod tests {
             method,
             path,
             content_type: None,
+            authorization: None,
             body: Body::Complete(b""),
         })
     }
@@ -142,6 +143,7 @@ mod tests {
             method,
             path: "/token",
             content_type: Some("application/json"),
+            authorization: None,
             body: Body::Complete(body.as_bytes()),
         })
     }
@@ -227,6 +229,7 @@ mod tests {
             method: "POST",
             path: "/readyz",
             content_type: Some("application/json"),
+            authorization: None,
             body: Body::Complete(b"{}"),
         });
         assert_eq!(posted.status, 405);
@@ -236,6 +239,7 @@ mod tests {
             method: "GET",
             path: "/livez",
             content_type: Some("text/html"),
+            authorization: None,
             body: Body::TooLarge,
         });
         assert_eq!(with_body.status, 200);

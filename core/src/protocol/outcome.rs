@@ -155,6 +155,7 @@ mod tests {
                 method,
                 path,
                 content_type: Some("application/json"),
+                authorization: None,
                 body: Body::Complete(body.as_bytes()),
             });
             (reply.endpoint, reply.event, reply.body)

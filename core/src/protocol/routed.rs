@@ -75,6 +75,11 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             // Everything that is not a session is answered by the service itself.
             return Route::Answered(self.handle(request));
         }
+        // The API key rule guards a session's home like every other endpoint: a refused
+        // request reaches no session and changes nothing.
+        if let Err(refused) = self.authorize(request.path, request.method, request.authorization) {
+            return Route::Answered(self.endpoint_reply(request, refused));
+        }
         match self.decode_session(request) {
             Ok(Some(Decoded::Login(_))) => Route::NewSession,
             Ok(Some(Decoded::Exchange(presented, _) | Decoded::End(presented))) => {
@@ -264,7 +269,34 @@ mod tests {
             method,
             path: "/token",
             content_type: Some("application/json"),
+            authorization: None,
             body: Body::Complete(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn with_api_keys_no_request_without_a_key_reaches_a_session() {
+        let key = "route-key-0123456789abcdefghijklmnopqrstuvwxyz";
+        let (service, _clock) = service(false);
+        let service = service.with_api_keys(crate::auth::ApiKeys::parse(key).unwrap());
+        for (method, body) in [
+            ("POST", r#"{"meta":{}}"#),
+            ("PUT", r#"{"token":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#),
+            ("DELETE", r#"{"token":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#),
+        ] {
+            match service.route_session(&request(method, body)) {
+                Route::Answered(reply) => assert_eq!(reply.status, 401, "{method}"),
+                _ => panic!("{method} without a key was routed to a session"),
+            }
+            let bearer = format!("Bearer {key}");
+            let keyed = Request {
+                authorization: Some(&bearer),
+                ..request(method, body)
+            };
+            assert!(
+                !matches!(service.route_session(&keyed), Route::Answered(ref reply) if reply.status == 401),
+                "{method} with the key was refused"
+            );
         }
     }
 

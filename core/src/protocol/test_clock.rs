@@ -153,6 +153,7 @@ mod tests {
             method,
             path,
             content_type: Some("application/json"),
+            authorization: None,
             body: Body::Complete(body.as_bytes()),
         })
     }
@@ -279,6 +280,7 @@ mod tests {
             method: "POST",
             path: "/test-clock/advance",
             content_type: Some("text/plain"),
+            authorization: None,
             body: Body::Complete(br#"{"by":"1h"}"#),
         });
         assert_eq!(unsupported.status, 415);

@@ -25,6 +25,7 @@ fn call(
         method,
         path,
         content_type: Some("application/json"),
+        authorization: None,
         body: Body::Complete(body.as_bytes()),
     })
 }
@@ -223,6 +224,7 @@ fn every_error_has_its_status_and_a_plain_sentence() {
             method,
             path,
             content_type,
+            authorization: None,
             body: Body::Complete(body.as_bytes()),
         });
         assert_eq!(
@@ -259,6 +261,7 @@ fn content_type_parameters_and_case_are_accepted() {
             method: "POST",
             path: "/token",
             content_type: Some(content_type),
+            authorization: None,
             body: Body::Complete(br#"{"meta":{}}"#),
         });
         assert_eq!(reply.status, 200, "{content_type}");
@@ -276,6 +279,7 @@ fn oversized_bodies_are_refused_with_413() {
         method: "PUT",
         path: "/token",
         content_type: Some("application/json"),
+        authorization: None,
         body: Body::TooLarge,
     });
     assert_eq!(too_large.status, 413);
@@ -312,6 +316,7 @@ fn refused_requests_leave_tokens_working() {
         method: "PUT",
         path: "/token",
         content_type: Some("text/plain"),
+        authorization: None,
         body: Body::Complete(json!({ "token": token }).to_string().as_bytes()),
     });
     assert_eq!(reply.status, 415);
@@ -330,6 +335,7 @@ fn dump_answers_202_when_enabled_and_405_for_other_methods() {
         method: "HEAD",
         path: "/dump",
         content_type: None,
+        authorization: None,
         body: Body::Complete(b""),
     });
     assert_eq!((reply.status, reply.body.as_str()), (202, ""));
