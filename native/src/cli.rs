@@ -16,6 +16,7 @@ use token_server_core::config::{
 use token_server_core::duration::{format_duration, parse_duration_in};
 
 use crate::logging::LogFormat;
+use crate::redis_store::{RedisConfig, RedisTarget, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 
 /// What the service runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,9 @@ pub struct Config {
     pub max_session_lifetime: Option<Duration>,
     /// How log lines are written: text for people, JSON for log shippers.
     pub log_format: LogFormat,
+    /// Keep sessions in Redis (or a Redis Cluster) instead of memory, shared by every
+    /// instance pointed at it; none by default.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             revoke_on_reuse: false,
             max_session_lifetime: None,
             log_format: LogFormat::Text,
+            redis: None,
         }
     }
 }
@@ -113,6 +118,12 @@ pub enum CliError {
     InvalidValue { flag: &'static str, reason: String },
     /// `--max-session-lifetime` shorter than `--token-lifetime`; names both.
     SessionShorterThanToken(SessionShorterThanToken),
+    /// A flag that means nothing with sessions in Redis (`--state-file`, `--max-tokens`),
+    /// or a Redis option without `--redis`; says what governs instead.
+    RedisConflict {
+        flag: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for CliError {
@@ -121,6 +132,7 @@ impl fmt::Display for CliError {
             CliError::Syntax(err) => err.fmt(f),
             CliError::InvalidValue { flag, reason } => write!(f, "{flag}: {reason}"),
             CliError::SessionShorterThanToken(err) => err.fmt(f),
+            CliError::RedisConflict { flag, reason } => write!(f, "{flag}: {reason}"),
         }
     }
 }
@@ -150,6 +162,15 @@ const SHUTDOWN_TIMEOUT_FLAG: &str = "--shutdown-timeout";
 const GRACE_FLAG: &str = "--rotation-grace";
 const MAX_SESSION_FLAG: &str = "--max-session-lifetime";
 const LOG_FORMAT_FLAG: &str = "--log-format";
+const REDIS_FLAG: &str = "--redis";
+const REDIS_CLUSTER_FLAG: &str = "--redis-cluster";
+const REDIS_PREFIX_FLAG: &str = "--redis-prefix";
+const REDIS_TIMEOUT_FLAG: &str = "--redis-timeout";
+
+/// Allowed `--redis-timeout`: a Redis call on a local network takes well under a
+/// millisecond; past a minute a client has long given up.
+pub const REDIS_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(60);
 
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
@@ -211,6 +232,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
 
     let mut config = Config::default();
     let mut parser = lexopt::Parser::from_args(args);
+    // Collected apart, then checked together: they only mean something with one another.
+    let mut redis_target = None;
+    let mut redis_prefix = None;
+    let mut redis_timeout = None;
+    let mut max_tokens_given = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -295,7 +321,36 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
                     reason: format!("'{text}' is not allowed: {expected}"),
                 })?;
             }
+            Long("redis") => {
+                let expected = "a URL such as redis://127.0.0.1:6379/0 (rediss:// for TLS)";
+                let url = value(&mut parser, REDIS_FLAG, expected)?;
+                redis_target = Some(RedisTarget::Single(redis_url(REDIS_FLAG, &url, expected)?));
+            }
+            Long("redis-cluster") => {
+                let expected = "comma-separated URLs of cluster nodes, e.g. redis://10.0.0.1:6379,redis://10.0.0.2:6379";
+                let text = value(&mut parser, REDIS_CLUSTER_FLAG, expected)?;
+                let urls = text
+                    .split(',')
+                    .map(|url| redis_url(REDIS_CLUSTER_FLAG, url.trim(), expected))
+                    .collect::<Result<Vec<_>, _>>()?;
+                redis_target = Some(RedisTarget::Cluster(urls));
+            }
+            Long("redis-prefix") => {
+                redis_prefix = Some(value(
+                    &mut parser,
+                    REDIS_PREFIX_FLAG,
+                    "the text every key starts with, e.g. token-server:",
+                )?);
+            }
+            Long("redis-timeout") => {
+                redis_timeout = Some(duration(
+                    &mut parser,
+                    REDIS_TIMEOUT_FLAG,
+                    &REDIS_TIMEOUT_RANGE,
+                )?);
+            }
             Long("max-tokens") => {
+                max_tokens_given = true;
                 let expected = "a count from 1 to 1000000000";
                 let text = value(&mut parser, MAX_TOKENS_FLAG, expected)?;
                 config.max_tokens = text
@@ -339,7 +394,51 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, CliErr
     }
     check_session_lifetimes(config.max_session_lifetime, config.token_lifetime)
         .map_err(CliError::SessionShorterThanToken)?;
+    match redis_target {
+        Some(target) => {
+            if config.state_file.is_some() {
+                return Err(CliError::RedisConflict {
+                    flag: STATE_FILE_FLAG,
+                    reason: "cannot be used with --redis: Redis's own persistence (RDB, AOF) and replicas keep the sessions there",
+                });
+            }
+            if max_tokens_given {
+                return Err(CliError::RedisConflict {
+                    flag: MAX_TOKENS_FLAG,
+                    reason: "cannot be used with --redis: Redis's maxmemory governs how many sessions it holds",
+                });
+            }
+            config.redis = Some(RedisConfig {
+                target,
+                prefix: redis_prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string()),
+                timeout: redis_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            });
+        }
+        None if redis_prefix.is_some() || redis_timeout.is_some() => {
+            return Err(CliError::RedisConflict {
+                flag: if redis_prefix.is_some() {
+                    REDIS_PREFIX_FLAG
+                } else {
+                    REDIS_TIMEOUT_FLAG
+                },
+                reason: "only applies with --redis or --redis-cluster",
+            });
+        }
+        None => {}
+    }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// `url` if it names Redis (`redis://` or `rediss://`) in a form the client reads.
+fn redis_url(flag: &'static str, url: &str, expected: &str) -> Result<String, CliError> {
+    let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    if !scheme_ok || redis::IntoConnectionInfo::into_connection_info(url).is_err() {
+        return Err(CliError::InvalidValue {
+            flag,
+            reason: format!("'{url}' is not allowed: {expected}"),
+        });
+    }
+    Ok(url.to_string())
 }
 
 /// The value of `flag` as text; `expected` says what it should be if it is missing.
@@ -481,6 +580,14 @@ Options:
                                  than --token-lifetime (default: none)
       --log-format FORMAT        text, or json for one JSON object a line (time, level,
                                  target, message) (default: text)
+      --redis URL                Keep sessions in Redis (redis://host:port/db, rediss://
+                                 for TLS), shared by every instance using it; not with
+                                 --state-file or --max-tokens (default: in memory)
+      --redis-cluster URL,URL,...
+                                 The same on a Redis Cluster, reached through these nodes
+      --redis-prefix PREFIX      Start every Redis key with PREFIX (default: {redis_prefix})
+      --redis-timeout DURATION   Bound every Redis call; past it the request gets 503,
+                                 between {redis_timeout_range} (default: {redis_timeout})
 
 Metadata is limited to {depth} levels of nesting and {keys} keys in total (422 past them).
 
@@ -512,6 +619,9 @@ Logging: RUST_LOG, e.g. RUST_LOG=token_server=debug logs every request.
         shutdown = format_duration(DEFAULT_SHUTDOWN_TIMEOUT),
         grace_range = range(&ROTATION_GRACE_RANGE),
         session_range = range(&MAX_SESSION_LIFETIME_RANGE),
+        redis_prefix = DEFAULT_PREFIX,
+        redis_timeout_range = range(&REDIS_TIMEOUT_RANGE),
+        redis_timeout = format_duration(DEFAULT_TIMEOUT),
         depth = token_server_core::config::MAX_META_DEPTH,
         keys = token_server_core::config::MAX_META_KEYS,
     )
