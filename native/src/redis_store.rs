@@ -23,23 +23,12 @@ use token_server_core::{
     Clock, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource, TokenStore,
 };
 
-/// The compare-and-set of one session's record. KEYS[1]: the session's key. ARGV[1]: the
+/// The compare-and-set of one session's record (`compare_and_set.lua`, which the
+/// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the
 /// version read (empty: the key was absent); ARGV[2]: the new value (empty: delete);
 /// ARGV[3]: its expiry, milliseconds since the epoch. Answers 1 when written, 0 when the
 /// record changed meanwhile. No session rule lives here: those are `core`'s.
-const COMPARE_AND_SET: &str = r"
-local current = redis.call('GET', KEYS[1])
-local version = ''
-if current then version = string.match(current, '^(%d+) ') or '?' end
-if version ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[2])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-end
-return 1
-";
+const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
 
 /// How often one request reads and decides again after losing a compare-and-set. Each
 /// lost round means another request changed the session; 32 racing requests of one
