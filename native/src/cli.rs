@@ -950,4 +950,57 @@ mod tests {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }
     }
+
+    #[test]
+    fn redis_flags_make_a_redis_config() {
+        assert_eq!(config(&[]).redis, None);
+        let single = config(&["--redis", "redis://127.0.0.1:6379/2"]);
+        assert_eq!(
+            single.redis,
+            Some(RedisConfig {
+                target: RedisTarget::Single("redis://127.0.0.1:6379/2".into()),
+                prefix: "token-server:".into(),
+                timeout: Duration::from_secs(1),
+            })
+        );
+        let cluster = config(&[
+            "--redis-cluster",
+            "redis://10.0.0.1:6379,rediss://10.0.0.2:6380",
+            "--redis-prefix",
+            "app1:",
+            "--redis-timeout",
+            "250ms",
+        ]);
+        assert_eq!(
+            cluster.redis,
+            Some(RedisConfig {
+                target: RedisTarget::Cluster(vec![
+                    "redis://10.0.0.1:6379".into(),
+                    "rediss://10.0.0.2:6380".into()
+                ]),
+                prefix: "app1:".into(),
+                timeout: Duration::from_millis(250),
+            })
+        );
+    }
+
+    #[test]
+    fn redis_refuses_what_redis_governs_itself() {
+        let err = error(&["--redis", "redis://h:1/0", "--state-file", "st"]);
+        assert!(
+            err.starts_with("--state-file:") && err.contains("persistence"),
+            "{err}"
+        );
+        let err = error(&["--max-tokens", "5", "--redis", "redis://h:1/0"]);
+        assert!(
+            err.starts_with("--max-tokens:") && err.contains("maxmemory"),
+            "{err}"
+        );
+        assert!(error(&["--redis-prefix", "x:"]).contains("only applies with --redis"));
+        assert!(error(&["--redis", "http://h/"]).starts_with("--redis:"));
+        assert!(
+            error(&["--redis", "redis://h:1/0", "--redis-timeout", "2min"])
+                .starts_with("--redis-timeout:")
+        );
+    }
 }
