@@ -301,7 +301,7 @@ SHA=$("${RCLI[@]}" SCRIPT LOAD "$(cat native/src/compare_and_set.lua)")
 RECORD="0 0123456789abcdef 0123456789abcdef0123456789abcdef 1795956610175 1795963810188 - {\"name\":\"bench user\",\"period\":11,\"year\":2026}"
 EXPIRE=$(( $(date +%s) * 1000 + 3600000 ))
 "${RCLI[@]}" FLUSHALL >/dev/null
-rb() { "${LOAD_PIN[@]}" redis-benchmark -p "$REDIS_PORT" -c $CONNS -n "$OPS" -r 100000000 --csv "$@" | python3 -c 'import csv, sys; print(float(list(csv.reader(sys.stdin))[-1][1]))'; }
+rb() { "${LOAD_PIN[@]}" redis-benchmark -p "$REDIS_PORT" -c $CONNS -n "$OPS" -r 100000000 -q "$@" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
 GET_RATE=$(rb GET "bench:__rand_int__")
 CAS_RATE=$(rb EVALSHA "$SHA" 1 "bench:__rand_int__" "" "$RECORD" "$EXPIRE")
 CEILING=$(awk -v g="$GET_RATE" -v c="$CAS_RATE" 'BEGIN { if (g > 0 && c > 0) printf "%.0f", 1 / (1 / g + 1 / c); else print 0 }')
