@@ -58,6 +58,8 @@ MAX_SNAPSHOT_RSS_RATIO=1.10; MAX_SNAPSHOT_P99_US=5000
 MIN_JOURNAL_RATIO=0.85
 # Target of issue 15: rotations with an API key against without.
 MIN_API_KEY_RATIO=0.90
+# Targets of issue 10: sessions in Redis.
+MIN_REDIS_RATIO=0.5; MAX_REDIS_P99_US=5000; MAX_REDIS_BYTES_PER_SESSION=300
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "== installing wrk"
@@ -370,6 +372,68 @@ info "HTTP rotation max during the snapshot" "$(field "$line" max_us)" "us"
 info "baseline: rotation p99 without a snapshot" "$SNAP_BASE99" "us"
 check "6. HTTP rotation p99 during a snapshot" "$(field "$line" p99_us)" "<=" "$MAX_SNAPSHOT_P99_US" "us"
 rm -f "$WORK/state"
+
+echo "== target 10: sessions in Redis (--redis): rotations against the in-memory store and the engine's ceiling; memory per session"
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
+  echo "== installing redis-server (Debian package)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Redis shares the server's CPUs: what it costs is part of a rotation's cost.
+"${SERVER_PIN[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
+RCLI=(redis-cli -p "$REDIS_PORT")
+: >"$WORK/ra"; : >"$WORK/rb"; : >"$WORK/rb99"
+for _ in $(seq 1 "$GRACE_PAIRS"); do
+  start memory "$BIN/token-server" --port 0
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  A in memory: $line"; field "$line" ops_per_s >>"$WORK/ra"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed in memory"
+  start redis "$BIN/token-server" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT/0"
+  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  B --redis: $line"; field "$line" ops_per_s >>"$WORK/rb"; field "$line" p99_us >>"$WORK/rb99"
+  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed with --redis"
+  [ "$(field "$line" puts)" -gt 0 ] || broken "no rotation succeeded with --redis"
+done
+RA=$(median <"$WORK/ra"); RB=$(median <"$WORK/rb"); RB99=$(median <"$WORK/rb99")
+# The engine's ceiling: what one rotation asks of Redis (a GET, then the compare-and-set
+# script writing a record of the size the server writes), run by redis-benchmark with the
+# same 16 connections and no server in between.
+SHA=$("${RCLI[@]}" SCRIPT LOAD "$(cat native/src/compare_and_set.lua)")
+RECORD="0 0123456789abcdef 0123456789abcdef0123456789abcdef 1795956610175 1795963810188 - {\"name\":\"bench user\",\"period\":11,\"year\":2026}"
+EXPIRE=$(( $(date +%s) * 1000 + 3600000 ))
+"${RCLI[@]}" FLUSHALL >/dev/null
+rb() { "${LOAD_PIN[@]}" redis-benchmark -p "$REDIS_PORT" -c $CONNS -n "$OPS" -r 100000000 -q "$@" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
+GET_RATE=$(rb GET "bench:__rand_int__")
+CAS_RATE=$(rb EVALSHA "$SHA" 1 "bench:__rand_int__" "" "$RECORD" "$EXPIRE")
+CEILING=$(awk -v g="$GET_RATE" -v c="$CAS_RATE" 'BEGIN { if (g > 0 && c > 0) printf "%.0f", 1 / (1 / g + 1 / c); else print 0 }')
+"${RCLI[@]}" FLUSHALL >/dev/null
+info "rotation in memory (median)" "$RA" "PUT/s"
+info "rotation with --redis (median)" "$RB" "PUT/s"
+info "redis-benchmark GET / compare-and-set script" "$GET_RATE / $CAS_RATE" "ops/s"
+info "Redis ceiling: GET + script per rotation" "$CEILING" "rotations/s"
+info "--redis / Redis ceiling" "$(awk -v b="$RB" -v c="$CEILING" 'BEGIN { printf "%.3f", (c == 0 ? 0 : b / c) }')" "x"
+check "10. rotation --redis / in memory" "$(awk -v a="$RA" -v b="$RB" 'BEGIN { printf "%.3f", (a == 0 ? 0 : b / a) }')" ">=" "$MIN_REDIS_RATIO" "x"
+check "10. rotation p99 with --redis, $CONNS connections" "$RB99" "<=" "$MAX_REDIS_P99_US" "us"
+# Memory per live session: used_memory before and after logging $TOKENS sessions in.
+"${RCLI[@]}" FLUSHALL >/dev/null
+USED_BEFORE=$("${RCLI[@]}" INFO memory | awk -F: '/^used_memory:/ { print $2 }' | tr -d '\r')
+start redisgrow "$BIN/token-server" --port 0 --redis "redis://127.0.0.1:$REDIS_PORT/0"
+rm -rf "$WORK/done"; mkdir -p "$WORK/done"
+DONE_DIR="$WORK/done" LIMIT=$TOKENS THREADS=$THREADS \
+  "${LOAD_PIN[@]}" wrk -t$THREADS -c$CONNS -d600s -s bench/lua/create.lua "http://127.0.0.1:$PORT/" >"$WORK/redisgrow.wrk" &
+WRK=$!
+while [ "$(ls "$WORK/done" | wc -l)" -lt "$THREADS" ] && kill -0 "$WRK" 2>/dev/null; do sleep 0.2; done
+kill -INT "$WRK" 2>/dev/null || true; wait "$WRK" || true
+stop "$PID"
+SESSIONS=$("${RCLI[@]}" DBSIZE)
+USED_AFTER=$("${RCLI[@]}" INFO memory | awk -F: '/^used_memory:/ { print $2 }' | tr -d '\r')
+[ "${SESSIONS:-0}" -ge "$TOKENS" ] || broken "Redis holds ${SESSIONS:-0} of $TOKENS sessions"
+info "sessions in Redis / used_memory before, after" "$SESSIONS / $USED_BEFORE, $USED_AFTER" "B"
+check "10. Redis memory per live session ($SESSIONS)" "$(awk -v a="$USED_AFTER" -v b="$USED_BEFORE" -v n="${SESSIONS:-1}" 'BEGIN { printf "%.1f", (a - b) / n }')" "<=" "$MAX_REDIS_BYTES_PER_SESSION" "B"
+stop "$REDIS_PID"
 
 echo "=="
 if [ "$BROKEN" = 1 ]; then echo "RESULT: broken (see BROKEN above)"; exit 1; fi

@@ -11,6 +11,14 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
+# The Redis store's tests start their own redis-server processes (and a cluster made with
+# redis-cli); CI runs as root on a fresh Debian machine.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "== installing redis-server (Debian package) for the Redis store's tests"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+
 echo "== core builds for wasm32-unknown-unknown"
 cargo build -p token-server-core --target wasm32-unknown-unknown
 
@@ -19,6 +27,9 @@ echo "== unit, doc and black-box tests (native host)"
 # suite lives in another package, so build the binary it starts first.
 cargo build -p token-server --bin token-server
 cargo test --workspace
+
+echo "== black-box HTTP tests against the native host with its sessions in Redis (--redis)"
+TOKEN_SERVER_STORE=redis cargo test -p token-server-tests --test http --test operations --test test_clock -- --nocapture
 
 echo "== wasm host: wasm-bindgen-test in Node, package build, edge smoke tests"
 bash wasm/test.sh

@@ -106,6 +106,14 @@ pub const DEFAULT_MAX_TOKENS: usize = 10_000_000;
 /// Allowed `--max-tokens`.
 pub const MAX_TOKENS_RANGE: RangeInclusive<usize> = 1..=1_000_000_000;
 
+/// Allowed `--redis-timeout`: a Redis call on a local network takes well under a
+/// millisecond; past a minute a client has long given up.
+pub const REDIS_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(60);
+
+/// `--redis-timeout` when not given.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Allowed `--snapshot-interval`: at most this much is lost to a crash.
 pub const SNAPSHOT_INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);

@@ -52,6 +52,8 @@ pub enum FlagKind {
     Address { default: IpAddr },
     /// A file path; unset by default.
     Path,
+    /// Free text (a URL, a prefix); unset by default. `expected` says what it should be.
+    Text { expected: &'static str },
     /// One word of `choices`.
     Choice {
         choices: &'static [&'static str],
@@ -96,6 +98,8 @@ pub enum FlagValue {
     Address(IpAddr),
     /// A path, as the OS gave it.
     Path(OsString),
+    /// Text.
+    Text(String),
     /// One of the choices.
     Choice(&'static str),
 }
@@ -327,6 +331,49 @@ pub static FLAGS: &[FlagSpec] = &[
         unset: "none",
     },
     FlagSpec {
+        long: "redis",
+        short: None,
+        env: "TOKEN_SERVER_REDIS",
+        value_name: "URL",
+        kind: FlagKind::Text {
+            expected: "a URL such as redis://127.0.0.1:6379/0 (rediss:// for TLS)",
+        },
+        help: "Keep sessions in Redis (redis://host:port/db, rediss:// for TLS), shared by \
+               every instance pointed at it; no purge loop runs",
+        unset: "none: in memory",
+    },
+    FlagSpec {
+        long: "redis-cluster",
+        short: None,
+        env: "TOKEN_SERVER_REDIS_CLUSTER",
+        value_name: "URL,URL,...",
+        kind: FlagKind::Text {
+            expected: "comma-separated URLs of cluster nodes, e.g. redis://10.0.0.1:6379,redis://10.0.0.2:6379",
+        },
+        help: "The same on a Redis Cluster, reached through these nodes",
+        unset: "none",
+    },
+    FlagSpec {
+        long: "redis-prefix",
+        short: None,
+        env: "TOKEN_SERVER_REDIS_PREFIX",
+        value_name: "PREFIX",
+        kind: FlagKind::Text {
+            expected: "a key prefix such as token-server:",
+        },
+        help: "Start every Redis key with PREFIX, so deployments can share one Redis",
+        unset: "token-server:",
+    },
+    FlagSpec {
+        long: "redis-timeout",
+        short: None,
+        env: "TOKEN_SERVER_REDIS_TIMEOUT",
+        value_name: "DURATION",
+        kind: duration(REDIS_TIMEOUT_RANGE, None),
+        help: "Bound every Redis call; past it the request gets 503, between {range}",
+        unset: "1s",
+    },
+    FlagSpec {
         long: "log-format",
         short: None,
         env: "TOKEN_SERVER_LOG_FORMAT",
@@ -486,9 +533,10 @@ impl FlagSpec {
             FlagKind::Port { default } => default.to_string(),
             FlagKind::Address { default } => default.to_string(),
             FlagKind::Choice { default, .. } => default.to_string(),
-            FlagKind::Switch | FlagKind::Path | FlagKind::Duration { default: None, .. } => {
-                self.unset.to_string()
-            }
+            FlagKind::Switch
+            | FlagKind::Path
+            | FlagKind::Text { .. }
+            | FlagKind::Duration { default: None, .. } => self.unset.to_string(),
         }
     }
 
@@ -502,7 +550,7 @@ impl FlagSpec {
             FlagKind::Count { default, .. } => Some(FlagValue::Count(*default)),
             FlagKind::Port { default } => Some(FlagValue::Port(*default)),
             FlagKind::Address { default } => Some(FlagValue::Address(*default)),
-            FlagKind::Path => None,
+            FlagKind::Path | FlagKind::Text { .. } => None,
             FlagKind::Choice { default, .. } => Some(FlagValue::Choice(default)),
         }
     }
@@ -528,6 +576,7 @@ impl FlagSpec {
             FlagKind::Port { .. } => "a port number from 0 to 65535".into(),
             FlagKind::Address { .. } => "an IP address such as 127.0.0.1".into(),
             FlagKind::Path => "a path".into(),
+            FlagKind::Text { expected } => expected.to_string(),
             FlagKind::Choice { choices, .. } => match choices.split_last() {
                 Some((last, [])) => last.to_string(),
                 Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
@@ -573,6 +622,7 @@ impl FlagSpec {
                 .map(|choice| FlagValue::Choice(choice))
                 .ok_or_else(not_allowed),
             FlagKind::Path => Ok(FlagValue::Path(text.into())),
+            FlagKind::Text { .. } => Ok(FlagValue::Text(text)),
         }
     }
 
@@ -826,10 +876,15 @@ mod tests {
     #[test]
     fn every_flag_has_its_variable_a_help_line_and_a_default_that_parses() {
         for spec in FLAGS {
-            let derived = format!(
+            let mut derived = format!(
                 "TOKEN_SERVER_{}",
                 spec.long.to_ascii_uppercase().replace('-', "_")
             );
+            // The one exception: TOKEN_SERVER_API_KEYS holds the keys' text on the edge
+            // hosts (a Worker has no files), so the variable naming the file says so.
+            if spec.long == "api-keys" {
+                derived.push_str("_FILE");
+            }
             assert_eq!(spec.env, derived, "--{}", spec.long);
             let entry = spec.help_entry();
             assert!(entry.contains(&format!("--{}", spec.long)), "{entry}");

@@ -42,8 +42,10 @@ pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Monotonic, Timestamp, TimestampError};
 pub use meta::{Meta, MetaError, MetaLimits};
 pub use random::{OsRandom, RandomError, SeededRandom, TokenSource};
-pub use store::{DumpEntry, PurgeReport, Rotated, StoreError, Swept, TokenStore};
+pub use store::{
+    Decision, DumpEntry, NewSession, PurgeReport, Rotated, StoreError, Swept, TokenStore,
+};
 pub use token::{
-    Secret, SecretHash, SessionId, Token, LEGACY_TOKEN_LEN, SECRET_BYTES, SESSION_ID_BYTES,
-    TOKEN_BYTES, TOKEN_LEN,
+    Presented, Secret, SecretHash, SessionId, Token, LEGACY_TOKEN_LEN, SECRET_BYTES,
+    SESSION_ID_BYTES, TOKEN_BYTES, TOKEN_LEN,
 };

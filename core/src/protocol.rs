@@ -16,8 +16,9 @@ use crate::clock::{Clock, ManualClock, Timestamp};
 use crate::config::MAX_BODY_BYTES;
 use crate::meta::{Meta, MetaError};
 use crate::random::TokenSource;
-use crate::store::{Rotated, StoreError, TokenStore};
+use crate::store::{DumpEntry, Rotated, StoreError, TokenStore};
 use crate::throttle::{Throttle, DEFAULT_LOG_INTERVAL};
+use crate::token::Token;
 
 mod health;
 mod outcome;
@@ -154,6 +155,8 @@ pub enum RequestError {
     ClockBackwards { now: Timestamp },
     /// The host cannot serve sessions yet (its state is still loading).
     NotReady(Readiness),
+    /// The session store (Redis) did not answer within its timeout; nothing changed.
+    StoreUnavailable,
     /// The service has API keys and the request carries none of them.
     Unauthorized(AuthError),
 }
@@ -173,7 +176,10 @@ impl RequestError {
             | RequestError::MetaLimit(_)
             | RequestError::InvalidValue(_)
             | RequestError::ClockBackwards { .. } => 422,
-            RequestError::StoreFull | RequestError::Unavailable | RequestError::NotReady(_) => 503,
+            RequestError::StoreFull
+            | RequestError::Unavailable
+            | RequestError::NotReady(_)
+            | RequestError::StoreUnavailable => 503,
             RequestError::Unauthorized(_) => 401,
         }
     }
@@ -232,6 +238,7 @@ impl fmt::Display for RequestError {
                 write!(f, "the test clock only moves forward; it is already {now}")
             }
             RequestError::NotReady(readiness) => readiness.fmt(f),
+            RequestError::StoreUnavailable => f.write_str("session store unavailable"),
             RequestError::Unauthorized(err) => err.fmt(f),
         }
     }
@@ -260,6 +267,56 @@ struct RemoveBody<'a> {
 
 /// The answer to a rotation of a token that does not work, exactly as the seed wrote it.
 pub const INVALID_TOKEN_BODY: &str = r#"{"Err":"InvalidToken"}"#;
+
+/// What a request asks of the session store, decoded by [`Service::decode`]; a store runs
+/// it and [`Service::encode`] turns the result into the reply. The in-memory store runs it
+/// in [`Service::handle`]; an async store (Redis) runs it between the two.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `POST /token`: begin a session bound to this metadata (checked against the limits).
+    Login(Meta),
+    /// `PUT /token`: exchange `token`, merging `update` into the session's metadata.
+    Rotate {
+        /// The token presented, as sent (the store parses it).
+        token: String,
+        /// The update, if any.
+        update: Option<Map<String, Value>>,
+    },
+    /// `DELETE /token`: end the session of `token`.
+    Logout {
+        /// The token presented, as sent.
+        token: String,
+    },
+    /// `HEAD /dump`: list every live session's expiry and metadata.
+    Dump,
+    /// `GET`/`HEAD` of `/readyz` or `/healthz` while the host is ready: whether the store
+    /// answers (the in-memory store always does).
+    CheckReady,
+}
+
+/// What a store did with a [`Command`], for [`Service::encode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// A session began; its first token.
+    LoggedIn(Token),
+    /// A token was exchanged (or replayed inside its grace).
+    Rotated(Rotated),
+    /// A logout was carried out (whether or not a session ended).
+    LoggedOut,
+    /// The live sessions, earliest expiry first.
+    Dumped(Vec<DumpEntry>),
+    /// The store answers.
+    Ready,
+}
+
+/// The outcome of [`Service::decode`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Answered without the store: a refusal, a probe, the test clock.
+    Answered(Reply),
+    /// The store must run this; then [`Service::encode`] its result.
+    Run(Command),
+}
 
 /// The REST service over a [`TokenStore`].
 pub struct Service<C, R> {
@@ -425,25 +482,102 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// assert_eq!(reply.body.len(), 32);
     /// ```
     pub fn handle(&self, request: &Request<'_>) -> Reply {
+        match self.decode(request) {
+            Decoded::Answered(reply) => reply,
+            Decoded::Run(command) => {
+                let done = self.run_in_memory(command);
+                self.encode(request, done)
+            }
+        }
+    }
+
+    /// The first half of [`Service::handle`]: the request checked and parsed into what it
+    /// asks of the store, or answered outright (refusals, probes, the test clock). Every
+    /// protocol rule is applied here or in [`Service::encode`], so a host with an async
+    /// store answers exactly as [`Service::handle`] does.
+    pub fn decode(&self, request: &Request<'_>) -> Decoded {
         let readiness = self.readiness();
-        let mut reply = match Probe::of(request.path) {
-            Some(probe) => probe.answer(request.method, readiness),
+        let decoded = match Probe::of(request.path) {
+            Some(Probe::Ready)
+                if readiness == Readiness::Ready && matches!(request.method, "GET" | "HEAD") =>
+            {
+                Ok(Decoded::Run(Command::CheckReady))
+            }
+            Some(probe) => Ok(Decoded::Answered(probe.answer(request.method, readiness))),
             None => match self.authorize(request.path, request.method, request.authorization) {
-                Err(refused) => refused,
-                Ok(()) if readiness == Readiness::Loading => {
-                    RequestError::NotReady(readiness).reply()
-                }
-                Ok(()) => self.route(request).unwrap_or_else(|err| err.reply()),
+                Err(refused) => Ok(Decoded::Answered(refused)),
+                Ok(()) if readiness == Readiness::Loading => Err(RequestError::NotReady(readiness)),
+                Ok(()) => self.route(request),
             },
+        };
+        match decoded {
+            Ok(Decoded::Answered(mut reply)) => {
+                reply.endpoint = Endpoint::of(request.method, request.path);
+                Decoded::Answered(reply)
+            }
+            Ok(run) => run,
+            Err(err) => {
+                let mut reply = err.reply();
+                reply.endpoint = Endpoint::of(request.method, request.path);
+                Decoded::Answered(reply)
+            }
+        }
+    }
+
+    /// The second half of [`Service::handle`]: the reply to `request`, whose command a
+    /// store ran with result `done`.
+    pub fn encode(&self, request: &Request<'_>, done: Result<Done, StoreError>) -> Reply {
+        let mut reply = match done {
+            Ok(Done::LoggedIn(token)) => Reply::text(200, token.into_string(), Event::LoggedIn),
+            Ok(Done::Rotated(rotated)) => rotated_reply(rotated),
+            Ok(Done::LoggedOut) => Reply::empty(202, Event::LoggedOut),
+            Ok(Done::Dumped(entries)) => dump_reply(&entries),
+            Ok(Done::Ready) => Probe::Ready.answer(request.method, Readiness::Ready),
+            Err(StoreError::Unavailable) if Probe::of(request.path).is_some() => {
+                let sentence = "not ready: session store unavailable".to_string();
+                Reply::text(503, sentence, Event::Probed)
+            }
+            Err(err) => self.store_refusal(err),
         };
         reply.endpoint = Endpoint::of(request.method, request.path);
         reply
     }
 
+    /// The answer to an exchange that ended in `result`, by a store or by a session's home
+    /// (see [`routed`]).
+    pub(crate) fn rotation_reply(&self, result: Result<Rotated, StoreError>) -> Reply {
+        match result {
+            Ok(rotated) => rotated_reply(rotated),
+            Err(err) => self.store_refusal(err),
+        }
+    }
+
+    /// The answer to a store operation that failed with `err`.
+    fn store_refusal(&self, err: StoreError) -> Reply {
+        match err {
+            StoreError::InvalidToken => Reply::json(
+                INVALID_TOKEN_BODY.to_string(),
+                Event::Rotated(Rotation::Invalid),
+            ),
+            StoreError::Revoked => {
+                // Either a thief or the real user holds a stale copy; the operator should
+                // know, but the token itself stays out of the log.
+                log::warn!(
+                    "an old token was presented outside its rotation grace: its session is ended (--revoke-on-reuse)"
+                );
+                Reply::json(
+                    INVALID_TOKEN_BODY.to_string(),
+                    Event::Rotated(Rotation::Revoked),
+                )
+            }
+            err => self.store_error(err).reply(),
+        }
+    }
+
     /// Whether a request to `path` may go on: `Err` holds the 401 to send when the service
     /// has API keys, the path is not open and `authorization` (the `Authorization` header)
-    /// carries none of them. [`Service::handle`] checks it; a host that answers a path of its
-    /// own (such as `/metrics`) checks it first, so one rule guards every endpoint.
+    /// carries none of them. [`Service::decode`] checks it; a host that answers a path of
+    /// its own (such as `/metrics`) checks it first, so one rule guards every endpoint.
     /// Checked before routing, so a caller without a key learns nothing about the
     /// endpoints, and a refused request changes nothing.
     pub fn authorize(
@@ -475,22 +609,43 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         })
     }
 
-    fn route(&self, request: &Request<'_>) -> Result<Reply, RequestError> {
-        match (request.path, request.method) {
-            ("/token", "POST") => self.create(self.json_body(request)?),
-            ("/token", "PUT") => self.rotate(self.json_body(request)?),
-            ("/token", "DELETE") => self.remove(self.json_body(request)?),
-            ("/token", _) => Err(RequestError::MethodNotAllowed {
-                allow: "POST, PUT, DELETE",
-            }),
-            ("/dump", _) if !self.dump_enabled => Err(RequestError::NotFound),
-            ("/dump", "HEAD") => Ok(self.dump()),
-            ("/dump", _) => Err(RequestError::MethodNotAllowed { allow: "HEAD" }),
-            (path, method) if path.starts_with("/test-clock") => {
-                self.route_test_clock(request, path, method)
+    /// Runs `command` on the in-memory store.
+    fn run_in_memory(&self, command: Command) -> Result<Done, StoreError> {
+        match command {
+            Command::Login(meta) => self.store.create(meta).map(Done::LoggedIn),
+            Command::Rotate { token, update } => {
+                self.store.rotate(&token, update).map(Done::Rotated)
             }
-            _ => Err(RequestError::NotFound),
+            Command::Logout { token } => {
+                self.store.remove(&token);
+                Ok(Done::LoggedOut)
+            }
+            Command::Dump => Ok(Done::Dumped(self.store.dump())),
+            Command::CheckReady => Ok(Done::Ready),
         }
+    }
+
+    fn route(&self, request: &Request<'_>) -> Result<Decoded, RequestError> {
+        let command = match (request.path, request.method) {
+            ("/token", "POST") => self.create(self.json_body(request)?)?,
+            ("/token", "PUT") => self.rotate(self.json_body(request)?)?,
+            ("/token", "DELETE") => self.remove(self.json_body(request)?)?,
+            ("/token", _) => {
+                return Err(RequestError::MethodNotAllowed {
+                    allow: "POST, PUT, DELETE",
+                })
+            }
+            ("/dump", _) if !self.dump_enabled => return Err(RequestError::NotFound),
+            ("/dump", "HEAD") => Command::Dump,
+            ("/dump", _) => return Err(RequestError::MethodNotAllowed { allow: "HEAD" }),
+            (path, method) if path.starts_with("/test-clock") => {
+                return self
+                    .route_test_clock(request, path, method)
+                    .map(Decoded::Answered)
+            }
+            _ => return Err(RequestError::NotFound),
+        };
+        Ok(Decoded::Run(command))
     }
 
     fn route_test_clock(
@@ -534,75 +689,26 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         json::parse(body, self.store.meta_limits().max_depth)
     }
 
-    fn create(&self, body: &[u8]) -> Result<Reply, RequestError> {
+    fn create(&self, body: &[u8]) -> Result<Command, RequestError> {
         let CreateBody { meta } = self.parse(body)?;
         let meta = Meta::from_map_within(&meta, &self.store.meta_limits())
             .map_err(RequestError::MetaLimit)?;
-        let token = self
-            .store
-            .create(meta)
-            .map_err(|err| self.store_error(err))?;
-        Ok(Reply::text(200, token.into_string(), Event::LoggedIn))
+        Ok(Command::Login(meta))
     }
 
-    fn rotate(&self, body: &[u8]) -> Result<Reply, RequestError> {
+    fn rotate(&self, body: &[u8]) -> Result<Command, RequestError> {
         let RotateBody { token, meta } = self.parse(body)?;
-        self.rotation_reply(self.store.rotate(&token, meta))
+        Ok(Command::Rotate {
+            token: token.into_owned(),
+            update: meta,
+        })
     }
 
-    /// The answer to an exchange that ended in `result`.
-    fn rotation_reply(&self, result: Result<Rotated, StoreError>) -> Result<Reply, RequestError> {
-        match result {
-            Ok(rotated) => {
-                let meta = rotated.meta.as_json();
-                let token = rotated.token.as_str();
-                let mut out = String::with_capacity(32 + token.len() + meta.len());
-                // Both parts are JSON already: the token is base64url, the meta a
-                // serialized object, so the envelope is assembled without a serializer.
-                out.push_str(r#"{"Ok":{"token":""#);
-                out.push_str(token);
-                out.push_str(r#"","meta":"#);
-                out.push_str(meta);
-                out.push_str("}}");
-                let outcome = if rotated.replayed {
-                    Rotation::Grace
-                } else {
-                    Rotation::Ok
-                };
-                Ok(Reply::json(out, Event::Rotated(outcome)))
-            }
-            Err(StoreError::InvalidToken) => Ok(Reply::json(
-                INVALID_TOKEN_BODY.to_string(),
-                Event::Rotated(Rotation::Invalid),
-            )),
-            Err(StoreError::Revoked) => {
-                // Either a thief or the real user holds a stale copy; the operator should
-                // know, but the token itself stays out of the log.
-                log::warn!(
-                    "an old token was presented outside its rotation grace: its session is ended (--revoke-on-reuse)"
-                );
-                Ok(Reply::json(
-                    INVALID_TOKEN_BODY.to_string(),
-                    Event::Rotated(Rotation::Revoked),
-                ))
-            }
-            Err(err) => Err(self.store_error(err)),
-        }
-    }
-
-    fn remove(&self, body: &[u8]) -> Result<Reply, RequestError> {
+    fn remove(&self, body: &[u8]) -> Result<Command, RequestError> {
         let RemoveBody { token } = self.parse(body)?;
-        self.store.remove(&token);
-        Ok(Reply::empty(202, Event::LoggedOut))
-    }
-
-    fn dump(&self) -> Reply {
-        let entries = self.store.dump();
-        log::info!(target: DUMP_LOG_TARGET, "dump of {} live tokens", entries.len());
-        for entry in &entries {
-            log::info!(target: DUMP_LOG_TARGET, "expires={} meta={}", entry.expires, entry.meta);
-        }
-        Reply::empty(202, Event::Dumped)
+        Ok(Command::Logout {
+            token: token.into_owned(),
+        })
     }
 
     /// The refusal for a store failure other than an invalid token, logged for the
@@ -620,6 +726,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 }
                 RequestError::StoreFull
             }
+            StoreError::Unavailable => RequestError::StoreUnavailable,
             StoreError::InvalidToken | StoreError::Revoked | StoreError::Random(_) => {
                 if let Some(held_back) = self.unavailable_error.check(self.store.clock().now()) {
                     log::error!("cannot issue a token: {err}{}", since_last(held_back));
@@ -628,6 +735,33 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
             }
         }
     }
+}
+
+fn rotated_reply(rotated: Rotated) -> Reply {
+    let meta = rotated.meta.as_json();
+    let token = rotated.token.as_str();
+    let mut out = String::with_capacity(32 + token.len() + meta.len());
+    // Both parts are JSON already: the token is base64url, the meta a serialized object,
+    // so the envelope is assembled without a serializer.
+    out.push_str(r#"{"Ok":{"token":""#);
+    out.push_str(token);
+    out.push_str(r#"","meta":"#);
+    out.push_str(meta);
+    out.push_str("}}");
+    let outcome = if rotated.replayed {
+        Rotation::Grace
+    } else {
+        Rotation::Ok
+    };
+    Reply::json(out, Event::Rotated(outcome))
+}
+
+fn dump_reply(entries: &[DumpEntry]) -> Reply {
+    log::info!(target: DUMP_LOG_TARGET, "dump of {} live tokens", entries.len());
+    for entry in entries {
+        log::info!(target: DUMP_LOG_TARGET, "expires={} meta={}", entry.expires, entry.meta);
+    }
+    Reply::empty(202, Event::Dumped)
 }
 
 /// The tail of a rate-limited log line: how many like it were held back since the last.

@@ -233,6 +233,45 @@ pub fn read_session_line(line: &str, checks: &ReadChecks) -> Result<StoredSessio
     parse_v2(line, checks).map_err(|reason| SnapshotError::Corrupt { line: 1, reason })
 }
 
+/// One session as a shared store (Redis) keeps it: `<version> <session line>`, the line
+/// exactly as [`write_session`] writes it (without its newline). The version lets the
+/// store compare-and-set; the line holds no usable token, as in a state file.
+///
+/// ```
+/// use std::time::Duration;
+/// use token_server_core::session::{SessionRecord, SessionRules};
+/// use token_server_core::snapshot::{decode_record, encode_record, ReadChecks, StoredSession};
+/// use token_server_core::{Meta, MetaLimits, Secret, SessionId, Timestamp};
+///
+/// let rules = SessionRules::new(Duration::from_secs(3600));
+/// let mut record = SessionRecord::new(&Secret::from_bytes([7; 16]), Timestamp(1_000), Meta::default(), &rules);
+/// record.version = 3;
+/// let session = StoredSession { id: SessionId([1; 8]), record };
+/// let text = encode_record(&session);
+/// assert!(text.starts_with("3 0101010101010101 "));
+/// let checks = ReadChecks { now: Timestamp(1_000), meta_limits: MetaLimits::default() };
+/// assert_eq!(decode_record(&text, &checks).unwrap(), session);
+/// ```
+pub fn encode_record(session: &StoredSession) -> String {
+    let mut out = format!("{} ", session.record.version).into_bytes();
+    // Writing to a Vec cannot fail.
+    let _ = write_session(&mut out, session);
+    out.pop();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Reads what [`encode_record`] wrote, with the checks of a state file's line.
+pub fn decode_record(text: &str, checks: &ReadChecks) -> Result<StoredSession, SnapshotError> {
+    let corrupt = |reason: String| SnapshotError::Corrupt { line: 1, reason };
+    let (version, line) = text
+        .split_once(' ')
+        .ok_or_else(|| corrupt("no version".into()))?;
+    let version = version.parse().map_err(|_| corrupt("bad version".into()))?;
+    let mut session = parse_v2(line, checks).map_err(corrupt)?;
+    session.record.version = version;
+    Ok(session)
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 pub(crate) fn write_hex<W: Write>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {

@@ -43,6 +43,9 @@ pub enum StoreError {
     /// revocation on reuse is on: the session is ended. Clients are answered exactly as
     /// for [`StoreError::InvalidToken`]; the host logs a warning, never with the token.
     Revoked,
+    /// A store kept elsewhere (Redis) did not answer within its timeout, or refused; no
+    /// session was changed by this request.
+    Unavailable,
 }
 
 impl fmt::Display for StoreError {
@@ -55,6 +58,7 @@ impl fmt::Display for StoreError {
             StoreError::Revoked => {
                 f.write_str("an old token was reused outside its grace: its session is ended")
             }
+            StoreError::Unavailable => f.write_str("session store unavailable"),
         }
     }
 }
@@ -130,6 +134,39 @@ pub struct DumpEntry {
     pub expires: Timestamp,
     /// Its metadata.
     pub meta: Meta,
+}
+
+/// A session begun by [`TokenStore::begin_session`] and not filed yet: a store kept
+/// elsewhere files `record` under `id` if the id is free, else begins another.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The key to file the record under.
+    pub id: SessionId,
+    /// The session's first token, to answer once the record is filed.
+    pub token: Token,
+    /// The record to file.
+    pub record: SessionRecord,
+}
+
+/// What [`TokenStore::decide`] made of a presented token and its session's record.
+#[derive(Debug, Clone)]
+pub struct Decision<T> {
+    /// The record to write back: `None` removes the session. Needs no write when it is
+    /// `Some` with the version read ([`Decision::changes`] says so).
+    pub next: Option<SessionRecord>,
+    /// The answer, once the write (if any) has been accepted.
+    pub answer: T,
+    /// The version of the record decided on, to compare-and-set against.
+    pub read_version: u32,
+}
+
+impl<T> Decision<T> {
+    /// Whether the record must be written back (or removed).
+    pub fn changes(&self) -> bool {
+        self.next
+            .as_ref()
+            .is_none_or(|next| next.version != self.read_version)
+    }
 }
 
 /// The metadata of the tokens a [`TokenStore::sweep_shard`] dropped, freed when this is
@@ -381,32 +418,11 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         // Drawn before anything is decided: a failing randomness source must not cost the
         // client its session.
         let fresh = self.fresh_secret()?;
-        let now = self.clock.now();
         let mut shard = self.shard(&presented.id);
         let record = shard.take(&presented.id).ok_or(StoreError::InvalidToken)?;
-        let version = record.version;
-        let (next, outcome) = transition(
-            record,
-            &presented.secret,
-            Action::Exchange(update),
-            now,
-            fresh,
-            &self.rules,
-        );
-        let meta = match &self.changes {
-            None => {
-                let meta = next.as_ref().map(|record| record.meta.clone());
-                self.file(&mut shard, presented.id, next);
-                drop(shard);
-                meta
-            }
-            Some(sink) => {
-                let change = self.file_changed(&mut shard, presented.id, version, next);
-                drop(shard);
-                report(&**sink, change, presented.id)
-            }
-        };
-        rotation_result(presented.id, outcome, meta)
+        let decision = self.decide_exchange(&presented, record, update, fresh);
+        self.file_decided(shard, presented.id, decision.read_version, decision.next);
+        decision.answer
     }
 
     /// Ends the session of `token` (also when presented with a token in its grace);
@@ -415,31 +431,95 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
         let Some(presented) = Presented::parse(token) else {
             return false;
         };
-        let now = self.clock.now();
         let mut shard = self.shard(&presented.id);
         let Some(record) = shard.take(&presented.id) else {
             return false;
         };
+        let decision = self.decide_end(&presented, record);
+        self.file_decided(shard, presented.id, decision.read_version, decision.next);
+        decision.answer
+    }
+
+    /// Begins a session bound to `meta` at the store's time, without filing it: for a
+    /// store that keeps its records elsewhere (the id is drawn here, and may be taken
+    /// there; then begin another).
+    pub fn begin_session(&self, meta: Meta) -> Result<NewSession, StoreError> {
+        let secret = self.fresh_secret()?;
+        let id = self.fresh_id()?;
+        let record = SessionRecord::new(&secret, self.clock.now(), meta, &self.rules);
+        Ok(NewSession {
+            id,
+            token: Token::new(id, &secret),
+            record,
+        })
+    }
+
+    /// A fresh secret from the store's randomness, for the successor of a rotation decided
+    /// by [`TokenStore::decide_exchange`]; drawn once per request, before any decision.
+    pub fn draw_secret(&self) -> Result<Secret, StoreError> {
+        Ok(self.fresh_secret()?)
+    }
+
+    /// Decides, by [`transition`] at the store's time under its rules, what an exchange of
+    /// `presented` with `update` does to its session's `record`; `fresh` is the secret a
+    /// successor gets. The in-memory store applies this under its shard lock; a store kept
+    /// elsewhere writes [`Decision::next`] back with a compare-and-set on
+    /// [`Decision::read_version`], and decides again on the record it then reads if that
+    /// fails. Both answer exactly [`Decision::answer`].
+    pub fn decide_exchange(
+        &self,
+        presented: &Presented,
+        record: SessionRecord,
+        update: Option<Map<String, Value>>,
+        fresh: Secret,
+    ) -> Decision<Result<Rotated, StoreError>> {
+        let read_version = record.version;
+        let (next, outcome) = transition(
+            record,
+            &presented.secret,
+            Action::Exchange(update),
+            self.clock.now(),
+            fresh,
+            &self.rules,
+        );
+        let meta = next.as_ref().map(|record| record.meta.clone());
+        let answer = rotation_result(presented.id, outcome, meta);
+        Decision {
+            next,
+            answer,
+            read_version,
+        }
+    }
+
+    /// Decides what ending the session of `presented` (`DELETE`) does to its `record`;
+    /// the answer is whether a live session ended. See [`TokenStore::decide_exchange`].
+    pub fn decide_end(&self, presented: &Presented, record: SessionRecord) -> Decision<bool> {
+        let read_version = record.version;
         // Nothing is issued on an end; the fresh secret is never used.
         let unused = Secret::from_bytes([0; SECRET_BYTES]);
-        let version = record.version;
         let (next, outcome) = transition(
             record,
             &presented.secret,
             Action::End,
-            now,
+            self.clock.now(),
             unused,
             &self.rules,
         );
-        match &self.changes {
-            None => self.file(&mut shard, presented.id, next),
-            Some(sink) => {
-                let change = self.file_changed(&mut shard, presented.id, version, next);
-                drop(shard);
-                report(&**sink, change, presented.id);
-            }
+        Decision {
+            next,
+            answer: matches!(outcome, Outcome::Ended | Outcome::Revoked),
+            read_version,
         }
-        matches!(outcome, Outcome::Ended | Outcome::Revoked)
+    }
+
+    /// The dump line of a session `record`, `None` once it is over: what
+    /// [`TokenStore::dump`] lists of each session, for a store kept elsewhere.
+    pub fn dump_entry(&self, record: &SessionRecord) -> Option<DumpEntry> {
+        let expires = record.live_until(&self.rules);
+        (self.clock.now() < expires).then(|| DumpEntry {
+            expires,
+            meta: record.meta.clone(),
+        })
     }
 
     /// Drops every expired session.
@@ -660,6 +740,25 @@ impl<C: Clock, R: TokenSource> TokenStore<C, R> {
             Some(record) => shard.put(id, record),
             None => {
                 self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Files the record a decision left (`None`: the session is over) and tells the change
+    /// sink, if any, after releasing the shard lock (the change is numbered under it).
+    fn file_decided(
+        &self,
+        mut shard: MutexGuard<'_, Shard>,
+        id: SessionId,
+        read_version: u32,
+        next: Option<SessionRecord>,
+    ) {
+        match &self.changes {
+            None => self.file(&mut shard, id, next),
+            Some(sink) => {
+                let change = self.file_changed(&mut shard, id, read_version, next);
+                drop(shard);
+                report(&**sink, change, id);
             }
         }
     }

@@ -127,8 +127,11 @@ impl SecretHash {
 }
 
 /// A token as a client presented it: the session it names and the secret it carries.
-pub(crate) struct Presented {
-    pub(crate) id: SessionId,
+/// A store keeping its records elsewhere (Redis) looks the session up by [`Presented::id`]
+/// and hands the whole back to [`crate::TokenStore::decide`].
+pub struct Presented {
+    /// The session the token names: the key its record is filed under.
+    pub id: SessionId,
     pub(crate) secret: Secret,
 }
 
@@ -137,7 +140,7 @@ impl Presented {
     /// issued. Accepts the current form (32 characters) and the legacy one (22).
     ///
     /// Only the canonical spelling is accepted, so one token has exactly one text.
-    pub(crate) fn parse(text: &str) -> Option<Presented> {
+    pub fn parse(text: &str) -> Option<Presented> {
         match text.len() {
             TOKEN_LEN => {
                 let bytes: [u8; TOKEN_BYTES] = decode(text)?;

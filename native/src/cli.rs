@@ -24,6 +24,7 @@ use token_server_core::flags::{self, FlagError, FlagValue, Parsed};
 
 use crate::journal::JournalFsync;
 use crate::logging::LogFormat;
+use crate::redis_store::{RedisConfig, RedisTarget, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 
 /// What the service runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,9 @@ pub struct Config {
     /// `--api-keys`: the keys every request must carry one of; none by default, so
     /// existing deployments keep working.
     pub api_keys: Option<ApiKeysFile>,
+    /// Keep sessions in Redis (or a Redis Cluster) instead of memory, shared by every
+    /// instance pointed at it; none by default.
+    pub redis: Option<RedisConfig>,
 }
 
 /// The `--api-keys` file and the keys it held when the command line was read.
@@ -113,6 +117,7 @@ impl Default for Config {
             max_session_lifetime: None,
             log_format: LogFormat::Text,
             api_keys: None,
+            redis: None,
         }
     }
 }
@@ -142,6 +147,14 @@ pub enum CliError {
     Unsupported(&'static str),
     /// The `--api-keys` file cannot be read or holds a bad line; says which.
     ApiKeys(String),
+    /// A flag that means nothing with sessions in Redis (`--state-file`, `--max-tokens`),
+    /// or a Redis option without `--redis`; says what governs instead.
+    RedisConflict {
+        flag: &'static str,
+        reason: &'static str,
+    },
+    /// A `--redis`/`--redis-cluster` value that is not a Redis URL the client reads.
+    RedisUrl { flag: &'static str, reason: String },
 }
 
 impl fmt::Display for CliError {
@@ -153,6 +166,8 @@ impl fmt::Display for CliError {
                 write!(f, "--{flag}: this build has no setting for it")
             }
             CliError::ApiKeys(reason) => write!(f, "--api-keys: {reason}"),
+            CliError::RedisConflict { flag, reason } => write!(f, "{flag}: {reason}"),
+            CliError::RedisUrl { flag, reason } => write!(f, "{flag}: {reason}"),
         }
     }
 }
@@ -194,7 +209,33 @@ pub fn parse_with_env(
         Parsed::Values(values) => values,
     };
     let mut config = Config::default();
+    let mut redis_target = None;
+    let (mut redis_prefix, mut redis_timeout) = (None, None);
     for (spec, value) in values.iter() {
+        match (spec.long, value) {
+            ("redis", Some(FlagValue::Text(url))) => {
+                redis_target = Some(RedisTarget::Single(redis_url(REDIS_FLAG, url)?));
+                continue;
+            }
+            ("redis-cluster", Some(FlagValue::Text(urls))) => {
+                let urls = urls
+                    .split(',')
+                    .map(|url| redis_url(REDIS_CLUSTER_FLAG, url.trim()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                redis_target = Some(RedisTarget::Cluster(urls));
+                continue;
+            }
+            ("redis-prefix", Some(FlagValue::Text(prefix))) => {
+                redis_prefix = Some(prefix.clone());
+                continue;
+            }
+            ("redis-timeout", Some(FlagValue::Duration(timeout))) => {
+                redis_timeout = Some(*timeout);
+                continue;
+            }
+            ("redis" | "redis-cluster" | "redis-prefix" | "redis-timeout", _) => continue,
+            _ => {}
+        }
         if spec.long == "api-keys" {
             // Read now, so a bad file stops the start with the other usage errors (exit 2)
             // rather than after binding.
@@ -212,7 +253,59 @@ pub fn parse_with_env(
     }
     check_session_lifetimes(config.max_session_lifetime, config.token_lifetime)
         .map_err(CliError::SessionShorterThanToken)?;
+    match redis_target {
+        Some(target) => {
+            if config.state_file.is_some() {
+                return Err(CliError::RedisConflict {
+                    flag: "--state-file",
+                    reason: "cannot be used with --redis: Redis's own persistence (RDB, AOF) and replicas keep the sessions there",
+                });
+            }
+            // The table fills in the default; any other count was asked for.
+            if config.max_tokens != DEFAULT_MAX_TOKENS {
+                return Err(CliError::RedisConflict {
+                    flag: "--max-tokens",
+                    reason: "cannot be used with --redis: Redis's maxmemory governs how many sessions it holds",
+                });
+            }
+            config.redis = Some(RedisConfig {
+                target,
+                prefix: redis_prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string()),
+                timeout: redis_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            });
+        }
+        None if redis_prefix.is_some() || redis_timeout.is_some() => {
+            return Err(CliError::RedisConflict {
+                flag: if redis_prefix.is_some() {
+                    REDIS_PREFIX_FLAG
+                } else {
+                    REDIS_TIMEOUT_FLAG
+                },
+                reason: "only applies with --redis or --redis-cluster",
+            });
+        }
+        None => {}
+    }
     Ok(Command::Run(Box::new(config)))
+}
+
+const REDIS_FLAG: &str = "--redis";
+const REDIS_CLUSTER_FLAG: &str = "--redis-cluster";
+const REDIS_PREFIX_FLAG: &str = "--redis-prefix";
+const REDIS_TIMEOUT_FLAG: &str = "--redis-timeout";
+
+/// `url` if it names Redis (`redis://` or `rediss://`) in a form the client reads.
+fn redis_url(flag: &'static str, url: &str) -> Result<String, CliError> {
+    let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+    if !scheme_ok || redis::IntoConnectionInfo::into_connection_info(url).is_err() {
+        return Err(CliError::RedisUrl {
+            flag,
+            reason: format!(
+                "'{url}' is not allowed: a URL such as redis://127.0.0.1:6379/0 (rediss:// for TLS)"
+            ),
+        });
+    }
+    Ok(url.to_string())
 }
 
 /// Puts the value of flag `long` into its field; false for a flag this host does not know,
@@ -316,6 +409,9 @@ mod tests {
         use token_server_core::flags::{FlagKind, FLAGS};
         // Nothing given: the table's defaults are Config's.
         assert_eq!(config(&[]), Config::default());
+        let keys = std::env::temp_dir().join(format!("ts-cli-table-keys-{}", std::process::id()));
+        std::fs::write(&keys, format!("{}\n", "k".repeat(32))).unwrap();
+        let keys = keys.to_string_lossy().into_owned();
         for spec in FLAGS {
             // A value other than the default for each kind, so a flag left unapplied shows.
             let value = match &spec.kind {
@@ -326,7 +422,15 @@ mod tests {
                 }
                 FlagKind::Port { .. } => Some("1".to_string()),
                 FlagKind::Address { .. } => Some("::1".to_string()),
+                FlagKind::Path if spec.long == "api-keys" => Some(keys.clone()),
                 FlagKind::Path => Some("/tmp/state".to_string()),
+                FlagKind::Text { .. } if spec.long == "redis-cluster" => {
+                    Some("redis://127.0.0.1:7000,redis://127.0.0.1:7001".to_string())
+                }
+                FlagKind::Text { .. } if spec.long == "redis" => {
+                    Some("redis://127.0.0.1:6379/0".to_string())
+                }
+                FlagKind::Text { .. } => Some("other-prefix:".to_string()),
                 FlagKind::Choice { choices, default } => choices
                     .iter()
                     .find(|c| *c != default)
@@ -335,19 +439,16 @@ mod tests {
             let flag = format!("--{}", spec.long);
             let mut args = vec![flag.as_str()];
             args.extend(value.as_deref());
-            // Keep the one cross-flag rule satisfied.
-            let lifetime = ["-t", "30min"];
-            if spec.long == "max-session-lifetime" {
-                args.extend(lifetime);
-            }
+            // Keep the cross-flag rules satisfied.
+            let extra: &[&str] = match spec.long {
+                "max-session-lifetime" => &["-t", "30min"],
+                "redis-prefix" | "redis-timeout" => &["--redis", "redis://127.0.0.1:6379/0"],
+                _ => &[],
+            };
+            args.extend_from_slice(extra);
             let from_flag = config(&args);
             assert_ne!(from_flag, Config::default(), "{flag} changed nothing");
             let env_value = value.as_deref().unwrap_or("1");
-            let extra: &[&str] = if spec.long == "max-session-lifetime" {
-                &lifetime
-            } else {
-                &[]
-            };
             let from_env = config_with_env(extra, &[(spec.env, env_value)]);
             assert_eq!(from_env, from_flag, "{} differs from {flag}", spec.env);
         }
@@ -729,5 +830,58 @@ mod tests {
         ] {
             assert!(help.contains(needle), "help lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn redis_flags_make_a_redis_config() {
+        assert_eq!(config(&[]).redis, None);
+        let single = config(&["--redis", "redis://127.0.0.1:6379/2"]);
+        assert_eq!(
+            single.redis,
+            Some(RedisConfig {
+                target: RedisTarget::Single("redis://127.0.0.1:6379/2".into()),
+                prefix: "token-server:".into(),
+                timeout: Duration::from_secs(1),
+            })
+        );
+        let cluster = config(&[
+            "--redis-cluster",
+            "redis://10.0.0.1:6379,rediss://10.0.0.2:6380",
+            "--redis-prefix",
+            "app1:",
+            "--redis-timeout",
+            "250ms",
+        ]);
+        assert_eq!(
+            cluster.redis,
+            Some(RedisConfig {
+                target: RedisTarget::Cluster(vec![
+                    "redis://10.0.0.1:6379".into(),
+                    "rediss://10.0.0.2:6380".into()
+                ]),
+                prefix: "app1:".into(),
+                timeout: Duration::from_millis(250),
+            })
+        );
+    }
+
+    #[test]
+    fn redis_refuses_what_redis_governs_itself() {
+        let err = error(&["--redis", "redis://h:1/0", "--state-file", "st"]);
+        assert!(
+            err.starts_with("--state-file:") && err.contains("persistence"),
+            "{err}"
+        );
+        let err = error(&["--max-tokens", "5", "--redis", "redis://h:1/0"]);
+        assert!(
+            err.starts_with("--max-tokens:") && err.contains("maxmemory"),
+            "{err}"
+        );
+        assert!(error(&["--redis-prefix", "x:"]).contains("only applies with --redis"));
+        assert!(error(&["--redis", "http://h/"]).starts_with("--redis:"));
+        assert!(
+            error(&["--redis", "redis://h:1/0", "--redis-timeout", "2min"])
+                .starts_with("--redis-timeout:")
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::body::{Body, Frame, SizeHint};
@@ -37,6 +37,11 @@ pub struct ConnectionState {
     timeouts: Timeouts,
     /// A std mutex: held for a comparison and an assignment, never across an await.
     phase: Arc<Mutex<Phase>>,
+    /// The stream's task, when it waited while requests were being answered (no deadline
+    /// then, so no timer armed): woken when the last one ends, to arm the idle timer.
+    /// Without it, an answer that completes after hyper's read has gone pending (an
+    /// async store such as Redis) leaves the connection open until the client speaks.
+    waiting: Arc<Mutex<Option<Waker>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +62,7 @@ impl ConnectionState {
             phase: Arc::new(Mutex::new(Phase::Head {
                 deadline: Instant::now() + timeouts.header,
             })),
+            waiting: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -100,7 +106,7 @@ impl ConnectionState {
 
     fn request_finished(&self) {
         let idle = self.timeouts.idle;
-        self.with_phase(|phase| {
+        let now_idle = self.with_phase(|phase| {
             if let Phase::Busy { requests } = *phase {
                 *phase = if requests > 1 {
                     Phase::Busy {
@@ -112,7 +118,23 @@ impl ConnectionState {
                     }
                 };
             }
+            matches!(phase, Phase::Idle { .. })
         });
+        if now_idle {
+            let waker = self
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Remembers the task to wake when the connection stops being busy.
+    fn wake_when_idle(&self, cx: &Context<'_>) {
+        *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
     }
 
     /// When the connection is to be closed if it is still waiting for the client; `None`
@@ -166,7 +188,12 @@ impl<T> DeadlineStream<T> {
     /// that closes the connection once the deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let Some((deadline, flag)) = self.state.deadline() else {
-            return Poll::Pending;
+            self.state.wake_when_idle(cx);
+            // The last request may have ended in between: look again.
+            if self.state.deadline().is_none() {
+                return Poll::Pending;
+            }
+            return self.poll_deadline(cx);
         };
         let timer = match &mut self.timer {
             Some(timer) => {
@@ -365,6 +392,29 @@ mod tests {
         idle: Duration::from_secs(60),
         body: Duration::from_secs(30),
     };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_waited_while_busy_times_out_once_idle() {
+        use tokio::io::AsyncReadExt;
+        let (client, server) = tokio::io::duplex(64);
+        let state = ConnectionState::new(TIMEOUTS);
+        let answering = state.request_started();
+        let mut stream = DeadlineStream::new(server, state.clone());
+        let read = tokio::spawn(async move {
+            let mut buffer = [0u8; 8];
+            stream.read(&mut buffer).await
+        });
+        // The read goes pending while the answer is still being made (an async store).
+        tokio::time::advance(TIMEOUTS.idle * 3).await;
+        assert!(!read.is_finished(), "no deadline while busy");
+        drop(answering);
+        let closed = tokio::time::timeout(TIMEOUTS.idle * 2, read)
+            .await
+            .expect("the idle timeout closes the connection")
+            .unwrap();
+        assert_eq!(closed.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        drop(client);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_cycles_through_head_busy_and_idle() {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observer;
 pub mod periodic;
 pub mod purge;
+pub mod redis_store;
 pub mod server;
 pub mod shards;
 pub mod shutdown;

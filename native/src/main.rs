@@ -14,6 +14,7 @@ use token_server::deadline::Timeouts;
 use token_server::journal::{journal_path, Journal};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
+use token_server::redis_store::RedisStore;
 use token_server::{api_keys, cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
 use token_server_core::protocol::{Readiness, Service, DUMP_LOG_TARGET};
 use token_server_core::session::SessionRules;
@@ -99,6 +100,27 @@ async fn serve(config: cli::Config) -> ExitCode {
     if let Some(journal) = &journal {
         store = store.with_change_sink(Box::new(journal.clone()));
     }
+    let session_store = match &config.redis {
+        None => server::SessionStore::Memory,
+        Some(redis) => match RedisStore::connect(redis).await {
+            Ok(store) => {
+                if !store.ping().await {
+                    log::warn!(
+                        "Redis does not answer yet: requests get 503 (session store unavailable) until it does"
+                    );
+                }
+                log::info!(
+                    "sessions in Redis (prefix {:?}); no purge loop runs: Redis expires each session itself (PEXPIREAT)",
+                    redis.prefix
+                );
+                server::SessionStore::Redis(Arc::new(store))
+            }
+            Err(err) => {
+                eprintln!("token-server: cannot use Redis: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     fd_limit::raise_for(config.max_connections);
     // Bound before the state file loads, so probes answer during a long load.
     let address = SocketAddr::new(config.bind, config.port);
@@ -178,9 +200,11 @@ async fn serve(config: cli::Config) -> ExitCode {
         shutdown_timeout: config.shutdown_timeout,
         stop_deadline: Some(stop_deadline),
     };
-    let serving = server::run_with(
+    let in_redis = matches!(session_store, server::SessionStore::Redis(_));
+    let serving = server::run_with_store(
         listener,
         service.clone(),
+        session_store,
         observer.clone(),
         limits,
         shutdown,
@@ -215,7 +239,9 @@ async fn serve(config: cli::Config) -> ExitCode {
                 return None;
             }
         }
-        let purge = purge::spawn(service.clone(), config.purge_interval, observer.clone());
+        // Redis expires sessions itself; the in-memory store holds none to purge.
+        let purge = (!in_redis)
+            .then(|| purge::spawn(service.clone(), config.purge_interval, observer.clone()));
         let periodic_snapshots = snapshots.as_ref().map(|snapshots| {
             snapshots
                 .clone()

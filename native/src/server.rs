@@ -21,6 +21,19 @@ use warp::Filter;
 
 use crate::connections::{self, ConnectionLimits};
 use crate::observer::Observer;
+use crate::redis_store::RedisStore;
+
+/// Where the sessions live. The protocol is the service's either way: the in-memory store
+/// answers in [`Service::handle`]; Redis runs the command between the service's decode and
+/// encode.
+#[derive(Clone, Default)]
+pub enum SessionStore {
+    /// The service's own in-memory store.
+    #[default]
+    Memory,
+    /// Redis or Redis Cluster, shared with other instances.
+    Redis(Arc<RedisStore>),
+}
 
 /// Serves `service` on `listener` with the default [`ConnectionLimits`] until `shutdown`
 /// resolves, then lets in-flight requests finish within the default shutdown timeout.
@@ -60,6 +73,30 @@ where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
+    run_with_store(
+        listener,
+        service,
+        SessionStore::Memory,
+        observer,
+        limits,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_with`], with the sessions in `store`.
+pub async fn run_with_store<C, R>(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service<C, R>>,
+    store: SessionStore,
+    observer: Arc<Observer>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    C: Clock + Send + Sync + 'static,
+    R: TokenSource + Send + Sync + 'static,
+{
     let address = listener.local_addr()?;
     log::info!("listening on {address}");
     let requests = warp::method()
@@ -77,7 +114,7 @@ where
                   expect,
                   authorization,
                   body| {
-                let (service, observer) = (service.clone(), observer.clone());
+                let (service, store, observer) = (service.clone(), store.clone(), observer.clone());
                 let head = Head {
                     method,
                     content_type,
@@ -86,7 +123,8 @@ where
                     authorization,
                 };
                 async move {
-                    let response = answer(&service, &observer, head, path.as_str(), body).await;
+                    let response =
+                        answer(&service, &store, &observer, head, path.as_str(), body).await;
                     Ok::<_, Infallible>(response)
                 }
             },
@@ -131,6 +169,7 @@ fn optional_header(
 
 async fn answer<C, R, B, S>(
     service: &Arc<Service<C, R>>,
+    store: &SessionStore,
     observer: &Observer,
     head: Head,
     path: &str,
@@ -181,7 +220,10 @@ where
             None => Body::TooLarge,
         },
     };
-    let reply = service.handle(&request);
+    let reply = match store {
+        SessionStore::Memory => service.handle(&request),
+        SessionStore::Redis(redis) => redis.handle(service, &request).await,
+    };
     in_flight.finish(&reply);
     let mut response = to_response(reply);
     if bytes.is_none() {

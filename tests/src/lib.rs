@@ -5,6 +5,8 @@
 //! `deno` (`deno serve`), `workerd` (the Cloudflare Worker) or `workerd-do` (the Worker with
 //! sessions in Durable Objects), so any difference between hosts is a failing test. `TOKEN_SERVER_BIN` overrides the native binary's path; `BUN`,
 //! `DENO` and `WORKERD` the runtimes' (by default `wasm/runtimes.sh` installs and names them).
+//! `TOKEN_SERVER_STORE=redis` runs the native server with its sessions in a `redis-server`
+//! started for each server under test (`--redis`).
 
 pub mod openapi;
 
@@ -14,6 +16,30 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+mod redis;
+
+pub use redis::{redis_available, RedisCluster, RedisServer};
+
+/// Where the native server under test keeps its sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// In its own memory (the default).
+    Memory,
+    /// In a `redis-server` started for it (`--redis`).
+    Redis,
+}
+
+impl Store {
+    /// The store chosen by `TOKEN_SERVER_STORE` (`memory`, the default, or `redis`).
+    pub fn under_test() -> Store {
+        match std::env::var("TOKEN_SERVER_STORE").as_deref() {
+            Err(_) | Ok("") | Ok("memory") => Store::Memory,
+            Ok("redis") => Store::Redis,
+            Ok(other) => panic!("TOKEN_SERVER_STORE={other:?}: expected memory or redis"),
+        }
+    }
+}
 
 /// Which implementation of the service is under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,12 +287,37 @@ fn collect_lines(output: impl Read + Send + 'static, log: Arc<Log>) {
     });
 }
 
+/// A Redis for a server started with `args`, when `TOKEN_SERVER_STORE=redis` and the args
+/// name no store of their own. Flags that do not apply with Redis (`--state-file`,
+/// `--max-tokens`) keep that server in memory, which is said on stderr.
+fn redis_for(args: &[&str]) -> Option<RedisServer> {
+    if Host::under_test() != Host::Native || Store::under_test() != Store::Redis {
+        return None;
+    }
+    if args.iter().any(|arg| arg.starts_with("--redis")) {
+        return None;
+    }
+    if let Some(flag) = args
+        .iter()
+        .find(|arg| **arg == "--state-file" || **arg == "--max-tokens")
+    {
+        eprintln!(
+            "note: this server runs on the in-memory store, not Redis: {flag} does not apply with --redis"
+        );
+        return None;
+    }
+    Some(RedisServer::start())
+}
+
 /// A running server; killed when dropped.
 pub struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
     log: Arc<Log>,
+    /// The Redis the server keeps its sessions in, with `TOKEN_SERVER_STORE=redis`;
+    /// killed after the server.
+    _redis: Option<RedisServer>,
 }
 
 /// An HTTP response.
@@ -325,6 +376,11 @@ impl Server {
     fn spawn_in(dir: Option<&std::path::Path>, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut all_args = vec!["--port", "0"];
         all_args.extend_from_slice(args);
+        let redis = redis_for(args);
+        let redis_url = redis.as_ref().map(RedisServer::url);
+        if let Some(url) = &redis_url {
+            all_args.extend_from_slice(&["--redis", url]);
+        }
         let mut command = server_command(Host::under_test(), &all_args);
         if let Some(dir) = dir {
             command.current_dir(dir);
@@ -351,6 +407,7 @@ impl Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            _redis: redis,
         };
         server.addr = match announced {
             // workerd says nothing when it listens: wait until it accepts a connection.

@@ -364,6 +364,7 @@ pub fn parse_flags(argv: Vec<String>, names: Vec<String>) -> Result<JsValue, JsE
             Some(FlagValue::Port(port)) => JsValue::from_f64(f64::from(*port)),
             Some(FlagValue::Address(address)) => JsValue::from_str(&address.to_string()),
             Some(FlagValue::Path(path)) => JsValue::from_str(&path.to_string_lossy()),
+            Some(FlagValue::Text(text)) => JsValue::from_str(text),
             Some(FlagValue::Choice(choice)) => JsValue::from_str(choice),
         };
         set(&object, spec.long, value)?;

@@ -20,6 +20,7 @@
 //!     method: "POST",
 //!     path: "/token",
 //!     content_type: Some("application/json"),
+//!     authorization: None,
 //!     body: Body::Complete(br#"{"meta":{"user":"ann"}}"#),
 //! };
 //! assert_eq!(service.route_session(&login), Route::NewSession);
@@ -179,7 +180,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 let (Some(record), true) = (record, presented.id == id) else {
                     return Ok((
                         Change::Unchanged,
-                        self.rotation_reply(Err(StoreError::InvalidToken))?,
+                        self.rotation_reply(Err(StoreError::InvalidToken)),
                     ));
                 };
                 // Drawn first: a failing randomness source must not cost the session.
@@ -197,7 +198,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
                 );
                 let meta = next.as_ref().map(|record| record.meta.clone());
                 let change = change_of(next, version);
-                let reply = self.rotation_reply(rotation_result(id, outcome, meta))?;
+                let reply = self.rotation_reply(rotation_result(id, outcome, meta));
                 Ok((change, reply))
             }
             Decoded::End(presented) => {

@@ -1,0 +1,491 @@
+//! Sessions in Redis or Redis Cluster, shared by any number of token-server instances.
+//!
+//! One key per session (`PREFIX` + the session id in hex) holding the record as a state
+//! file's line with its version in front ([`encode_record`]): hashes of secrets and sealed
+//! successors, never a usable token. Every operation touches that one key (one hash slot,
+//! so it works on Cluster): read the record, decide in `core`
+//! ([`TokenStore::decide_exchange`]), write back with a compare-and-set script that
+//! refuses if the version changed meanwhile, and then read and decide again. The script
+//! knows no session rule: it compares a version and sets a value and its expiry, or
+//! deletes. Expiry is Redis's own (`PEXPIREAT` at the session's end), so no purge runs.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use token_server_core::config::MAX_META_BYTES_RANGE;
+use token_server_core::protocol::{Command, Decoded, Done, Reply, Request, Service};
+use token_server_core::session::SessionRecord;
+use token_server_core::snapshot::{decode_record, encode_record, ReadChecks, StoredSession};
+use token_server_core::{
+    Clock, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource, TokenStore,
+};
+
+/// The compare-and-set of one session's record (`compare_and_set.lua`, which the
+/// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the
+/// version read (empty: the key was absent); ARGV[2]: the new value (empty: delete);
+/// ARGV[3]: its expiry, milliseconds since the epoch. Answers 1 when written, 0 when the
+/// record changed meanwhile. No session rule lives here: those are `core`'s.
+const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
+
+/// How often one request reads and decides again after losing a compare-and-set. Each
+/// lost round means another request changed the session; 32 racing requests of one
+/// session need at most 32 rounds, and past this the request gets 503 rather than spin.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Keys read per `SCAN` of a dump: small batches, so Redis is never blocked for long.
+const SCAN_BATCH: usize = 500;
+
+/// The default `--redis-prefix`.
+pub const DEFAULT_PREFIX: &str = "token-server:";
+
+/// The default `--redis-timeout`.
+pub const DEFAULT_TIMEOUT: Duration = token_server_core::config::DEFAULT_REDIS_TIMEOUT;
+
+/// Which Redis the sessions live in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (with replicas behind it or not): `redis://host:port/db`, or
+    /// `rediss://` for TLS.
+    Single(String),
+    /// A Redis Cluster, reached through any of these nodes.
+    Cluster(Vec<String>),
+}
+
+/// `--redis`/`--redis-cluster`, `--redis-prefix` and `--redis-timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Where.
+    pub target: RedisTarget,
+    /// Put before every key, so deployments can share one Redis.
+    pub prefix: String,
+    /// Bounds every call: past it the request gets 503, never a hang.
+    pub timeout: Duration,
+}
+
+/// One shared connection: redis-rs multiplexes every request over it and reconnects by
+/// itself when Redis comes back.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// The session store in Redis. Cheap to share: every request clones the connection
+/// handle, not the connection.
+pub struct RedisStore {
+    connection: Connection,
+    prefix: String,
+    timeout: Duration,
+    compare_and_set: Script,
+}
+
+impl RedisStore {
+    /// Connects as `config` says. A single server is connected lazily (the server starts,
+    /// and answers 503, while Redis is down); a cluster must answer now, to learn its
+    /// slots.
+    pub async fn connect(config: &RedisConfig) -> Result<RedisStore, RedisError> {
+        let connection = match &config.target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let manager = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Connection::Single(ConnectionManager::new_lazy_with_config(client, manager)?)
+            }
+            RedisTarget::Cluster(urls) => {
+                let client =
+                    redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                        .connection_timeout(config.timeout)
+                        .response_timeout(config.timeout)
+                        .retries(1)
+                        .build()?;
+                let connection =
+                    tokio::time::timeout(config.timeout * 5, client.get_async_connection())
+                        .await
+                        .map_err(|_| {
+                            RedisError::from((
+                                redis::ErrorKind::Io,
+                                "the cluster did not answer in time",
+                            ))
+                        })??;
+                Connection::Cluster(connection)
+            }
+        };
+        Ok(RedisStore {
+            connection,
+            prefix: config.prefix.clone(),
+            timeout: config.timeout,
+            compare_and_set: Script::new(COMPARE_AND_SET),
+        })
+    }
+
+    /// Answers `request` as [`Service::handle`] does, with the sessions in Redis: the
+    /// protocol decodes it, this store runs the command, the protocol encodes the result.
+    pub async fn handle<C: Clock, R: TokenSource>(
+        &self,
+        service: &Service<C, R>,
+        request: &Request<'_>,
+    ) -> Reply {
+        match service.decode(request) {
+            Decoded::Answered(reply) => reply,
+            Decoded::Run(command) => {
+                let done = self.run(service.store(), command).await;
+                service.encode(request, done)
+            }
+        }
+    }
+
+    /// Runs `command` under `rules`' rules, clock and randomness (the in-memory store's,
+    /// which holds nothing here).
+    pub async fn run<C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        command: Command,
+    ) -> Result<Done, StoreError> {
+        match command {
+            Command::Login(meta) => self.login(rules, meta).await.map(Done::LoggedIn),
+            Command::Rotate { token, update } => {
+                let presented = Presented::parse(&token).ok_or(StoreError::InvalidToken)?;
+                // Drawn once, before anything is decided: every round offers the same
+                // successor, and a failing source costs no session.
+                let fresh = rules.draw_secret()?;
+                for _ in 0..MAX_ATTEMPTS {
+                    let key = self.key(&presented.id);
+                    let Some(record) = self.read(rules, &key).await? else {
+                        return Err(StoreError::InvalidToken);
+                    };
+                    let decision =
+                        rules.decide_exchange(&presented, record, update.clone(), fresh.clone());
+                    if !decision.changes()
+                        || self
+                            .swap(
+                                rules,
+                                &key,
+                                &presented.id,
+                                Some(decision.read_version),
+                                decision.next.as_ref(),
+                            )
+                            .await?
+                    {
+                        return decision.answer.map(Done::Rotated);
+                    }
+                }
+                Err(self.contended())
+            }
+            Command::Logout { token } => {
+                let Some(presented) = Presented::parse(&token) else {
+                    return Ok(Done::LoggedOut);
+                };
+                for _ in 0..MAX_ATTEMPTS {
+                    let key = self.key(&presented.id);
+                    let Some(record) = self.read(rules, &key).await? else {
+                        return Ok(Done::LoggedOut);
+                    };
+                    let decision = rules.decide_end(&presented, record);
+                    if !decision.changes()
+                        || self
+                            .swap(
+                                rules,
+                                &key,
+                                &presented.id,
+                                Some(decision.read_version),
+                                decision.next.as_ref(),
+                            )
+                            .await?
+                    {
+                        return Ok(Done::LoggedOut);
+                    }
+                }
+                Err(self.contended())
+            }
+            Command::Dump => self.dump(rules).await.map(Done::Dumped),
+            Command::CheckReady => {
+                let pong: String = self.call(&redis::cmd("PING")).await?;
+                if pong == "PONG" {
+                    Ok(Done::Ready)
+                } else {
+                    Err(StoreError::Unavailable)
+                }
+            }
+        }
+    }
+
+    /// Whether Redis answers a `PING` within the timeout.
+    pub async fn ping(&self) -> bool {
+        self.call::<String>(&redis::cmd("PING")).await.is_ok()
+    }
+
+    async fn login<C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        meta: token_server_core::Meta,
+    ) -> Result<token_server_core::Token, StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let session = rules.begin_session(meta.clone())?;
+            let key = self.key(&session.id);
+            // Filed only if the id is free; a taken id (64 random bits: practically never)
+            // draws another.
+            if self
+                .swap(rules, &key, &session.id, None, Some(&session.record))
+                .await?
+            {
+                return Ok(session.token);
+            }
+        }
+        Err(self.contended())
+    }
+
+    fn contended(&self) -> StoreError {
+        log::warn!("a session changed under {MAX_ATTEMPTS} rounds of compare-and-set in a row; answering 503");
+        StoreError::Unavailable
+    }
+
+    /// The session record under `key`, if any.
+    async fn read<C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        key: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let value: Option<String> = self.call(redis::cmd("GET").arg(key)).await?;
+        Ok(value.and_then(|text| self.decode(rules, key, &text)))
+    }
+
+    fn decode<C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        key: &str,
+        text: &str,
+    ) -> Option<SessionRecord> {
+        let checks = ReadChecks {
+            now: rules.clock().now(),
+            // Whatever a server of any configuration wrote: a lowered limit must not make
+            // sessions already in Redis unreadable.
+            meta_limits: MetaLimits {
+                max_bytes: *MAX_META_BYTES_RANGE.end(),
+                ..MetaLimits::default()
+            },
+        };
+        match decode_record(text, &checks) {
+            Ok(session) => Some(session.record),
+            Err(err) => {
+                // Answered as an unknown token; the key names no token, only a session id.
+                log::error!("the session at Redis key {key} is unreadable: {err}");
+                None
+            }
+        }
+    }
+
+    /// Writes `next` (or deletes, for `None`) if the record's version is still `read`
+    /// (`None`: the key must be absent); returns whether it wrote.
+    async fn swap<C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        key: &str,
+        id: &SessionId,
+        read: Option<u32>,
+        next: Option<&SessionRecord>,
+    ) -> Result<bool, StoreError> {
+        let (value, expire_at) = match next {
+            Some(record) => {
+                let session = StoredSession {
+                    id: *id,
+                    record: record.clone(),
+                };
+                let until = record.live_until(rules.rules()).as_millis();
+                (encode_record(&session), until.to_string())
+            }
+            None => (String::new(), String::new()),
+        };
+        let read = read.map(|version| version.to_string()).unwrap_or_default();
+        let mut invocation = self.compare_and_set.key(key);
+        invocation.arg(read).arg(value).arg(expire_at);
+        let mut connection = self.connection.clone();
+        let written: i64 =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| self.unavailable("timed out"))?
+                .map_err(|err| self.unavailable(&err.to_string()))?;
+        Ok(written == 1)
+    }
+
+    /// Every live session's expiry and metadata: `SCAN` in batches on every primary (never
+    /// `KEYS`, which blocks Redis), each key then read on its own.
+    async fn dump<C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+    ) -> Result<Vec<DumpEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for node in self.primaries().await? {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{}*", glob_escape(&self.prefix)))
+                    .arg("COUNT")
+                    .arg(SCAN_BATCH);
+                let (next, keys): (u64, Vec<String>) = self.call_on(&node, &scan).await?;
+                for key in keys {
+                    let value: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
+                    let record = value.and_then(|text| self.decode(rules, &key, &text));
+                    entries.extend(record.and_then(|record| rules.dump_entry(&record)));
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        entries.sort_by_key(|entry| entry.expires);
+        Ok(entries)
+    }
+
+    /// The nodes a dump scans: the one server, or every cluster primary (host, port).
+    async fn primaries(&self) -> Result<Vec<Option<(String, u16)>>, StoreError> {
+        if let Connection::Single(_) = self.connection {
+            return Ok(vec![None]);
+        }
+        let nodes: String = self
+            .call(&redis::cmd("CLUSTER").arg("NODES").clone())
+            .await?;
+        Ok(cluster_primaries(&nodes).into_iter().map(Some).collect())
+    }
+
+    async fn call_on<T: redis::FromRedisValue>(
+        &self,
+        node: &Option<(String, u16)>,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        let (Some((host, port)), Connection::Cluster(connection)) = (node, &self.connection) else {
+            return self.call(cmd).await;
+        };
+        let mut connection = connection.clone();
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port: *port,
+        });
+        let value =
+            tokio::time::timeout(self.timeout, connection.route_command(cmd.clone(), routing))
+                .await
+                .map_err(|_| self.unavailable("timed out"))?
+                .map_err(|err| self.unavailable(&err.to_string()))?;
+        redis::from_redis_value(value).map_err(|err| self.unavailable(&err.to_string()))
+    }
+
+    /// One command, bounded by the timeout.
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        tokio::time::timeout(self.timeout, cmd.query_async(&mut connection))
+            .await
+            .map_err(|_| self.unavailable("timed out"))?
+            .map_err(|err| self.unavailable(&err.to_string()))
+    }
+
+    fn unavailable(&self, why: &str) -> StoreError {
+        log::debug!("redis: {why}");
+        StoreError::Unavailable
+    }
+
+    fn key(&self, id: &SessionId) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 16);
+        key.push_str(&self.prefix);
+        for byte in id.0 {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key
+    }
+}
+
+/// `text` with Redis glob's special characters escaped, for `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The primaries of a `CLUSTER NODES` answer that are not failing: `host:port@bus`.
+fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            if !flags.split(',').any(|flag| flag == "master") || flags.contains("fail") {
+                return None;
+            }
+            let address = address.split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_nodes_yield_their_live_primaries() {
+        let nodes = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@40003,host master,fail - 0 1426238318243 3 connected 10923-16383
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+";
+        assert_eq!(
+            cluster_primaries(nodes),
+            vec![
+                ("127.0.0.1".to_string(), 30002),
+                ("127.0.0.1".to_string(), 30001)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_matched_literally() {
+        assert_eq!(glob_escape("app[1]*:"), r"app\[1\]\*:");
+    }
+}
