@@ -261,6 +261,12 @@ pub fn parse_with_env(
                     reason: "cannot be used with --redis: Redis's own persistence (RDB, AOF) and replicas keep the sessions there",
                 });
             }
+            if config.test_clock {
+                return Err(CliError::RedisConflict {
+                    flag: "--test-clock",
+                    reason: "cannot be used with --redis: Redis expires sessions on its own clock, which no test clock moves",
+                });
+            }
             // The table fills in the default; any other count was asked for.
             if config.max_tokens != DEFAULT_MAX_TOKENS {
                 return Err(CliError::RedisConflict {
@@ -402,6 +408,27 @@ mod tests {
             Ok(Command::Run(config)) => *config,
             other => panic!("{args:?} {env:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn flags_that_mean_nothing_with_redis_exit_2_saying_what_governs() {
+        let redis = ["--redis", "redis://127.0.0.1:6379/0"];
+        for (flag, value, says) in [
+            ("--test-clock", None, "its own clock"),
+            ("--state-file", Some("/tmp/state"), "persistence"),
+            ("--max-tokens", Some("5"), "maxmemory"),
+        ] {
+            let mut args = redis.to_vec();
+            args.push(flag);
+            args.extend(value);
+            let message = error(&args);
+            assert!(
+                message.starts_with(&format!("{flag}: ")) && message.contains(says),
+                "{message}"
+            );
+        }
+        assert!(config(&redis).redis.is_some());
+        assert!(error(&["--redis-prefix", "x:"]).contains("only applies with --redis"));
     }
 
     #[test]
