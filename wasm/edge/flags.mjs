@@ -11,12 +11,6 @@ import { describeKeys } from "./handler.mjs";
 export const API_KEYS_ENV = "TOKEN_SERVER_API_KEYS";
 export const API_KEYS_FILE_ENV = "TOKEN_SERVER_API_KEYS_FILE";
 
-import { describeKeys } from "./handler.mjs";
-
-/** Environment variables of the API keys: a key file's text, or the file's path. */
-export const API_KEYS_ENV = "TOKEN_SERVER_API_KEYS";
-export const API_KEYS_FILE_ENV = "TOKEN_SERVER_API_KEYS_FILE";
-
 export const HOST = "127.0.0.1";
 
 /** The native flags a process host takes (long names of the core's table). */
@@ -99,53 +93,6 @@ export function parseFlags(args, wasm, warn = (line) => console.error(line), opt
     service,
     purgeMs: values["purge-interval"],
     dump: values.dump,
-  };
-}
-
-/**
- * Sets `service`'s API keys from the environment, if there are any; the core parses them.
- * Returns a function that rereads the key file (for SIGHUP) when they came from
- * TOKEN_SERVER_API_KEYS_FILE, else null. Throws UsageError (exit 2) naming the variable,
- * the file and the line of a bad key set.
- */
-export function apiKeysFromEnv(service, log) {
-  let inline;
-  let file;
-  try {
-    inline = process.env[API_KEYS_ENV];
-    file = process.env[API_KEYS_FILE_ENV];
-  } catch (err) {
-    // Deno without --allow-env: existing deployments keep starting (keys are opt-in), but
-    // the log says no key was looked for.
-    log(
-      `warning: cannot read ${API_KEYS_ENV} (${err.message}): no API keys, anyone who can reach this port can mint tokens; deno needs --allow-env=${API_KEYS_ENV},${API_KEYS_FILE_ENV}`,
-    );
-    return null;
-  }
-  if (inline !== undefined && file !== undefined) {
-    throw new UsageError(`set ${API_KEYS_ENV} or ${API_KEYS_FILE_ENV}, not both`);
-  }
-  if (inline !== undefined) {
-    try {
-      log(`api keys from ${API_KEYS_ENV}: ${describeKeys(service.setApiKeys(inline))}`);
-    } catch (err) {
-      throw new UsageError(`${API_KEYS_ENV}: ${err.message}`);
-    }
-    return null;
-  }
-  if (file === undefined) return null;
-  try {
-    log(`api keys from ${file}: ${describeKeys(service.setApiKeys(fs.readFileSync(file, "utf8")))}`);
-  } catch (err) {
-    throw new UsageError(`${API_KEYS_FILE_ENV}: ${file}: ${err.message}`);
-  }
-  return () => {
-    // A file that fails to load leaves the keys in force.
-    try {
-      log(`api keys reloaded: ${describeKeys(service.setApiKeys(fs.readFileSync(file, "utf8")))}`);
-    } catch (err) {
-      log(`api keys not reloaded, the previous keys stay in force: ${file}: ${err.message}`);
-    }
   };
 }
 
