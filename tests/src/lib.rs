@@ -289,7 +289,7 @@ fn collect_lines(output: impl Read + Send + 'static, log: Arc<Log>) {
 
 /// A Redis for a server started with `args`, when `TOKEN_SERVER_STORE=redis` and the args
 /// name no store of their own. Flags that do not apply with Redis (`--state-file`,
-/// `--max-tokens`) keep that server in memory, which is said on stderr.
+/// `--max-tokens`, `--test-clock`) keep that server in memory, which is said on stderr.
 fn redis_for(args: &[&str]) -> Option<RedisServer> {
     if Host::under_test() != Host::Native || Store::under_test() != Store::Redis {
         return None;
@@ -299,7 +299,7 @@ fn redis_for(args: &[&str]) -> Option<RedisServer> {
     }
     if let Some(flag) = args
         .iter()
-        .find(|arg| **arg == "--state-file" || **arg == "--max-tokens")
+        .find(|arg| matches!(**arg, "--state-file" | "--max-tokens" | "--test-clock"))
     {
         eprintln!(
             "note: this server runs on the in-memory store, not Redis: {flag} does not apply with --redis"
