@@ -16,11 +16,23 @@
 set -euo pipefail
 
 QUICK=0
-case "${1:-}" in
-  --quick) QUICK=1 ;;
-  "") ;;
-  *) echo "usage: bench/run.sh [--quick]" >&2; exit 2 ;;
-esac
+ONLY=all
+SECTIONS="core wasm hosts rotation apikey grow grace journal purge snapshot redis"
+usage() { echo "usage: bench/run.sh [--quick] [--only SECTION[,SECTION...]]   sections: $SECTIONS" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) [ $# -ge 2 ] || usage; ONLY=$2; shift ;;
+    *) usage ;;
+  esac
+  shift
+done
+for name in ${ONLY//,/ }; do
+  [ "$name" = all ] || [[ " $SECTIONS " == *" $name "* ]] || usage
+done
+# section NAME: whether this run measures NAME (--only narrows a run to the figures being
+# worked on; a full run, the one whose verdict counts, measures all of them).
+section() { [ "$ONLY" = all ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -81,6 +93,7 @@ cleanup() {
 trap cleanup EXIT
 
 BROKEN=0; MISSED=0
+A99="(rotation not run)"
 broken() { echo "BROKEN: $*"; BROKEN=1; }
 
 # field LINE NAME: the value of NAME=... in LINE.
@@ -117,6 +130,8 @@ median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 rotate_wrk() { "${LOAD_PIN[@]}" wrk -t$THREADS -c$CONNS -d"$2"s -s bench/lua/rotate.lua "http://127.0.0.1:$1/" | grep '^RESULT'; }
 
 echo "== servers on CPUs $SERVER_CPUS, wrk -t$THREADS on CPUs $LOAD_CPUS"
+# The wasm ratio and the purge figures are read beside core-micro's of the same run.
+if section core || section wasm || section purge; then
 echo "== core micro-benchmarks (native, $TOKENS tokens, $OPS ops)"
 CORE=$("$BIN/core-micro" --tokens "$TOKENS" --ops "$OPS")
 core() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$CORE"; }
@@ -125,6 +140,9 @@ info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
 info "core OsRandom, 16 bytes (part of create/rotate)" "$(core core_random_ns)" "ns/op"
 info "core API key check, 2 keys (per request with --api-keys)" "$(core core_api_key_check_ns)" "ns/op"
 
+fi
+
+if section wasm; then
 echo "== wasm micro-benchmarks (Node), beside the core's of this run"
 if [ -f wasm/pkg/token_server_wasm.js ]; then
   WASM=$(node bench/wasm-micro.mjs "$OPS") || broken "wasm micro-benchmark failed"
@@ -140,6 +158,9 @@ else
   echo "skipped: wasm package not built"
 fi
 
+fi
+
+if section hosts; then
 echo "== HTTP logins/s per host: wrk -t$THREADS -c$CONNS POST /token, ${DURATION}s each"
 login_wrk() { "${LOAD_PIN[@]}" wrk -t$THREADS -c$CONNS -d"$2"s -s bench/lua/login.lua "http://127.0.0.1:$1/" | grep '^RESULT'; }
 # start_on NAME PORT CMD...: starts a server that listens on PORT (hosts that log no
@@ -185,6 +206,9 @@ else
   broken "wasm/runtimes.sh could not install the edge runtimes"
 fi
 
+fi
+
+if section rotation; then
 echo "== target 1: rotation throughput, PUT each token once, wrk -t$THREADS -c$CONNS, ${PAIRS}x (trivial A, token-server B, B counting metrics C) ${DURATION}s each"
 : >"$WORK/a"; : >"$WORK/b"; : >"$WORK/c"; : >"$WORK/a99"
 for _ in $(seq 1 "$PAIRS"); do
@@ -214,6 +238,9 @@ info "metrics on / off" "$(awk -v b="$B" -v c="$C" 'BEGIN { printf "%.3f", c / b
 check "1. rotation / trivial handler" "$(awk -v a="$A" -v b="$B" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_RATIO" "x"
 check "1. rotation with metrics / trivial handler" "$(awk -v a="$A" -v c="$C" 'BEGIN { printf "%.3f", c / a }')" ">=" "$MIN_RATIO" "x"
 
+fi
+
+if section apikey; then
 echo "== target 7 (issue 15): rotation throughput with an API key (Authorization: Bearer) against without, ${PAIRS}x (A no key, B key) ${DURATION}s each"
 API_KEY_VALUE="bench-$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
 : >"$WORK/nokey"; : >"$WORK/key"
@@ -237,6 +264,9 @@ info "rotation without a key (median)" "$NOKEY" "PUT/s"
 info "rotation with an API key (median)" "$KEYED" "PUT/s"
 check "7. rotation with key / without" "$(awk -v a="$NOKEY" -v b="$KEYED" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_API_KEY_RATIO" "x"
 
+fi
+
+if section grow; then
 echo "== targets 2 and 3: POST-only load growing the store from 0 to $TOKENS tokens"
 start grow "$BIN/bench-server"
 RSS_BEFORE=$(rss_kib "$PID")
@@ -263,6 +293,9 @@ check "3. server RSS per live token" "$PER_TOKEN" "<=" "$MAX_BYTES_PER_TOKEN" "B
 check "3. core RSS per live token (in-process)" "$(core core_rss_bytes_per_token)" "<=" "$MAX_BYTES_PER_TOKEN" "B"
 info "core RSS per live session, each rotated once in its grace" "$(core core_rss_bytes_per_session_in_grace)" "B"
 
+fi
+
+if section grace; then
 echo "== sessions: rotation throughput with a 30s rotation grace (B) against none (A), ${GRACE_PAIRS}x ${DURATION}s each"
 : >"$WORK/ga"; : >"$WORK/gb"
 for _ in $(seq 1 "$GRACE_PAIRS"); do
@@ -280,6 +313,9 @@ info "rotation without grace (median)" "$GA" "PUT/s"
 info "rotation with a 30s grace (median)" "$GB" "PUT/s"
 info "grace on / off" "$(awk -v a="$GA" -v b="$GB" 'BEGIN { printf "%.3f", b / a }')" "x"
 
+fi
+
+if section journal; then
 echo "== journal: rotation throughput with --state-file (journal on, fsync everysec) (B) against without (A), ${GRACE_PAIRS}x ${DURATION}s each"
 : >"$WORK/ja"; : >"$WORK/jb"
 for _ in $(seq 1 "$GRACE_PAIRS"); do
@@ -301,6 +337,9 @@ info "rotation with the journal on (median)" "$JB" "PUT/s"
 check "16. rotation journal on / off" "$(awk -v a="$JA" -v b="$JB" 'BEGIN { printf "%.3f", b / a }')" ">=" "$MIN_JOURNAL_RATIO" "x"
 rm -f "$WORK/jstate.journal"
 
+fi
+
+if section purge; then
 echo "== target 4: $TOKENS tokens expire together, purged under concurrent rotations"
 info "core purge of $TOKENS, total" "$(core core_purge_total_ms)" "ms"
 info "core rotations during the purge" "$(core core_purge_rotations)" "ops"
@@ -331,6 +370,9 @@ info "HTTP longest free after unlock (wall time)" "$(field "$purge" max_free_us)
 check "4. HTTP rotation p99 (${PURGE_RUN}s run, purge at 0.5s)" "$(field "$line" p99_us)" "<=" "$MAX_P99_US" "us"
 check "4. HTTP longest shard lock hold (CPU time)" "$(field "$purge" max_shard_cpu_us)" "<=" "$MAX_SHARD_US" "us"
 
+fi
+
+if section snapshot; then
 echo "== target 6: a snapshot of $SNAP_TOKENS sessions to disk under concurrent rotations"
 # Same server, same store, same wrk: first a run with no snapshot (the baseline p99), then
 # one during which a snapshot is written (SIGUSR2, through the shipped writer), sampling RSS
@@ -373,6 +415,9 @@ info "baseline: rotation p99 without a snapshot" "$SNAP_BASE99" "us"
 check "6. HTTP rotation p99 during a snapshot" "$(field "$line" p99_us)" "<=" "$MAX_SNAPSHOT_P99_US" "us"
 rm -f "$WORK/state"
 
+fi
+
+if section redis; then
 echo "== target 10: sessions in Redis (--redis): rotations against the in-memory store and the engine's ceiling; memory per session"
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
   echo "== installing redis-server (Debian package)"
@@ -434,6 +479,8 @@ USED_AFTER=$("${RCLI[@]}" INFO memory | awk -F: '/^used_memory:/ { print $2 }' |
 info "sessions in Redis / used_memory before, after" "$SESSIONS / $USED_BEFORE, $USED_AFTER" "B"
 check "10. Redis memory per live session ($SESSIONS)" "$(awk -v a="$USED_AFTER" -v b="$USED_BEFORE" -v n="${SESSIONS:-1}" 'BEGIN { printf "%.1f", (a - b) / n }')" "<=" "$MAX_REDIS_BYTES_PER_SESSION" "B"
 stop "$REDIS_PID"
+
+fi
 
 echo "=="
 if [ "$BROKEN" = 1 ]; then echo "RESULT: broken (see BROKEN above)"; exit 1; fi
