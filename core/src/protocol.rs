@@ -543,15 +543,6 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         reply
     }
 
-    /// The answer to an exchange that ended in `result`, by a store or by a session's home
-    /// (see [`routed`]).
-    pub(crate) fn rotation_reply(&self, result: Result<Rotated, StoreError>) -> Reply {
-        match result {
-            Ok(rotated) => rotated_reply(rotated),
-            Err(err) => self.store_refusal(err),
-        }
-    }
-
     /// The answer to a store operation that failed with `err`.
     fn store_refusal(&self, err: StoreError) -> Reply {
         match err {

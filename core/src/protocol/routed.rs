@@ -1,8 +1,9 @@
 //! The protocol for a host that keeps each session in a home of its own (a Cloudflare
 //! Durable Object): a request is first routed by the session its token names
 //! ([`Service::route_session`]), then answered by that session's home from its one record
-//! ([`Service::answer_session`]), with the same rules ([`transition`]) and the same replies
-//! as [`Service::handle`].
+//! ([`Service::answer_session`]), with the same decoding ([`Service::decode`]), the same
+//! rules ([`TokenStore::decide_exchange`](crate::TokenStore::decide_exchange)) and the
+//! same replies ([`Service::encode`]) as every other store.
 //!
 //! The [`Service`] here only lends its settings (rules, limits, clock, randomness, `/dump`,
 //! `/test-clock`); its own store stays empty. Records travel as state-file lines
@@ -33,13 +34,11 @@
 
 use crate::clock::Clock;
 use crate::random::{RandomError, TokenSource};
-use crate::session::{transition, Action, SessionRecord};
-use crate::store::{rotation_result, StoreError};
-use crate::token::{Presented, Secret, SessionId, Token, SECRET_BYTES};
+use crate::session::SessionRecord;
+use crate::store::{Decision, StoreError};
+use crate::token::{Presented, SessionId, Token};
 
-use super::{
-    CreateBody, Event, Meta, Readiness, RemoveBody, Reply, RequestError, RotateBody, Service,
-};
+use super::{Command, Decoded, Done, Reply, RequestError, Service};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,26 +68,22 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// Decides where `request` goes, refusing what [`handle`](Service::handle) would
     /// refuse before touching a session, with the same reply.
     pub fn route_session(&self, request: &super::Request<'_>) -> Route {
-        let session_path = request.path == "/token"
-            && matches!(request.method, "POST" | "PUT" | "DELETE")
-            && self.readiness() != Readiness::Loading;
-        if !session_path {
-            // Everything that is not a session is answered by the service itself.
-            return Route::Answered(self.handle(request));
-        }
-        // The API key rule guards a session's home like every other endpoint: a refused
-        // request reaches no session and changes nothing.
-        if let Err(refused) = self.authorize(request.path, request.method, request.authorization) {
-            return Route::Answered(self.endpoint_reply(request, refused));
-        }
-        match self.decode_session(request) {
-            Ok(Some(Decoded::Login(_))) => Route::NewSession,
-            Ok(Some(Decoded::Exchange(presented, _) | Decoded::End(presented))) => {
-                Route::Session(presented.id)
+        // The same decoding as every other host's: the API key rule, the body checks and
+        // the metadata limits all apply before a request reaches any session.
+        match self.decode(request) {
+            Decoded::Answered(reply) => Route::Answered(reply),
+            Decoded::Run(Command::Login(_)) => Route::NewSession,
+            Decoded::Run(Command::Rotate { token, .. } | Command::Logout { token }) => {
+                match Presented::parse(&token) {
+                    Some(presented) => Route::Session(presented.id),
+                    // A token that names no session: the store answers it without one.
+                    None => Route::Answered(self.handle(request)),
+                }
             }
-            // A token that names no session: the store answers it without a session.
-            Ok(None) => Route::Answered(self.handle(request)),
-            Err(err) => Route::Answered(self.endpoint_reply(request, err.reply())),
+            // `/dump` and the readiness check need no session either.
+            Decoded::Run(command) => {
+                Route::Answered(self.encode(request, self.run_in_memory(command)))
+            }
         }
     }
 
@@ -110,130 +105,76 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         record: Option<SessionRecord>,
         request: &super::Request<'_>,
     ) -> (Change, Reply) {
-        let (change, reply) = match self.decode_session(request) {
-            Err(err) => (Change::Unchanged, err.reply()),
-            Ok(None) => (Change::Unchanged, self.handle(request)),
-            Ok(Some(decoded)) => match self.apply(id, record, decoded) {
-                Ok(answer) => answer,
-                Err(err) => (Change::Unchanged, err.reply()),
+        match self.decode(request) {
+            Decoded::Answered(reply) => (Change::Unchanged, reply),
+            Decoded::Run(command) => match self.apply(id, record, command) {
+                Ok((change, done)) => (change, self.encode(request, done)),
+                Err(refused) => {
+                    let mut reply = refused.reply();
+                    reply.endpoint = super::Endpoint::of(request.method, request.path);
+                    (Change::Unchanged, reply)
+                }
             },
-        };
-        (change, self.endpoint_reply(request, reply))
-    }
-
-    fn endpoint_reply(&self, request: &super::Request<'_>, mut reply: Reply) -> Reply {
-        reply.endpoint = super::Endpoint::of(request.method, request.path);
-        reply
-    }
-
-    /// The body of a `/token` request as the store would take it; `Ok(None)` for a token
-    /// that cannot name any session.
-    fn decode_session(
-        &self,
-        request: &super::Request<'_>,
-    ) -> Result<Option<Decoded>, RequestError> {
-        let body = self.json_body(request)?;
-        match request.method {
-            "POST" => {
-                let CreateBody { meta } = self.parse(body)?;
-                let meta = Meta::from_map_within(&meta, &self.store().meta_limits())
-                    .map_err(RequestError::MetaLimit)?;
-                Ok(Some(Decoded::Login(meta)))
-            }
-            "PUT" => {
-                let RotateBody { token, meta } = self.parse(body)?;
-                Ok(Presented::parse(&token).map(|presented| Decoded::Exchange(presented, meta)))
-            }
-            _ => {
-                let RemoveBody { token } = self.parse(body)?;
-                Ok(Presented::parse(&token).map(Decoded::End))
-            }
         }
     }
 
+    /// Runs `command` on session `id`'s one `record` with the store's rules, as
+    /// [`TokenStore::decide_exchange`] and [`TokenStore::decide_end`] decide for every
+    /// store. `Err` only for a login whose fresh id is taken.
     fn apply(
         &self,
         id: SessionId,
         record: Option<SessionRecord>,
-        decoded: Decoded,
-    ) -> Result<(Change, Reply), RequestError> {
+        command: Command,
+    ) -> Result<(Change, Result<Done, StoreError>), RequestError> {
         let store = self.store();
         let rules = store.rules();
         let now = store.clock().now();
-        match decoded {
-            Decoded::Login(meta) => {
+        let presented_here = |token: &str| Presented::parse(token).filter(|p| p.id == id);
+        match command {
+            Command::Login(meta) => {
                 // A record past its end is no session: the login takes its place.
                 if record.is_some_and(|record| now < record.live_until(rules)) {
                     return Err(RequestError::Unavailable);
                 }
-                let secret = store
-                    .fresh_secret()
-                    .map_err(|err| self.store_error(StoreError::Random(err)))?;
-                let record = SessionRecord::new(&secret, now, meta, rules);
-                let token = Token::new(id, &secret);
-                Ok((
-                    Change::Put(record),
-                    Reply::text(200, token.into_string(), Event::LoggedIn),
-                ))
+                Ok(match store.fresh_secret() {
+                    Ok(secret) => (
+                        Change::Put(SessionRecord::new(&secret, now, meta, rules)),
+                        Ok(Done::LoggedIn(Token::new(id, &secret))),
+                    ),
+                    Err(err) => (Change::Unchanged, Err(StoreError::Random(err))),
+                })
             }
-            Decoded::Exchange(presented, update) => {
-                let (Some(record), true) = (record, presented.id == id) else {
-                    return Ok((
-                        Change::Unchanged,
-                        self.rotation_reply(Err(StoreError::InvalidToken)),
-                    ));
+            Command::Rotate { token, update } => {
+                let (Some(record), Some(presented)) = (record, presented_here(&token)) else {
+                    return Ok((Change::Unchanged, Err(StoreError::InvalidToken)));
                 };
                 // Drawn first: a failing randomness source must not cost the session.
-                let fresh = store
-                    .fresh_secret()
-                    .map_err(|err| self.store_error(StoreError::Random(err)))?;
-                let version = record.version;
-                let (next, outcome) = transition(
-                    record,
-                    &presented.secret,
-                    Action::Exchange(update),
-                    now,
-                    fresh,
-                    rules,
-                );
-                let meta = next.as_ref().map(|record| record.meta.clone());
-                let change = change_of(next, version);
-                let reply = self.rotation_reply(rotation_result(id, outcome, meta));
-                Ok((change, reply))
-            }
-            Decoded::End(presented) => {
-                let (Some(record), true) = (record, presented.id == id) else {
-                    return Ok((Change::Unchanged, Reply::empty(202, Event::LoggedOut)));
+                let fresh = match store.fresh_secret() {
+                    Ok(fresh) => fresh,
+                    Err(err) => return Ok((Change::Unchanged, Err(StoreError::Random(err)))),
                 };
-                let version = record.version;
-                // Nothing is issued on an end; the fresh secret is never used.
-                let unused = Secret::from_bytes([0; SECRET_BYTES]);
-                let (next, _) =
-                    transition(record, &presented.secret, Action::End, now, unused, rules);
-                Ok((
-                    change_of(next, version),
-                    Reply::empty(202, Event::LoggedOut),
-                ))
+                let decision = store.decide_exchange(&presented, record, update, fresh);
+                Ok((change_of(&decision), decision.answer.map(Done::Rotated)))
             }
+            Command::Logout { token } => {
+                let (Some(record), Some(presented)) = (record, presented_here(&token)) else {
+                    return Ok((Change::Unchanged, Ok(Done::LoggedOut)));
+                };
+                let decision = store.decide_end(&presented, record);
+                Ok((change_of(&decision), Ok(Done::LoggedOut)))
+            }
+            command => Ok((Change::Unchanged, self.run_in_memory(command))),
         }
     }
 }
 
-/// A `/token` request's body, decoded.
-enum Decoded {
-    Login(Meta),
-    Exchange(
-        Presented,
-        Option<serde_json::Map<String, serde_json::Value>>,
-    ),
-    End(Presented),
-}
-
-fn change_of(next: Option<SessionRecord>, version: u32) -> Change {
-    match next {
+/// What a decision does to the session's stored record.
+fn change_of<T>(decision: &Decision<T>) -> Change {
+    match &decision.next {
         None => Change::Removed,
-        Some(record) if record.version == version => Change::Unchanged,
-        Some(record) => Change::Put(record),
+        Some(_) if !decision.changes() => Change::Unchanged,
+        Some(record) => Change::Put(record.clone()),
     }
 }
 
@@ -245,7 +186,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::protocol::{Body, Request};
+    use crate::protocol::{Body, Event, Request};
     use crate::random::SeededRandom;
     use crate::session::SessionRules;
     use crate::store::TokenStore;
