@@ -5,16 +5,19 @@
 //
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
 import * as wasm from "../pkg-web/token_server_wasm.js";
-import { failed, loadedWith, respond, startPurgeTimer } from "./handler.mjs";
-import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
+import { failed, respond, startPurgeTimer } from "./handler.mjs";
+import { HOST, startHost } from "./flags.mjs";
 
-// Written from the core's flag table once the package is loaded.
-let USAGE = "";
 const log = (line) => process.stderr.write(`${line}\n`);
 
-function fail(message) {
-  process.stderr.write(`error: ${message}\n${USAGE}\n`);
+function fail(message, usage = "") {
+  process.stderr.write(`error: ${message}\n${usage}\n`);
   process.exit(2);
+}
+
+function help(usage) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
 }
 
 async function main() {
@@ -24,21 +27,14 @@ async function main() {
   } catch (err) {
     fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
-  let flags;
-  let reloadKeys;
-  try {
-    USAGE = usage("bun wasm/edge/bun.mjs", wasm);
-    flags = parseFlags(Bun.argv.slice(2), loadedWith(wasm, log), log);
-    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
-  } catch (err) {
-    if (err instanceof UsageError) fail(err.message);
-    throw err;
-  }
-  if (flags.help) {
-    process.stdout.write(`${USAGE}\n`);
-    process.exit(0);
-  }
-  const { port, service, purgeMs } = flags;
+  const { port, service, purgeMs, reloadKeys } = startHost({
+    command: "bun wasm/edge/bun.mjs",
+    wasm,
+    args: Bun.argv.slice(2),
+    log,
+    fail,
+    help,
+  });
   if (reloadKeys) process.on("SIGHUP", reloadKeys);
 
   let server;

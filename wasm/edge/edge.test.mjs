@@ -279,6 +279,27 @@ test("the process hosts' flags are parsed by the core's flag table", () => {
   assert.doesNotMatch(help, /state-file|TOKEN_SERVER_/);
 });
 
+test("the process hosts read a flag missing from the command line from its TOKEN_SERVER_ variable", () => {
+  const names = ["port", "token-lifetime", "dump"];
+  const env = { TOKEN_SERVER_TOKEN_LIFETIME: "8h", TOKEN_SERVER_DUMP: "1", TOKEN_SERVER_PORT: "4000" };
+  const lookup = (name) => env[name];
+  assert.deepEqual(wasm.parseFlags([], names, lookup).values, {
+    port: 4000,
+    "token-lifetime": 8 * 3600 * 1000,
+    dump: true,
+  });
+  // The command line wins over the variable.
+  assert.equal(wasm.parseFlags(["-p", "5000"], names, lookup).values.port, 5000);
+  // A bad value names the variable and the range.
+  assert.throws(
+    () => wasm.parseFlags([], names, (name) => (name === "TOKEN_SERVER_TOKEN_LIFETIME" ? "1min" : undefined)),
+    /TOKEN_SERVER_TOKEN_LIFETIME: '1min' is out of range: allowed is 30min to 96h/,
+  );
+  // Without a lookup nothing is read (the Worker hosts have bindings instead).
+  assert.equal(wasm.parseFlags([], names).values.port, 3666);
+  assert.match(wasm.flagHelp(names, true), /TOKEN_SERVER_TOKEN_LIFETIME/);
+});
+
 test("worker checks the TOKEN_SERVER_API_KEYS secret through the core", async () => {
   const key = "edge-key-0123456789abcdefghijklmnopqrstuv";
   const { worker, handle, lines } = testWorker({

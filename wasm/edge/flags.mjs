@@ -1,11 +1,13 @@
 // Command-line flags of the edge hosts that run as a process (Node, Bun, Deno). There is no
 // parser here: the wasm package's parseFlags reads the arguments with the core's flag table
 // (core/src/flags.rs), the native CLI's names, short forms, ranges and messages, and
-// flagHelp writes the usage lines from the same table. This file only turns the values
-// into a TokenService and says which flags the process hosts support.
+// flagHelp writes the usage lines from the same table. A flag not on the command line comes
+// from its TOKEN_SERVER_<FLAG> variable, as on the native host. This file only turns the
+// values into a TokenService, says which flags the process hosts support, and holds the
+// start-up the process hosts share.
 import fs from "node:fs";
 import process from "node:process";
-import { describeKeys } from "./handler.mjs";
+import { describeKeys, loadedWith } from "./handler.mjs";
 
 /** Environment variables of the API keys: a key file's text, or the file's path. */
 export const API_KEYS_ENV = "TOKEN_SERVER_API_KEYS";
@@ -36,7 +38,7 @@ function flagsOf({ port = true } = {}) {
  */
 export function usage(command, wasm, options = {}) {
   return `usage: ${command} [options]
-${wasm.flagHelp(flagsOf(options))}  -h, --help                     Print this help message
+${wasm.flagHelp(flagsOf(options), true)}  -h, --help                     Print this help message
 environment:
   ${API_KEYS_ENV}       API keys, one per line (a key file's text); every request
                               then needs Authorization: Bearer <key> with one of them
@@ -53,10 +55,23 @@ export class UsageError extends Error {}
  */
 export function parseFlags(args, wasm, warn = (line) => console.error(line), options = {}) {
   let parsed;
+  let unreadable = null;
+  const env = (name) => {
+    try {
+      return process.env[name];
+    } catch (err) {
+      // Deno without --allow-env for this variable: the flag keeps its default.
+      unreadable ??= err.message;
+      return undefined;
+    }
+  };
   try {
-    parsed = wasm.parseFlags(args, flagsOf(options));
+    parsed = wasm.parseFlags(args, flagsOf(options), env);
   } catch (err) {
     throw new UsageError(err.message);
+  }
+  if (unreadable !== null) {
+    warn(`warning: cannot read TOKEN_SERVER_* variables (${unreadable}): flags come from the command line only; deno needs --allow-env`);
   }
   if (parsed.help) return { help: true };
   if (parsed.version) throw new UsageError("-V/--version: this host has no version of its own");
@@ -141,4 +156,26 @@ export function apiKeysFromEnv(service, log) {
       log(`api keys not reloaded, the previous keys stay in force: ${file}: ${err.message}`);
     }
   };
+}
+
+/**
+ * The start-up every process host shares: its usage text, its flags (command line, then
+ * TOKEN_SERVER_* variables), its service and its API keys. On a usage error calls
+ * `fail(message, usage)`, for -h `help(usage)`; neither returns. Otherwise returns
+ * `{ port, service, purgeMs, dump, reloadKeys }`, `reloadKeys` a function for SIGHUP when
+ * the keys come from a file.
+ */
+export function startHost({ command, wasm, args, log, fail, help, port = true }) {
+  const text = usage(command, wasm, { port });
+  let flags;
+  let reloadKeys = null;
+  try {
+    flags = parseFlags(args, loadedWith(wasm, log), log, { port });
+    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
+  } catch (err) {
+    if (err instanceof UsageError) fail(err.message, text);
+    throw err;
+  }
+  if (flags.help) help(text);
+  return { ...flags, reloadKeys };
 }

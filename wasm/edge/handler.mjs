@@ -190,6 +190,25 @@ export function optionsFromEnv(env, wasm) {
   return options;
 }
 
+/**
+ * A Worker's service from its environment: TOKEN_LIFETIME, DUMP, the session rules and
+ * test clock of `optionsFromEnv`, and the keys of the TOKEN_SERVER_API_KEYS secret.
+ * `clock` undefined: the wall clock. A bad setting or key secret throws before any
+ * service exists, so every request fails (500, logged naming the line) rather than being
+ * served without what was asked for.
+ */
+export function serviceFromEnv(wasm, env, clock, log) {
+  const options = optionsFromEnv(env, wasm);
+  const service = new wasm.TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true", options);
+  if (options.testClock) log(TEST_CLOCK_WARNING);
+  // workerd passes an unset fromEnvironment binding as null.
+  const keysText = env.TOKEN_SERVER_API_KEYS ?? "";
+  if (keysText !== "") {
+    log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(service.setApiKeys(keysText))}`);
+  }
+  return service;
+}
+
 /** The line a host logs at start when `--test-clock` (or TEST_CLOCK) is on. */
 export const TEST_CLOCK_WARNING =
   "WARN --test-clock is on: time moves only through /test-clock; for tests only, never in production";
@@ -214,17 +233,7 @@ export function createWorker(load, { clock, log = (line) => console.log(line) } 
   function stateFor(env = {}) {
     if (state === null) {
       const wasm = loadedWith(load(), log);
-      const options = optionsFromEnv(env, wasm);
-      const service = new wasm.TokenService(env.TOKEN_LIFETIME, clock, env.DUMP === "true", options);
-      if (options.testClock) log(TEST_CLOCK_WARNING);
-      // A bad key secret throws before the store is kept, so every request fails (500,
-      // logged naming the line) rather than being served without the keys.
-      // workerd passes an unset fromEnvironment binding as null.
-      const keysText = env.TOKEN_SERVER_API_KEYS ?? "";
-      if (keysText !== "") {
-        const keys = service.setApiKeys(keysText);
-        log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(keys)}`);
-      }
+      const service = serviceFromEnv(wasm, env, clock, log);
       state = { service, purgeMs: wasm.purgeIntervalMillis(env.PURGE_INTERVAL), lastPurge: now() };
     }
     return state;

@@ -11,27 +11,22 @@
 import http from "node:http";
 import { createRequire } from "node:module";
 
-import {
-  BodyCap,
-  INTERNAL_ERROR,
-  answer,
-  declaredOver,
-  loadedWith,
-  pathOf,
-  startPurgeTimer,
-} from "./handler.mjs";
-import { HOST, UsageError, apiKeysFromEnv, parseFlags, usage } from "./flags.mjs";
+import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
+import { HOST, startHost } from "./flags.mjs";
 
-// Written from the core's flag table once the package is loaded.
-let USAGE = "";
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
 const SHUTDOWN_GRACE_MS = 10_000;
 
 const log = (line) => process.stderr.write(`${line}\n`);
 
-function fail(message) {
-  process.stderr.write(`error: ${message}\n${USAGE}\n`);
+function fail(message, usage = "") {
+  process.stderr.write(`error: ${message}\n${usage}\n`);
   process.exit(2);
+}
+
+function help(usage) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
 }
 
 function loadPackage() {
@@ -87,22 +82,14 @@ async function serve(service, req, res) {
 }
 
 function main() {
-  let flags;
-  let reloadKeys;
-  try {
-    const wasm = loadPackage();
-    USAGE = usage("node wasm/edge/server.mjs", wasm);
-    flags = parseFlags(process.argv.slice(2), loadedWith(wasm, log), log);
-    if (!flags.help) reloadKeys = apiKeysFromEnv(flags.service, log);
-  } catch (err) {
-    if (err instanceof UsageError) fail(err.message);
-    throw err;
-  }
-  if (flags.help) {
-    process.stdout.write(`${USAGE}\n`);
-    process.exit(0);
-  }
-  const { port, service, purgeMs } = flags;
+  const { port, service, purgeMs, reloadKeys } = startHost({
+    command: "node wasm/edge/server.mjs",
+    wasm: loadPackage(),
+    args: process.argv.slice(2),
+    log,
+    fail,
+    help,
+  });
   if (reloadKeys) process.on("SIGHUP", reloadKeys);
 
   const server = http.createServer((req, res) => {

@@ -13,14 +13,13 @@
 // more round trip and one more thing to keep consistent. The session id need not be
 // secret: the token's 16-byte secret is what the object checks.
 import {
-  TEST_CLOCK_WARNING,
   declaredOver,
-  describeKeys,
   failed,
   loadedWith,
   optionsFromEnv,
   pathOf,
   readCapped,
+  serviceFromEnv,
   toResponse,
 } from "./handler.mjs";
 
@@ -46,18 +45,8 @@ export function createSessionWorker(load, { log = (line) => console.log(line) } 
 
   function serviceFor(env) {
     if (service === null) {
-      const wasm = loadedWith(load(), log);
-      const options = optionsFromEnv(env, wasm);
-      const created = new wasm.TokenService(env.TOKEN_LIFETIME, undefined, env.DUMP === "true", options);
-      if (options.testClock) log(TEST_CLOCK_WARNING);
-      // The Worker checks the keys for every session's home; a bad secret throws before the
-      // service is kept, so every request fails (500) rather than going unchecked. workerd
-      // passes an unset fromEnvironment binding as null.
-      const keysText = env.TOKEN_SERVER_API_KEYS ?? "";
-      if (keysText !== "") {
-        log(`api keys from TOKEN_SERVER_API_KEYS: ${describeKeys(created.setApiKeys(keysText))}`);
-      }
-      service = created;
+      // The Worker checks the keys for every session's home.
+      service = serviceFromEnv(loadedWith(load(), log), env, undefined, log);
     }
     return service;
   }

@@ -326,14 +326,28 @@ pub fn purge_interval_millis(
 /// Returns `{ help: true }` for `-h`/`--help`, `{ version: true }` for `-V`, else
 /// `{ values }`: each flag by long name, durations in milliseconds, switches as booleans,
 /// unset ones absent. Throws an `Error` whose message names the flag and what it allows.
+///
+/// `env`, when given, is a function from a variable name (`TOKEN_SERVER_PORT`) to its
+/// value or `undefined`: a flag not on the command line is then read from its variable,
+/// as the native CLI does (a bad value's message names the variable).
 #[wasm_bindgen(js_name = parseFlags)]
-pub fn parse_flags(argv: Vec<String>, names: Vec<String>) -> Result<JsValue, JsError> {
+pub fn parse_flags(
+    argv: Vec<String>,
+    names: Vec<String>,
+    env: Option<Function>,
+) -> Result<JsValue, JsError> {
     use token_server_core::flags::{self, FlagValue, Parsed};
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let specs = flags::only(&names);
-    // Hosts have no environment of their own to read (workerd has bindings instead).
+    let lookup = |name: &str| -> Option<std::ffi::OsString> {
+        let value = env
+            .as_ref()?
+            .call1(&JsValue::NULL, &JsValue::from_str(name))
+            .ok()?;
+        value.as_string().map(Into::into)
+    };
     let parsed =
-        flags::parse(&specs, argv, &|_| None).map_err(|err| JsError::new(&err.to_string()))?;
+        flags::parse(&specs, argv, &lookup).map_err(|err| JsError::new(&err.to_string()))?;
     let answer = Object::new();
     let set = |object: &Object, key: &str, value: JsValue| {
         Reflect::set(object, &JsValue::from_str(key), &value)
@@ -374,11 +388,17 @@ pub fn parse_flags(argv: Vec<String>, names: Vec<String>) -> Result<JsValue, JsE
 }
 
 /// The options part of a host's usage text for the flags named in `names`: the native
-/// `--help` entries (range, default) from the same table; no variables, as hosts read none.
+/// `--help` entries (range, default) from the same table, naming each flag's variable when
+/// `with_env` (a host that passes `env` to [`parse_flags`]).
 #[wasm_bindgen(js_name = flagHelp)]
-pub fn flag_help(names: Vec<String>) -> String {
+pub fn flag_help(names: Vec<String>, with_env: Option<bool>) -> String {
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    token_server_core::flags::help_without_env(&token_server_core::flags::only(&names))
+    let flags = token_server_core::flags::only(&names);
+    if with_env.unwrap_or(false) {
+        token_server_core::flags::help(&flags)
+    } else {
+        token_server_core::flags::help_without_env(&flags)
+    }
 }
 
 /// `--rotation-grace` as the native CLI takes it: milliseconds, or `undefined` when absent
