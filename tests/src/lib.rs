@@ -228,21 +228,34 @@ pub fn server_command(host: Host, args: &[&str]) -> Command {
             if host == Host::WorkerdDo {
                 let storage = storage.unwrap_or_else(fresh_folder);
                 std::fs::create_dir_all(&storage).expect("create the Durable Objects' folder");
-                workerd.arg(format!(
-                    "--directory-path=session-storage={}",
-                    storage.display()
-                ));
+                workerd.arg(format!("{STORAGE_ARG}{}", storage.display()));
             }
             workerd
         }
     }
 }
 
+/// workerd's argument naming the Durable Objects' folder.
+const STORAGE_ARG: &str = "--directory-path=session-storage=";
+
 /// A folder no other server of this test run uses, for Durable Objects' storage.
 fn fresh_folder() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("token-server-do-{}-{n}", std::process::id()))
+    std::env::temp_dir().join(format!("{}{n}", fresh_folder_prefix()))
+}
+
+fn fresh_folder_prefix() -> String {
+    format!("token-server-do-{}-", std::process::id())
+}
+
+/// Whether `folder` was made by [`fresh_folder`] (not given by a test, which keeps it).
+fn is_fresh_folder(folder: &std::path::Path) -> bool {
+    folder.parent() == Some(std::env::temp_dir().as_path())
+        && folder
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(&fresh_folder_prefix()))
 }
 
 /// Splits `--port N` (or `-p N`, `--port=N`) off `args`.
@@ -318,6 +331,9 @@ pub struct Server {
     /// The Redis the server keeps its sessions in, with `TOKEN_SERVER_STORE=redis`;
     /// killed after the server.
     _redis: Option<RedisServer>,
+    /// The Durable Objects' folder made for this server (workerd-do, no `--state-file`
+    /// given), removed once the server is gone so test runs leave nothing behind.
+    fresh_storage: Option<PathBuf>,
 }
 
 /// An HTTP response.
@@ -403,11 +419,16 @@ impl Server {
             .find(|(key, _)| *key == "TOKEN_SERVER_ADDR")
             .and_then(|(_, value)| value)
             .map(|addr| addr.to_string_lossy().parse().expect("a socket address"));
+        let fresh_storage = command.get_args().find_map(|arg| {
+            let folder = PathBuf::from(arg.to_str()?.strip_prefix(STORAGE_ARG)?);
+            is_fresh_folder(&folder).then_some(folder)
+        });
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             _redis: redis,
+            fresh_storage,
         };
         server.addr = match announced {
             // workerd says nothing when it listens: wait until it accepts a connection.
@@ -620,6 +641,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(folder) = &self.fresh_storage {
+            let _ = std::fs::remove_dir_all(folder);
+        }
     }
 }
 
