@@ -131,11 +131,12 @@ export function describeKeys({ count, fingerprints }) {
   return `${count} keys (fingerprints ${fingerprints.join(", ")})`;
 }
 
-/** Answers a web Request with `service`: the fetch handler of Bun, Deno and Workers. */
-export async function respond(service, request) {
-  const limit = service.maxBodyBytes;
-  const contentType = request.headers.get("content-type");
-  const authorization = request.headers.get("authorization");
+/**
+ * The parts of a web Request the protocol reads: `{ method, path, contentType,
+ * authorization, body }`, the body read up to `limit` bytes, or null past it (the rest is
+ * cancelled unread).
+ */
+export async function readRequest(request, limit) {
   let body;
   if (declaredOver(request.headers.get("content-length"), limit)) {
     body = null;
@@ -143,14 +144,18 @@ export async function respond(service, request) {
   } else {
     body = await readCapped(request.body, limit);
   }
-  const reply = answer(service, {
+  return {
     method: request.method,
     path: pathOf(request.url),
-    contentType,
-    authorization,
+    contentType: request.headers.get("content-type"),
+    authorization: request.headers.get("authorization"),
     body,
-  });
-  return toResponse(reply);
+  };
+}
+
+/** Answers a web Request with `service`: the fetch handler of Bun, Deno and Workers. */
+export async function respond(service, request) {
+  return toResponse(answer(service, await readRequest(request, service.maxBodyBytes)));
 }
 
 /** Logs `err` and answers 500, for a host's catch-all. */

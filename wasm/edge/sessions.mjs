@@ -13,12 +13,10 @@
 // more round trip and one more thing to keep consistent. The session id need not be
 // secret: the token's 16-byte secret is what the object checks.
 import {
-  declaredOver,
   failed,
   loadedWith,
   optionsFromEnv,
-  pathOf,
-  readCapped,
+  readRequest,
   serviceFromEnv,
   toResponse,
 } from "./handler.mjs";
@@ -53,18 +51,10 @@ export function createSessionWorker(load, { log = (line) => console.log(line) } 
 
   async function route(request, env) {
     const current = serviceFor(env);
-    const limit = current.maxBodyBytes;
-    const method = request.method;
-    const path = pathOf(request.url);
-    const contentType = request.headers.get("content-type");
-    const authorization = request.headers.get("authorization");
-    let body;
-    if (declaredOver(request.headers.get("content-length"), limit)) {
-      body = null;
-      await request.body?.cancel().catch(() => {});
-    } else {
-      body = await readCapped(request.body, limit);
-    }
+    const { method, path, contentType, authorization, body } = await readRequest(
+      request,
+      current.maxBodyBytes,
+    );
     if (body === null) {
       return toResponse(current.handleOversized(method, path, contentType, authorization));
     }
