@@ -128,6 +128,16 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 rotate_wrk() { "${LOAD_PIN[@]}" wrk -t$THREADS -c$CONNS -d"$2"s -s bench/lua/rotate.lua "http://127.0.0.1:$1/" | grep '^RESULT'; }
+# measure LABEL FILE CMD...: one A/B run: starts the server CMD, rotates against it for
+# DURATION s, stops it; prints the wrk line (also left in LINE), appends its PUT/s to FILE,
+# and counts a failed rotation as broken.
+measure() {
+  local label=$1 file=$2; shift 2
+  start "${label// /-}" "$@"
+  LINE=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
+  echo "  $label: $LINE"; field "$LINE" ops_per_s >>"$file"
+  [ "$(field "$LINE" bad)" = 0 ] || broken "$label: a rotation failed"
+}
 
 echo "== servers on CPUs $SERVER_CPUS, wrk -t$THREADS on CPUs $LOAD_CPUS"
 # The wasm ratio and the purge figures are read beside core-micro's of the same run.
@@ -212,15 +222,9 @@ if section rotation; then
 echo "== target 1: rotation throughput, PUT each token once, wrk -t$THREADS -c$CONNS, ${PAIRS}x (trivial A, token-server B, B counting metrics C) ${DURATION}s each"
 : >"$WORK/a"; : >"$WORK/b"; : >"$WORK/c"; : >"$WORK/a99"
 for _ in $(seq 1 "$PAIRS"); do
-  start trivial "$BIN/trivial-server"
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  A trivial warp: $line"; field "$line" ops_per_s >>"$WORK/a"; field "$line" p99_us >>"$WORK/a99"
-  [ "$(field "$line" bad)" = 0 ] || broken "trivial server answered badly"
-  start rotate "$BIN/bench-server"
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  B token-server: $line"; field "$line" ops_per_s >>"$WORK/b"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed (each token is PUT exactly once)"
-  [ "$(field "$line" puts)" -gt 0 ] || broken "no rotation succeeded"
+  measure "A trivial warp" "$WORK/a" "$BIN/trivial-server"; field "$LINE" p99_us >>"$WORK/a99"
+  measure "B token-server" "$WORK/b" "$BIN/bench-server"
+  [ "$(field "$LINE" puts)" -gt 0 ] || broken "no rotation succeeded"
   # The same server with the shipped Prometheus counting on (what production runs).
   start metrics "$BIN/bench-server" --metrics
   line=$(rotate_wrk "$PORT" "$DURATION")
@@ -245,15 +249,9 @@ echo "== target 7 (issue 15): rotation throughput with an API key (Authorization
 API_KEY_VALUE="bench-$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')"
 : >"$WORK/nokey"; : >"$WORK/key"
 for _ in $(seq 1 "$PAIRS"); do
-  start nokey "$BIN/bench-server"
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  A no key: $line"; field "$line" ops_per_s >>"$WORK/nokey"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation without a key failed"
-  start key "$BIN/bench-server" --api-key "$API_KEY_VALUE"
-  line=$(API_KEY=$API_KEY_VALUE rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  B API key: $line"; field "$line" ops_per_s >>"$WORK/key"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation with the API key was refused or failed"
-  [ "$(field "$line" puts)" -gt 0 ] || broken "no rotation with the API key succeeded"
+  measure "A no key" "$WORK/nokey" "$BIN/bench-server"
+  API_KEY=$API_KEY_VALUE measure "B API key" "$WORK/key" "$BIN/bench-server" --api-key "$API_KEY_VALUE"
+  [ "$(field "$LINE" puts)" -gt 0 ] || broken "no rotation with the API key succeeded"
 done
 # The key is checked for real: a request without it is refused.
 start keycheck "$BIN/bench-server" --api-key "$API_KEY_VALUE"
@@ -299,14 +297,8 @@ if section grace; then
 echo "== sessions: rotation throughput with a 30s rotation grace (B) against none (A), ${GRACE_PAIRS}x ${DURATION}s each"
 : >"$WORK/ga"; : >"$WORK/gb"
 for _ in $(seq 1 "$GRACE_PAIRS"); do
-  start nograce "$BIN/bench-server"
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  A no grace: $line"; field "$line" ops_per_s >>"$WORK/ga"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed without grace"
-  start grace "$BIN/bench-server" --rotation-grace 30
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  B 30s grace: $line"; field "$line" ops_per_s >>"$WORK/gb"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed with grace"
+  measure "A no grace" "$WORK/ga" "$BIN/bench-server"
+  measure "B 30s grace" "$WORK/gb" "$BIN/bench-server" --rotation-grace 30
 done
 GA=$(median <"$WORK/ga"); GB=$(median <"$WORK/gb")
 info "rotation without grace (median)" "$GA" "PUT/s"
@@ -319,17 +311,11 @@ if section journal; then
 echo "== journal: rotation throughput with --state-file (journal on, fsync everysec) (B) against without (A), ${GRACE_PAIRS}x ${DURATION}s each"
 : >"$WORK/ja"; : >"$WORK/jb"
 for _ in $(seq 1 "$GRACE_PAIRS"); do
-  start nojournal "$BIN/bench-server"
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  A no journal: $line"; field "$line" ops_per_s >>"$WORK/ja"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed without the journal"
+  measure "A no journal" "$WORK/ja" "$BIN/bench-server"
   rm -f "$WORK/jstate.journal"
-  start journal "$BIN/bench-server" --state-file "$WORK/jstate"
-  line=$(rotate_wrk "$PORT" "$DURATION"); stop "$PID"
-  echo "  B journal on: $line"; field "$line" ops_per_s >>"$WORK/jb"
-  [ "$(field "$line" bad)" = 0 ] || broken "a rotation failed with the journal on"
+  measure "B journal on" "$WORK/jb" "$BIN/bench-server" --state-file "$WORK/jstate"
   records=$(( $(wc -l <"$WORK/jstate.journal") - 1 ))
-  [ "$records" -ge "$(field "$line" puts)" ] || broken "the journal holds $records records for $(field "$line" puts) rotations"
+  [ "$records" -ge "$(field "$LINE" puts)" ] || broken "the journal holds $records records for $(field "$LINE" puts) rotations"
 done
 JA=$(median <"$WORK/ja"); JB=$(median <"$WORK/jb")
 info "rotation without the journal (median)" "$JA" "PUT/s"
