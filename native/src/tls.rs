@@ -94,7 +94,17 @@ impl fmt::Display for TlsError {
                 err,
             } => write!(
                 f,
-                "{flag} {}: not valid PEM ({err}); expected {expected}",
+                "{flag} {}: not valid PEM ({}); expected {expected}",
+                path.display(),
+                pem_problem(err)
+            ),
+            TlsError::Certificate {
+                flag,
+                path,
+                err: rustls::Error::InvalidCertificate(why),
+            } => write!(
+                f,
+                "{flag} {}: a certificate is not valid X.509 ({why:?})",
                 path.display()
             ),
             TlsError::Certificate { flag, path, err } => {
@@ -123,6 +133,19 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
+
+/// What is wrong with a PEM file, in words (the parser's own messages print bytes).
+fn pem_problem(err: &pem::Error) -> String {
+    match err {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "no '-----END {}-----' line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { .. } => "a malformed '-----BEGIN' line".to_string(),
+        pem::Error::Base64Decode(_) => "a block is not valid base64".to_string(),
+        other => other.to_string(),
+    }
+}
 
 /// The TLS settings in force: swapped whole by a reload, read once per new connection.
 pub struct Tls {
