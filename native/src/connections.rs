@@ -45,11 +45,6 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.tcp.local_addr()
     }
-
-    /// Whether connections speak TLS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
 }
 
 impl From<TcpListener> for Listener {
@@ -168,27 +163,7 @@ pub async fn serve<S, B>(
                 let io = TokioIo::new(DeadlineStream::new(stream, state));
                 return serve_http(io, service, watcher, peer).await;
             };
-            let handshake = async {
-                // Under --header-timeout from the accept, as the request head will be.
-                let mut first = [0u8; 1];
-                let peeked =
-                    tokio::time::timeout(limits.timeouts.header, stream.peek(&mut first)).await;
-                match peeked {
-                    Ok(Ok(1)) if tls::is_handshake(first[0]) => {}
-                    Ok(Ok(1)) => return refuse_plain_http(stream).await,
-                    _ => return None,
-                }
-                // The deadline stream below TLS bounds the handshake by the header timeout
-                // too, and sees every byte as it arrives.
-                let stream = DeadlineStream::new(stream, state);
-                match tls.acceptor().accept(stream).await {
-                    Ok(stream) => Some(stream),
-                    Err(err) => {
-                        tls.handshake_failed(peer, &err);
-                        None
-                    }
-                }
-            };
+            let handshake = accept_tls(&tls, stream, state, limits.timeouts.header, peer);
             let stream = tokio::select! {
                 stream = handshake => stream,
                 // Err: the sender is dropped, accepting has stopped.
@@ -254,13 +229,47 @@ where
     }
 }
 
+/// The TLS stream of a new connection once its handshake is done; `None` if the client
+/// went away, stalled past `header_timeout` (from the accept), failed the handshake, or
+/// spoke plain HTTP (answered with a 400 first).
+async fn accept_tls(
+    tls: &Tls,
+    stream: TcpStream,
+    state: ConnectionState,
+    header_timeout: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<DeadlineStream<TcpStream>>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if tls::is_handshake(first[0]) => {}
+        Ok(Ok(1)) => {
+            refuse_plain_http(stream).await;
+            return None;
+        }
+        _ => return None,
+    }
+    // The deadline stream below TLS bounds the handshake by the header timeout too, and
+    // sees every byte as it arrives.
+    match tls
+        .acceptor()
+        .accept(DeadlineStream::new(stream, state))
+        .await
+    {
+        Ok(stream) => Some(stream),
+        Err(err) => {
+            tls.handshake_failed(peer, &err);
+            None
+        }
+    }
+}
+
 /// How long a refused plain-HTTP client may go on sending before the connection closes.
 const PLAIN_HTTP_LINGER: Duration = Duration::from_secs(1);
 
 /// Answers a plain-HTTP request on the TLS port with a 400 saying so, then closes. What
 /// the client sent is read and discarded for a moment first, as closing a socket with
 /// unread data would reset it and destroy the answer.
-async fn refuse_plain_http<T>(mut stream: TcpStream) -> Option<T> {
+async fn refuse_plain_http(mut stream: TcpStream) {
     let answered = async {
         stream
             .write_all(tls::plain_http_refusal().as_bytes())
@@ -271,7 +280,6 @@ async fn refuse_plain_http<T>(mut stream: TcpStream) -> Option<T> {
         io::Result::Ok(())
     };
     let _ = tokio::time::timeout(PLAIN_HTTP_LINGER, answered).await;
-    None
 }
 
 /// Errors that concern one connection the client already gave up on, not the listener.
