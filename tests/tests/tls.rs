@@ -3,9 +3,10 @@
 //! the harness's hand-written client, HTTP/2 through hyper), the real binary.
 //!
 //! Covered: the API over HTTP/1.1 and HTTP/2 by ALPN; a plain-HTTP request to the TLS
-//! port; a stalled handshake closed by --header-timeout; a stop that does not wait for a
-//! handshake; mutual TLS; SIGHUP swapping the certificate (and a failed reload keeping
-//! it); bad and mismatched files; incomplete flags; the startup warning.
+//! port; a stalled handshake closed by --header-timeout; the connection cap; a stop that
+//! does not wait for a handshake; mutual TLS; SIGHUP swapping the certificate (and a
+//! failed reload keeping it); bad and mismatched files; incomplete flags; the startup
+//! warning.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -429,6 +430,34 @@ fn a_stalled_handshake_is_closed_by_the_header_timeout() {
     assert!(closed_by_server(&mut silent), "a silent client stays");
     assert!(closed_by_server(&mut stalled), "a stalled handshake stays");
     assert_eq!(login(server.addr, &client).expect("an answer").status, 200);
+}
+
+#[test]
+fn the_connection_cap_holds_over_tls() {
+    if !native_only("the_connection_cap_holds_over_tls") {
+        return;
+    }
+    let dir = TempDir::new("cap");
+    let served = Served::new(&dir);
+    let client = client_config(&served.ca, None, &[]);
+    let mut args = served.args();
+    args.extend_from_slice(&["--max-connections", "1"]);
+    let server = start_tls(&args, &client);
+    // The one connection allowed, kept alive with its handshake done.
+    let held = connect(server.addr, &client).expect("a TLS connection");
+    let (done, answered) = std::sync::mpsc::channel();
+    let (addr, waiting) = (server.addr, client.clone());
+    std::thread::spawn(move || {
+        let _ = done.send(login(addr, &waiting).map(|response| response.status));
+    });
+    // Waiting in the backlog, not served: no answer while the slot is taken.
+    let early = answered.recv_timeout(Duration::from_millis(500));
+    assert!(early.is_err(), "served past --max-connections: {early:?}");
+    drop(held);
+    let status = answered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("served once the slot is free");
+    assert_eq!(status.expect("an answer"), 200);
 }
 
 #[test]
