@@ -234,7 +234,7 @@ pub static FLAGS: &[FlagSpec] = &[
         env: "TOKEN_SERVER_TLS_KEY",
         value_name: "PEM",
         kind: FlagKind::Path,
-        help: "The private key of --tls-cert, in a PEM file",
+        help: "The private key of the --tls-cert certificate, a PEM file",
         unset: "none",
     },
     FlagSpec {
