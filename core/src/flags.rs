@@ -219,6 +219,35 @@ pub static FLAGS: &[FlagSpec] = &[
         unset: "none",
     },
     FlagSpec {
+        long: "tls-cert",
+        short: None,
+        env: "TOKEN_SERVER_TLS_CERT",
+        value_name: "PEM",
+        kind: FlagKind::Path,
+        help: "Serve HTTPS (HTTP/2 and HTTP/1.1) with the certificate chain in this PEM file; \
+               needs --tls-key; SIGHUP reloads both",
+        unset: "none: plain HTTP",
+    },
+    FlagSpec {
+        long: "tls-key",
+        short: None,
+        env: "TOKEN_SERVER_TLS_KEY",
+        value_name: "PEM",
+        kind: FlagKind::Path,
+        help: "The private key of the --tls-cert certificate, a PEM file",
+        unset: "none",
+    },
+    FlagSpec {
+        long: "tls-client-ca",
+        short: None,
+        env: "TOKEN_SERVER_TLS_CLIENT_CA",
+        value_name: "PEM",
+        kind: FlagKind::Path,
+        help: "With --tls-cert, serve only clients presenting a certificate signed by a CA in \
+               this PEM file (mutual TLS)",
+        unset: "none",
+    },
+    FlagSpec {
         long: "snapshot-interval",
         short: None,
         env: "TOKEN_SERVER_SNAPSHOT_INTERVAL",

@@ -10,6 +10,8 @@ use token_server_core::auth::{ApiKeys, Fingerprint, KeyFileError};
 use token_server_core::protocol::Service;
 use token_server_core::{Clock, TokenSource};
 
+use crate::sighup::ReloadGuard;
+
 /// Why a key file could not be used; `Display` names the file (and the line).
 #[derive(Debug)]
 pub enum LoadError {
@@ -56,18 +58,9 @@ pub fn describe(keys: &ApiKeys) -> String {
     )
 }
 
-/// Stops the SIGHUP listener when dropped, so it cannot outlive the server.
-pub struct ReloadGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for ReloadGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Listens for SIGHUP: registered at once (so a SIGHUP right after startup no longer
-/// kills the process), then each signal reloads `path` into `service`. A file that fails
-/// to load keeps the keys in force and logs why.
+/// Listens for SIGHUP (registered at once, so a SIGHUP right after startup no longer
+/// kills the process); each signal reloads `path` into `service`. A file that fails to
+/// load keeps the keys in force and logs why.
 pub fn reload_on_sighup<C, R>(
     service: Arc<Service<C, R>>,
     path: PathBuf,
@@ -76,13 +69,7 @@ where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = signal(SignalKind::hangup())?;
-    Ok(ReloadGuard(tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            reload(&service, &path);
-        }
-    })))
+    crate::sighup::on_sighup(move || reload(&service, &path))
 }
 
 /// Reloads the key file into `service`; on failure the current keys stay.

@@ -25,6 +25,7 @@ use token_server_core::flags::{self, FlagError, FlagValue, Parsed};
 use crate::journal::JournalFsync;
 use crate::logging::LogFormat;
 use crate::redis_store::{RedisConfig, RedisTarget, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+use crate::tls::TlsFiles;
 
 /// What the service runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +82,10 @@ pub struct Config {
     /// Keep sessions in Redis (or a Redis Cluster) instead of memory, shared by every
     /// instance pointed at it; none by default.
     pub redis: Option<RedisConfig>,
+    /// `--tls-cert`/`--tls-key` (and `--tls-client-ca`): serve HTTPS from these files;
+    /// plain HTTP by default, so existing deployments keep working. Read when the server
+    /// starts (a bad file exits 1 naming it), not here.
+    pub tls: Option<TlsFiles>,
 }
 
 /// The `--api-keys` file and the keys it held when the command line was read.
@@ -118,6 +123,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             api_keys: None,
             redis: None,
+            tls: None,
         }
     }
 }
@@ -155,6 +161,12 @@ pub enum CliError {
     },
     /// A `--redis`/`--redis-cluster` value that is not a Redis URL the client reads.
     RedisUrl { flag: &'static str, reason: String },
+    /// A TLS flag without the others it needs (`--tls-cert` without `--tls-key`, or
+    /// `--tls-client-ca` alone); names both.
+    TlsIncomplete {
+        flag: &'static str,
+        needs: &'static str,
+    },
 }
 
 impl fmt::Display for CliError {
@@ -168,6 +180,9 @@ impl fmt::Display for CliError {
             CliError::ApiKeys(reason) => write!(f, "--api-keys: {reason}"),
             CliError::RedisConflict { flag, reason } => write!(f, "{flag}: {reason}"),
             CliError::RedisUrl { flag, reason } => write!(f, "{flag}: {reason}"),
+            CliError::TlsIncomplete { flag, needs } => {
+                write!(f, "{flag} needs {needs}: set both files of the certificate")
+            }
         }
     }
 }
@@ -211,7 +226,21 @@ pub fn parse_with_env(
     let mut config = Config::default();
     let mut redis_target = None;
     let (mut redis_prefix, mut redis_timeout) = (None, None);
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     for (spec, value) in values.iter() {
+        let path = match value {
+            Some(FlagValue::Path(path)) => Some(PathBuf::from(path)),
+            _ => None,
+        };
+        match spec.long {
+            "tls-cert" => tls_cert = path,
+            "tls-key" => tls_key = path,
+            "tls-client-ca" => tls_client_ca = path,
+            _ => {}
+        }
+        if spec.long.starts_with("tls-") {
+            continue;
+        }
         match (spec.long, value) {
             ("redis", Some(FlagValue::Text(url))) => {
                 redis_target = Some(RedisTarget::Single(redis_url(REDIS_FLAG, url)?));
@@ -253,6 +282,7 @@ pub fn parse_with_env(
     }
     check_session_lifetimes(config.max_session_lifetime, config.token_lifetime)
         .map_err(CliError::SessionShorterThanToken)?;
+    config.tls = tls_files(tls_cert, tls_key, tls_client_ca)?;
     match redis_target {
         Some(target) => {
             if config.state_file.is_some() {
@@ -293,6 +323,36 @@ pub fn parse_with_env(
         None => {}
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// The TLS files if the flags name a whole set: a certificate and its key, and maybe a
+/// client CA; none of them for plain HTTP.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, CliError> {
+    use crate::tls::{CERT_FLAG, CLIENT_CA_FLAG, KEY_FLAG};
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_some() => Err(CliError::TlsIncomplete {
+            flag: CLIENT_CA_FLAG,
+            needs: "--tls-cert and --tls-key",
+        }),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(CliError::TlsIncomplete {
+            flag: CERT_FLAG,
+            needs: KEY_FLAG,
+        }),
+        (None, Some(_)) => Err(CliError::TlsIncomplete {
+            flag: KEY_FLAG,
+            needs: CERT_FLAG,
+        }),
+    }
 }
 
 const REDIS_FLAG: &str = "--redis";
@@ -470,6 +530,9 @@ mod tests {
             let extra: &[&str] = match spec.long {
                 "max-session-lifetime" => &["-t", "30min"],
                 "redis-prefix" | "redis-timeout" => &["--redis", "redis://127.0.0.1:6379/0"],
+                "tls-cert" => &["--tls-key", "/tmp/key.pem"],
+                "tls-key" => &["--tls-cert", "/tmp/cert.pem"],
+                "tls-client-ca" => &["--tls-cert", "/tmp/cert.pem", "--tls-key", "/tmp/key.pem"],
                 _ => &[],
             };
             args.extend_from_slice(extra);
@@ -534,6 +597,43 @@ mod tests {
             Err(err) => err.to_string(),
             other => panic!("{args:?} should fail, gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn tls_flags_come_as_a_set() {
+        assert_eq!(config(&[]).tls, None);
+        let both = config(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert_eq!(
+            both.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                client_ca: None
+            })
+        );
+        let mutual = config(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]);
+        assert_eq!(
+            mutual.tls.and_then(|tls| tls.client_ca),
+            Some("ca.pem".into())
+        );
+        assert_eq!(
+            error(&["--tls-client-ca", "ca.pem"]),
+            "--tls-client-ca needs --tls-cert and --tls-key: set both files of the certificate"
+        );
+        assert!(error(&["--tls-cert", "c.pem"]).starts_with("--tls-cert needs --tls-key"));
+        assert!(error(&["--tls-key", "k.pem"]).starts_with("--tls-key needs --tls-cert"));
+        let from_env = config_with_env(
+            &["--tls-cert", "c.pem"],
+            &[("TOKEN_SERVER_TLS_KEY", "env-k.pem")],
+        );
+        assert_eq!(from_env.tls.map(|tls| tls.key), Some("env-k.pem".into()));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Accepting and running client connections: at most `max_connections` open at once, each
-//! under the deadlines of [`crate::deadline`], accept errors survived without spinning,
-//! and a shutdown that gives in-flight requests a bounded time before dropping them.
+//! under the deadlines of [`crate::deadline`] (over TLS too, handshake included), accept
+//! errors survived without spinning, and a shutdown that gives in-flight requests a
+//! bounded time before dropping them.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +14,45 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use token_server_core::throttle::Throttle;
 use token_server_core::{Clock, SystemClock};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::deadline::{ConnectionState, DeadlineStream, TimedBody, Timeouts};
+use crate::tls::{self, Tls};
+
+/// Where connections come from: a TCP listener, speaking TLS when given the settings.
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Listener {
+    /// Connections on `tcp` speak TLS with the settings in force when each is accepted
+    /// (a SIGHUP reload of `tls` reaches new connections only).
+    pub fn tls(tcp: TcpListener, tls: Arc<Tls>) -> Listener {
+        Listener {
+            tcp,
+            tls: Some(tls),
+        }
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+impl From<TcpListener> for Listener {
+    /// Plain HTTP.
+    fn from(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+}
 
 /// What bounds the connections of a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +98,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// resolves; then stops accepting, lets in-flight requests finish within
 /// `limits.shutdown_timeout`, and drops the connections still open.
 pub async fn serve<S, B>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     service: S,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
@@ -80,8 +113,12 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Listener { tcp: listener, tls } = listener.into();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Dropped when accepting stops: a connection still in its TLS handshake has sent no
+    // request, so it is closed then, as hyper closes an idle one.
+    let (stopping, stopped) = watch::channel(());
     let mut connections = JoinSet::new();
     let accept_errors = Throttle::default();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -112,22 +149,32 @@ pub async fn serve<S, B>(
         };
         let watcher = graceful.watcher();
         let service = service.clone();
+        let tls = tls.clone();
+        let mut stopped = stopped.clone();
         connections.spawn(async move {
             // Held for the connection's life: its slot under --max-connections.
             let _permit = permit;
             let state = ConnectionState::new(limits.timeouts);
-            let io = TokioIo::new(DeadlineStream::new(stream, state.clone()));
             let service = TrackedService {
                 inner: service,
-                state,
+                state: state.clone(),
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(io, service);
-            if let Err(err) = watcher.watch(connection).await {
-                log::debug!("connection from {peer} closed: {}", with_causes(&*err));
+            let Some(tls) = tls else {
+                let io = TokioIo::new(DeadlineStream::new(stream, state));
+                return serve_http(io, service, watcher, peer).await;
+            };
+            let handshake = accept_tls(&tls, stream, state, limits.timeouts.header, peer);
+            let stream = tokio::select! {
+                stream = handshake => stream,
+                // Err: the sender is dropped, accepting has stopped.
+                _ = stopped.changed() => None,
+            };
+            if let Some(stream) = stream {
+                serve_http(TokioIo::new(stream), service, watcher, peer).await;
             }
         });
     }
+    drop(stopping);
     // Closing the listener makes new clients fail fast instead of waiting in a backlog
     // nobody will accept from.
     drop(listener);
@@ -158,6 +205,81 @@ pub async fn serve<S, B>(
         );
     }
     connections.shutdown().await;
+}
+
+/// Serves HTTP/1.1 or HTTP/2 (whichever the client speaks) on one connection until it
+/// closes, or until the graceful shutdown `watcher` watches for closes it.
+async fn serve_http<I, S, B>(io: I, service: TrackedService<S>, watcher: Watcher, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower_service::Service<Request<TimedBody<Incoming>>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(io, service);
+    if let Err(err) = watcher.watch(connection).await {
+        log::debug!("connection from {peer} closed: {}", with_causes(&*err));
+    }
+}
+
+/// The TLS stream of a new connection once its handshake is done; `None` if the client
+/// went away, stalled past `header_timeout` (from the accept), failed the handshake, or
+/// spoke plain HTTP (answered with a 400 first).
+async fn accept_tls(
+    tls: &Tls,
+    stream: TcpStream,
+    state: ConnectionState,
+    header_timeout: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<DeadlineStream<TcpStream>>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if tls::is_handshake(first[0]) => {}
+        Ok(Ok(1)) => {
+            refuse_plain_http(stream).await;
+            return None;
+        }
+        _ => return None,
+    }
+    // The deadline stream below TLS bounds the handshake by the header timeout too, and
+    // sees every byte as it arrives.
+    match tls
+        .acceptor()
+        .accept(DeadlineStream::new(stream, state))
+        .await
+    {
+        Ok(stream) => Some(stream),
+        Err(err) => {
+            tls.handshake_failed(peer, &err);
+            None
+        }
+    }
+}
+
+/// How long a refused plain-HTTP client may go on sending before the connection closes.
+const PLAIN_HTTP_LINGER: Duration = Duration::from_secs(1);
+
+/// Answers a plain-HTTP request on the TLS port with a 400 saying so, then closes. What
+/// the client sent is read and discarded for a moment first, as closing a socket with
+/// unread data would reset it and destroy the answer.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    let answered = async {
+        stream
+            .write_all(tls::plain_http_refusal().as_bytes())
+            .await?;
+        stream.shutdown().await?;
+        let mut discard = [0u8; 4096];
+        while stream.read(&mut discard).await? > 0 {}
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(PLAIN_HTTP_LINGER, answered).await;
 }
 
 /// Errors that concern one connection the client already gave up on, not the listener.

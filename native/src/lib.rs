@@ -18,4 +18,6 @@ pub mod redis_store;
 pub mod server;
 pub mod shards;
 pub mod shutdown;
+pub mod sighup;
 pub mod state;
+pub mod tls;

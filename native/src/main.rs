@@ -9,12 +9,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use token_server::clock::ServerClock;
-use token_server::connections::{ConnectionLimits, StopDeadline};
+use token_server::connections::{ConnectionLimits, Listener, StopDeadline};
 use token_server::deadline::Timeouts;
 use token_server::journal::{journal_path, Journal};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
 use token_server::redis_store::RedisStore;
+use token_server::tls::{self, Tls};
 use token_server::{api_keys, cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
 use token_server_core::protocol::{Readiness, Service, DUMP_LOG_TARGET};
 use token_server_core::session::SessionRules;
@@ -54,6 +55,14 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
+    // First of all: a bad certificate should stop the start before anything is opened.
+    let tls = match config.tls.clone().map(Tls::load).transpose() {
+        Ok(tls) => tls.map(Arc::new),
+        Err(err) => {
+            eprintln!("token-server: {err}\nRefusing to start: fix the file, or leave out the --tls-* flags to serve plain HTTP.");
+            return ExitCode::FAILURE;
+        }
+    };
     // Expiry runs on the monotonic clock anchored to the wall clock once (a wall clock
     // stepped while running neither revives nor kills sessions), or on the test clock.
     let clock = ServerClock::new(config.test_clock);
@@ -143,20 +152,21 @@ async fn serve(config: cli::Config) -> ExitCode {
     if let Some(test_clock) = clock.test_clock() {
         service = service.with_test_clock(test_clock);
     }
-    match &config.api_keys {
-        Some(file) => {
-            log::info!(
-                "api keys from {}: {}",
-                file.path.display(),
-                api_keys::describe(&file.keys)
-            );
-            service = service.with_api_keys(file.keys.clone());
-        }
-        None if !config.bind.is_loopback() => log::warn!(
-            "--bind {} is not loopback and there are no API keys: anyone who can reach this port can mint tokens for any user; set --api-keys",
-            config.bind
-        ),
-        None => {}
+    if let Some(file) = &config.api_keys {
+        log::info!(
+            "api keys from {}: {}",
+            file.path.display(),
+            api_keys::describe(&file.keys)
+        );
+        service = service.with_api_keys(file.keys.clone());
+    }
+    if let Some(tls) = &tls {
+        log::info!("TLS: {}", tls.describe());
+    }
+    if let Some(warning) =
+        tls::exposure_warning(config.bind, config.api_keys.is_some(), config.tls.as_ref())
+    {
+        log::warn!("{warning}");
     }
     let service = Arc::new(service);
     // Registered before serving, so a SIGHUP right after start cannot kill the process.
@@ -165,6 +175,16 @@ async fn serve(config: cli::Config) -> ExitCode {
             Ok(task) => Some(task),
             Err(err) => {
                 log::error!("cannot listen for SIGHUP to reload the API keys: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let tls_reload = match &tls {
+        Some(tls) => match tls::reload_on_sighup(tls.clone()) {
+            Ok(task) => Some(task),
+            Err(err) => {
+                log::error!("cannot listen for SIGHUP to reload the TLS certificate: {err}");
                 return ExitCode::FAILURE;
             }
         },
@@ -201,6 +221,10 @@ async fn serve(config: cli::Config) -> ExitCode {
         stop_deadline: Some(stop_deadline),
     };
     let in_redis = matches!(session_store, server::SessionStore::Redis(_));
+    let listener = match tls {
+        Some(tls) => Listener::tls(listener, tls),
+        None => Listener::from(listener),
+    };
     let serving = server::run_with_store(
         listener,
         service.clone(),
@@ -256,7 +280,7 @@ async fn serve(config: cli::Config) -> ExitCode {
     if started.is_none() {
         return ExitCode::FAILURE;
     }
-    drop((started, key_reload));
+    drop((started, key_reload, tls_reload));
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {
         log::error!("{err}");

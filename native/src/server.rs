@@ -19,7 +19,7 @@ use warp::http::header::{
 use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
-use crate::connections::{self, ConnectionLimits};
+use crate::connections::{self, ConnectionLimits, Listener};
 use crate::observer::Observer;
 use crate::redis_store::RedisStore;
 
@@ -39,7 +39,7 @@ pub enum SessionStore {
 /// resolves, then lets in-flight requests finish within the default shutdown timeout.
 /// `observer` sees every request (in-flight count, metrics).
 pub async fn run<C, R>(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     service: Arc<Service<C, R>>,
     observer: Arc<Observer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -63,7 +63,7 @@ where
 /// the connections still open, so the caller's state save runs without a request
 /// changing the store under it.
 pub async fn run_with<C, R>(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     service: Arc<Service<C, R>>,
     observer: Arc<Observer>,
     limits: ConnectionLimits,
@@ -86,7 +86,7 @@ where
 
 /// [`run_with`], with the sessions in `store`.
 pub async fn run_with_store<C, R>(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     service: Arc<Service<C, R>>,
     store: SessionStore,
     observer: Arc<Observer>,
@@ -97,6 +97,7 @@ where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
+    let listener = listener.into();
     let address = listener.local_addr()?;
     log::info!("listening on {address}");
     let requests = warp::method()

@@ -14,14 +14,17 @@
 //! `--metrics` counts every request into the shipped Prometheus metrics (and serves
 //! `/metrics`), to measure what counting costs.
 //! `--api-key KEY` requires `Authorization: Bearer KEY` on every request, as
-//! `--api-keys` does.
+//! `--api-keys` does. `--tls-cert PEM --tls-key PEM` serves HTTPS through the shipped
+//! TLS listener, as `token-server --tls-cert … --tls-key …` does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use token_server::connections::Listener;
 use token_server::journal::{Journal, JournalFsync};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
+use token_server::tls::{Tls, TlsFiles};
 use token_server::{purge, server, shutdown, state};
 use token_server_bench::{percentile, PurgeTimes, BENCH_META};
 use token_server_core::auth::ApiKeys;
@@ -55,6 +58,23 @@ fn main() {
         .position(|a| a == "--api-key")
         .and_then(|i| args.get(i + 1))
         .map(|key| ApiKeys::parse(key).expect("--api-key takes a key of 32+ characters"));
+    let path_after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(std::path::PathBuf::from)
+    };
+    let tls = match (path_after("--tls-cert"), path_after("--tls-key")) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            Tls::load(TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            })
+            .expect("load the certificate"),
+        )),
+        _ => None,
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let clock = ManualClock::new(1_700_000_000_000);
@@ -103,6 +123,10 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        let listener = match tls {
+            Some(tls) => Listener::tls(listener, tls),
+            None => Listener::from(listener),
+        };
         server::run(listener, service, observer, shutdown::signal())
             .await
             .expect("serve");

@@ -3,9 +3,20 @@
 //!
 //! POST answers a constant token text, so the same wrk chain script drives both servers.
 //! Listens on a free port on 127.0.0.1 (logged as `listening on 127.0.0.1:PORT`).
+//!
+//! `--tls-cert PEM --tls-key PEM`: the same handler over TLS, the baseline of issue 15's
+//! TLS figure: the shipped server's rustls config (`token_server::tls`), each accepted
+//! connection handed to hyper-util as warp's filter, with none of the shipped server's
+//! deadlines, connection cap or bounded shutdown.
+
+use std::path::PathBuf;
 
 use bytes::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use token_server::shutdown;
+use token_server::tls::{Tls, TlsFiles};
 use warp::http::header::CONTENT_TYPE;
 use warp::http::{Method, Response};
 use warp::Filter;
@@ -35,14 +46,59 @@ fn answer(method: Method, body: Bytes) -> Response<String> {
 #[tokio::main]
 async fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|arg| arg == flag)
+            .and_then(|at| args.get(at + 1))
+            .map(PathBuf::from)
+    };
+    let tls = match (value("--tls-cert"), value("--tls-key")) {
+        (Some(cert), Some(key)) => Some(
+            Tls::load(TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            })
+            .expect("load the certificate"),
+        ),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     log::info!("listening on {}", listener.local_addr().expect("address"));
     let routes = warp::method().and(warp::body::bytes()).map(answer);
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown::signal())
-        .run()
-        .await;
+    match tls {
+        None => {
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(shutdown::signal())
+                .run()
+                .await
+        }
+        Some(tls) => {
+            let serving = async {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, service) = (tls.acceptor(), warp::service(routes));
+                    tokio::spawn(async move {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let service = TowerToHyperService::new(service);
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            };
+            tokio::select! {
+                () = serving => {}
+                () = shutdown::signal() => {}
+            }
+        }
+    }
 }
