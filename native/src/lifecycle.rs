@@ -32,7 +32,7 @@ pub fn ready<C: Clock, R: TokenSource>(service: &Service<C, R>) {
     }
 }
 
-/// The shutdown future for [`server::run_with`](crate::server::run_with): resolves once
+/// The shutdown future for [`server::run`](crate::server::run): resolves once
 /// `signal` has resolved and the requests in flight have finished, with the service
 /// draining meanwhile (still accepting, `/readyz` 503), but no later than `budget` after
 /// the signal, which it records in `deadline` so the server's own graceful close gets only

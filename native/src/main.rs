@@ -225,12 +225,14 @@ async fn serve(config: cli::Config) -> ExitCode {
         Some(tls) => Listener::tls(listener, tls),
         None => Listener::from(listener),
     };
-    let serving = server::run_with_store(
+    let serving = server::run(
         listener,
         service.clone(),
-        session_store,
-        observer.clone(),
-        limits,
+        server::Serving {
+            store: session_store,
+            observer: observer.clone(),
+            limits,
+        },
         shutdown,
     );
     let starting = async {

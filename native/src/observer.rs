@@ -23,6 +23,13 @@ pub struct Observer {
     metrics: Option<Metrics>,
 }
 
+impl Default for Observer {
+    /// An observer that counts requests in flight and records no metrics.
+    fn default() -> Self {
+        Observer::new(None)
+    }
+}
+
 impl Observer {
     /// An observer that records into `metrics`, if any.
     pub fn new(metrics: Option<Metrics>) -> Self {

@@ -35,68 +35,38 @@ pub enum SessionStore {
     Redis(Arc<RedisStore>),
 }
 
-/// Serves `service` on `listener` with the default [`ConnectionLimits`] until `shutdown`
-/// resolves, then lets in-flight requests finish within the default shutdown timeout.
-/// `observer` sees every request (in-flight count, metrics).
+/// How a server runs around its service: where the sessions live, what sees every request,
+/// what bounds the connections. The default is the in-memory store, no metrics, and the
+/// command line's default limits.
+#[derive(Clone, Default)]
+pub struct Serving {
+    /// Where the sessions live.
+    pub store: SessionStore,
+    /// Sees every request (in-flight count, metrics).
+    pub observer: Arc<Observer>,
+    /// Deadlines, connection cap and shutdown budget.
+    pub limits: ConnectionLimits,
+}
+
+/// Serves `service` on `listener` as `serving` says until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish within `serving.limits.shutdown_timeout` and
+/// drops the connections still open, so the caller's state save runs without a request
+/// changing the store under it.
 pub async fn run<C, R>(
     listener: impl Into<Listener>,
     service: Arc<Service<C, R>>,
-    observer: Arc<Observer>,
+    serving: Serving,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
 {
-    run_with(
-        listener,
-        service,
-        observer,
-        ConnectionLimits::default(),
-        shutdown,
-    )
-    .await
-}
-
-/// Serves `service` on `listener` under `limits` until `shutdown` resolves; then stops
-/// accepting, lets in-flight requests finish within `limits.shutdown_timeout` and drops
-/// the connections still open, so the caller's state save runs without a request
-/// changing the store under it.
-pub async fn run_with<C, R>(
-    listener: impl Into<Listener>,
-    service: Arc<Service<C, R>>,
-    observer: Arc<Observer>,
-    limits: ConnectionLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    C: Clock + Send + Sync + 'static,
-    R: TokenSource + Send + Sync + 'static,
-{
-    run_with_store(
-        listener,
-        service,
-        SessionStore::Memory,
+    let Serving {
+        store,
         observer,
         limits,
-        shutdown,
-    )
-    .await
-}
-
-/// [`run_with`], with the sessions in `store`.
-pub async fn run_with_store<C, R>(
-    listener: impl Into<Listener>,
-    service: Arc<Service<C, R>>,
-    store: SessionStore,
-    observer: Arc<Observer>,
-    limits: ConnectionLimits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    C: Clock + Send + Sync + 'static,
-    R: TokenSource + Send + Sync + 'static,
-{
+    } = serving;
     let listener = listener.into();
     let address = listener.local_addr()?;
     log::info!("listening on {address}");

@@ -127,7 +127,11 @@ fn main() {
             Some(tls) => Listener::tls(listener, tls),
             None => Listener::from(listener),
         };
-        server::run(listener, service, observer, shutdown::signal())
+        let serving = server::Serving {
+            observer,
+            ..server::Serving::default()
+        };
+        server::run(listener, service, serving, shutdown::signal())
             .await
             .expect("serve");
     });
