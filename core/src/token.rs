@@ -190,16 +190,20 @@ impl Hasher for KeyHasher {
 
 pub(crate) type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
 
-fn decode_char(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'-' => Some(62),
-        b'_' => Some(63),
-        _ => None,
+/// Marks a byte that is no base64url character in [`DECODE`].
+const INVALID: u8 = 0xFF;
+
+/// Each byte's base64url value (0..64), or [`INVALID`]: one lookup per character, as
+/// every request presents a token.
+const DECODE: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut value = 0;
+    while value < ALPHABET.len() {
+        table[ALPHABET[value] as usize] = value as u8;
+        value += 1;
     }
-}
+    table
+};
 
 /// The `N` bytes canonical unpadded base64url `text` spells, or `None`.
 fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -208,24 +212,37 @@ fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut bytes = [0u8; N];
-    for (group, chunk) in text.chunks(4).enumerate() {
-        let mut acc: u32 = 0;
-        for &c in chunk {
-            acc = (acc << 6) | u32::from(decode_char(c)?);
+    // Every value ORed together: past 63 as soon as one character was INVALID.
+    let mut seen = 0u8;
+    let mut quads = text.chunks_exact(4);
+    let mut out = bytes.chunks_mut(3);
+    for (quad, out) in quads.by_ref().zip(out.by_ref()) {
+        let [a, b, c, d] = [quad[0], quad[1], quad[2], quad[3]].map(|ch| DECODE[usize::from(ch)]);
+        seen |= a | b | c | d;
+        let group = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
+        out.copy_from_slice(&group.to_be_bytes()[1..1 + out.len()]);
+    }
+    let tail = quads.remainder();
+    if !tail.is_empty() {
+        // 2 or 3 characters: 1 or 2 bytes, and the bits past them must be zero in
+        // canonical base64, so one token has exactly one text.
+        let mut group: u32 = 0;
+        for &ch in tail {
+            let value = DECODE[usize::from(ch)];
+            seen |= value;
+            group = (group << 6) | u32::from(value & 63);
         }
-        let bits = chunk.len() * 6;
-        let whole = bits / 8;
-        // Bits beyond the last whole byte must be zero in canonical base64.
-        let spare = bits - whole * 8;
-        if acc & ((1 << spare) - 1) != 0 {
+        let bits = tail.len() * 6;
+        let spare = bits % 8;
+        if group & ((1 << spare) - 1) != 0 {
             return None;
         }
-        acc >>= spare;
-        for i in 0..whole {
-            bytes[group * 3 + i] = (acc >> (8 * (whole - 1 - i))) as u8;
-        }
+        group >>= spare;
+        let out = out.next()?;
+        let whole = bits / 8;
+        out.copy_from_slice(&group.to_be_bytes()[4 - whole..]);
     }
-    Some(bytes)
+    (seen < 64).then_some(bytes)
 }
 
 fn encode(bytes: &[u8]) -> String {
@@ -319,6 +336,29 @@ mod tests {
         }
         assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAQ").is_some());
         assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA_").is_some());
+    }
+
+    #[test]
+    fn parse_takes_exactly_the_base64url_alphabet_in_every_position() {
+        let token = Token::new(SessionId([0x5A; 8]), &Secret([0xA5; 16]));
+        let legacy = legacy_token(&Secret([0xA5; 16]));
+        for text in [token.as_str(), legacy.as_str()] {
+            // The last character of the legacy form carries spare bits; the others do not.
+            for position in [0, 5, 17, text.len() - 2] {
+                for byte in 0..=255u8 {
+                    let mut bytes = text.as_bytes().to_vec();
+                    bytes[position] = byte;
+                    let Ok(changed) = String::from_utf8(bytes) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        Presented::parse(&changed).is_some(),
+                        ALPHABET.contains(&byte),
+                        "{changed:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
