@@ -193,7 +193,9 @@ where
     };
     let reply = match store {
         SessionStore::Memory => service.handle(&request),
-        SessionStore::Redis(redis) => redis.handle(service, &request).await,
+        // Boxed: a Redis round trip's future is kilobytes, and inline it would make every
+        // request's future that large (moved and copied on each request, Redis or not).
+        SessionStore::Redis(redis) => Box::pin(redis.handle(service, &request)).await,
     };
     in_flight.finish(&reply);
     let mut response = to_response(reply);
@@ -283,4 +285,41 @@ fn to_response(reply: Reply) -> Response<String> {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use token_server_core::{ManualClock, OsRandom, TokenStore};
+
+    /// Every request's future is created, moved into warp's and hyper's state and boxed:
+    /// its size is copied several times per request. A Redis round trip inline made it
+    /// 2,888 bytes for every request, in memory or not; boxed, the memory store's is ~600.
+    #[test]
+    fn a_requests_future_stays_small() {
+        let service = Arc::new(Service::new(TokenStore::new(
+            Duration::from_secs(3600),
+            ManualClock::new(0),
+            OsRandom,
+        )));
+        let observer = Observer::default();
+        let head = Head {
+            method: Method::PUT,
+            content_type: None,
+            content_length: None,
+            expect: None,
+            authorization: None,
+        };
+        let body = futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>();
+        let future = answer(
+            &service,
+            &SessionStore::Memory,
+            &observer,
+            head,
+            "/token",
+            body,
+        );
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1024, "a request's future takes {size} bytes");
+    }
 }
