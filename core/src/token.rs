@@ -199,16 +199,20 @@ impl Hasher for KeyHasher {
 
 pub(crate) type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
 
-fn decode_char(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'-' => Some(62),
-        b'_' => Some(63),
-        _ => None,
+/// Each byte's value as a base64url character, or [`NOT_BASE64`]: one load per character
+/// rather than a chain of range checks (a token is decoded on every request).
+const BASE64_VALUES: [u8; 256] = {
+    let mut values = [NOT_BASE64; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        values[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    values
+};
+
+/// Not a base64url character: the high bits a 6-bit value never has.
+const NOT_BASE64: u8 = 0xff;
 
 /// The `N` bytes canonical unpadded base64url `text` spells, or `None`.
 fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -217,41 +221,67 @@ fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut bytes = [0u8; N];
-    for (group, chunk) in text.chunks(4).enumerate() {
-        let mut acc: u32 = 0;
-        for &c in chunk {
-            acc = (acc << 6) | u32::from(decode_char(c)?);
-        }
-        let bits = chunk.len() * 6;
-        let whole = bits / 8;
+    // Whole groups of 4 characters and 3 bytes first: as many of each, for any N.
+    let mut quads = text.chunks_exact(4);
+    let mut triples = bytes.chunks_exact_mut(3);
+    for (quad, triple) in (&mut quads).zip(&mut triples) {
+        let acc = sextets(quad)?;
+        triple.copy_from_slice(&acc.to_be_bytes()[1..]);
+    }
+    let (rest, tail) = (quads.remainder(), triples.into_remainder());
+    if !rest.is_empty() {
+        let acc = sextets(rest)?;
         // Bits beyond the last whole byte must be zero in canonical base64.
-        let spare = bits - whole * 8;
+        let spare = rest.len() * 6 - tail.len() * 8;
         if acc & ((1 << spare) - 1) != 0 {
             return None;
         }
-        acc >>= spare;
-        for i in 0..whole {
-            bytes[group * 3 + i] = (acc >> (8 * (whole - 1 - i))) as u8;
+        let acc = acc >> spare;
+        let len = tail.len();
+        for (i, byte) in tail.iter_mut().enumerate() {
+            *byte = (acc >> (8 * (len - 1 - i))) as u8;
         }
     }
     Some(bytes)
 }
 
+/// The bits of up to 4 base64url characters, first character highest, or `None` when one
+/// is not base64url.
+fn sextets(chars: &[u8]) -> Option<u32> {
+    let mut acc = 0u32;
+    let mut seen = 0u8;
+    for &c in chars {
+        let value = BASE64_VALUES[usize::from(c)];
+        seen |= value;
+        acc = (acc << 6) | u32::from(value & 63);
+    }
+    (seen & !63 == 0).then_some(acc)
+}
+
 fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity((bytes.len() * 8).div_ceil(6));
-    for chunk in bytes.chunks(3) {
-        let mut acc: u32 = 0;
-        for &b in chunk {
-            acc = (acc << 8) | u32::from(b);
-        }
-        let bits = chunk.len() * 8;
-        let chars = bits.div_ceil(6);
-        acc <<= chars * 6 - bits;
-        for i in (0..chars).rev() {
-            out.push(char::from(ALPHABET[((acc >> (6 * i)) & 63) as usize]));
-        }
+    let mut triples = bytes.chunks_exact(3);
+    for triple in &mut triples {
+        push_base64(
+            &mut out,
+            u32::from_be_bytes([0, triple[0], triple[1], triple[2]]),
+            4,
+        );
+    }
+    let rest = triples.remainder();
+    if !rest.is_empty() {
+        let acc = rest.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+        let chars = (rest.len() * 8).div_ceil(6);
+        push_base64(&mut out, acc << (chars * 6 - rest.len() * 8), chars);
     }
     out
+}
+
+/// Appends the last `chars` 6-bit groups of `acc` as base64url, highest first.
+fn push_base64(out: &mut String, acc: u32, chars: usize) {
+    for i in (0..chars).rev() {
+        out.push(char::from(ALPHABET[((acc >> (6 * i)) & 63) as usize]));
+    }
 }
 
 /// The text of a legacy (v1) token with this secret: only tests make these now.
@@ -328,6 +358,36 @@ mod tests {
         }
         assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAQ").is_some());
         assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA_").is_some());
+        // Every ASCII character outside the alphabet, at every position of a good token.
+        let good = Token::new(SessionId(*b"sessionX"), &Secret(*b"secret-of-16byte"));
+        for position in 0..TOKEN_LEN {
+            for c in (0u8..128).filter(|c| !ALPHABET.contains(c)) {
+                let mut text = good.as_str().as_bytes().to_vec();
+                text[position] = c;
+                let text = String::from_utf8(text).unwrap();
+                assert!(Presented::parse(&text).is_none(), "{text:?} parsed");
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_value_round_trips_at_every_position() {
+        for position in 0..TOKEN_BYTES {
+            for value in 0..=255u8 {
+                let mut bytes = [0x5au8; TOKEN_BYTES];
+                bytes[position] = value;
+                let mut id = [0u8; SESSION_ID_BYTES];
+                id.copy_from_slice(&bytes[..SESSION_ID_BYTES]);
+                let mut secret = [0u8; SECRET_BYTES];
+                secret.copy_from_slice(&bytes[SESSION_ID_BYTES..]);
+                let token = Token::new(SessionId(id), &Secret(secret));
+                let presented = Presented::parse(token.as_str()).expect("own token parses");
+                assert_eq!(
+                    (presented.id, presented.secret),
+                    (SessionId(id), Secret(secret))
+                );
+            }
+        }
     }
 
     #[test]
