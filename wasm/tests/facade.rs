@@ -331,6 +331,26 @@ fn a_broken_clock_is_an_error_not_a_wrong_time() {
         message(err),
         "the clock failed: it returned the string \"noon\" instead of a number"
     );
+    // JS would make 0 of null and false, NaN of undefined: still not a time.
+    for (body, what) in [
+        ("return null;", "null"),
+        ("return false;", "boolean"),
+        ("return undefined;", "undefined"),
+    ] {
+        let clock = Function::new_no_args(body);
+        let err = TokenStore::new("2h".into(), clock.into(), JsValue::UNDEFINED)
+            .err()
+            .unwrap();
+        assert_eq!(
+            message(err),
+            format!("the clock failed: it returned {what} instead of a number")
+        );
+    }
+    let throws = Function::new_no_args("throw new Error('no time');");
+    let err = TokenStore::new("2h".into(), throws.into(), JsValue::UNDEFINED)
+        .err()
+        .unwrap();
+    assert_eq!(message(err), "the clock failed: no time");
 
     // A clock that starts failing later refuses the call and leaves the token alone.
     let clock = FakeClock::at(START);
@@ -905,4 +925,23 @@ fn token_bytes_come_from_crypto_a_block_at_a_time() {
         (1..=2).contains(&calls),
         "{calls} calls of crypto.getRandomValues for 300 tokens"
     );
+}
+
+#[wasm_bindgen_test]
+fn the_clock_is_read_once_per_operation() {
+    let calls = Rc::new(Cell::new(0u32));
+    let counter = calls.clone();
+    let clock = Closure::<dyn Fn() -> f64>::new(move || {
+        counter.set(counter.get() + 1);
+        START
+    });
+    let store = TokenStore::new("2h".into(), clock.as_ref().clone(), JsValue::UNDEFINED)
+        .expect("store builds");
+    assert_eq!(calls.get(), 1, "the constructor reads the clock once");
+    let token = store.create_json(r#"{"n":1}"#).unwrap();
+    let rotated = obj(&store.rotate_json(&token, None).unwrap());
+    store
+        .rotate(get(&rotated, "token"), JsValue::UNDEFINED)
+        .unwrap();
+    assert_eq!(calls.get(), 4, "one read per create and rotation");
 }
