@@ -83,7 +83,7 @@ fn rotated_token(result: &JsValue) -> String {
 fn create_rotate_remove_round_trip() {
     let clock = FakeClock::at(START);
     let store = store_at("2h", &clock);
-    let first = store.create(obj(r#"{"name":"My user"}"#)).unwrap();
+    let first = String::from(store.create(obj(r#"{"name":"My user"}"#)).unwrap());
     assert_eq!(first.len(), TOKEN_LEN);
     assert_eq!(store.size(), 1);
 
@@ -205,7 +205,7 @@ fn rotation_merges_top_level_keys() {
 fn dump_shows_expiry_and_meta_but_never_tokens() {
     let clock = FakeClock::at(0.0);
     let store = store_at("1h", &clock);
-    let token = store.create(obj(r#"{"n":1}"#)).unwrap();
+    let token = String::from(store.create(obj(r#"{"n":1}"#)).unwrap());
     clock.set(250.0);
     store.create(obj(r#"{"n":2}"#)).unwrap();
     let dump = store.dump().unwrap();
@@ -735,7 +735,7 @@ fn session_options_are_checked_like_the_command_line() {
 fn the_json_text_paths_answer_like_the_object_paths() {
     let clock = FakeClock::at(START);
     let store = store_at("30min", &clock);
-    let token = store.create_json(r#"{"user":"ann"}"#).unwrap();
+    let token = String::from(store.create_json(r#"{"user":"ann"}"#).unwrap());
     assert_eq!(token.len(), TOKEN_LEN);
     let rotated = obj(&store
         .rotate_json(&token, Some(r#"{"tab":2}"#.into()))
@@ -914,7 +914,7 @@ fn token_bytes_come_from_crypto_a_block_at_a_time() {
     // cost ~250 ns a token.
     let calls = count_random_calls(|| {
         let tokens: Vec<String> = (0..300)
-            .map(|_| store.create_json(r#"{"n":1}"#).unwrap())
+            .map(|_| String::from(store.create_json(r#"{"n":1}"#).unwrap()))
             .collect();
         let mut unique = tokens.clone();
         unique.sort();
@@ -938,7 +938,7 @@ fn the_clock_is_read_once_per_operation() {
     let store = TokenStore::new("2h".into(), clock.as_ref().clone(), JsValue::UNDEFINED)
         .expect("store builds");
     assert_eq!(calls.get(), 1, "the constructor reads the clock once");
-    let token = store.create_json(r#"{"n":1}"#).unwrap();
+    let token = String::from(store.create_json(r#"{"n":1}"#).unwrap());
     let rotated = obj(&store.rotate_json(&token, None).unwrap());
     store
         .rotate(get(&rotated, "token"), JsValue::UNDEFINED)
