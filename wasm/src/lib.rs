@@ -908,12 +908,16 @@ impl TokenStore {
     #[wasm_bindgen(js_name = createJson)]
     pub fn create_json(&self, meta: &str) -> Result<JsString, JsError> {
         let limits = self.store.meta_limits();
-        let meta = json_object(meta, "meta")
-            .and_then(|map| {
+        // A flat object becomes Meta without a map (a third of createJson in the module);
+        // anything else is parsed into one, which also words the errors.
+        let meta = match Meta::from_flat_json(meta, &limits) {
+            Some(meta) => meta.map_err(|err| FacadeError::BadArgument(err.to_string())),
+            None => json_object(meta, "meta").and_then(|map| {
                 Meta::from_map_within(&map, &limits)
                     .map_err(|err| FacadeError::BadArgument(err.to_string()))
-            })
-            .map_err(js_error)?;
+            }),
+        }
+        .map_err(js_error)?;
         self.clock.tick().map_err(js_error)?;
         let token = self
             .store

@@ -239,7 +239,38 @@ fn metadata_over_the_default_byte_cap_is_refused() {
         .create(obj(&large))
         .expect_err("64 KiB of padding accepted");
     assert!(message(err).contains("65536 bytes"));
+    // The JSON text path too, whether the object is flat or not.
+    for text in [
+        large.clone(),
+        format!(r#"{{"pad":["{}"]}}"#, "x".repeat(64 * 1024)),
+    ] {
+        let err = store.create_json(&text).expect_err("64 KiB accepted");
+        assert!(message(err).contains("65536 bytes"));
+    }
     assert_eq!(store.size(), 0);
+}
+
+#[wasm_bindgen_test]
+fn flat_and_nested_json_text_is_stored_as_the_object_path_stores_it() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // Flat objects (the common case) take a shortcut; the rest is parsed into a map.
+    for text in [
+        r#"{"year":2026, "name":"My user","period":11,"name":"last wins","ok":true,"no":null}"#,
+        r#"{"nested":{"b":1,"a":[2,{"y":1,"x":0}]},"z":"\u00e9\n","n":1.5e3,"m":-0}"#,
+        "{}",
+    ] {
+        let by_text = String::from(store.create_json(text).unwrap());
+        let by_object = String::from(store.create(obj(text)).unwrap());
+        let answers = [by_text, by_object].map(|token| {
+            let rotated = obj(&store.rotate_json(&token, None).unwrap());
+            json(&get(&rotated, "meta"))
+        });
+        assert_eq!(answers[0], answers[1], "{text}");
+    }
+    let token = String::from(store.create_json(r#"{"b":2,"a":1,"b":3}"#).unwrap());
+    let answer = store.rotate_json(&token, None).unwrap();
+    assert!(answer.ends_with(r#""meta":{"a":1,"b":3}}"#), "{answer}");
 }
 
 #[wasm_bindgen_test]
