@@ -29,18 +29,23 @@ pub const SECRET_HASH_BYTES: usize = 16;
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// A token as handed to clients: 32 base64url characters (opaque to them).
+///
+/// Held inline rather than as a `String`: every create and rotation makes one, and an
+/// allocation and its free were a few percent of either (more in wasm, whose allocator is
+/// slower).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Token(String);
+pub struct Token([u8; TOKEN_LEN]);
 
 impl Token {
     /// The token text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only base64url characters are ever written, so this is never the empty fallback.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// Takes the token text.
+    /// The token text, as an owned string.
     pub fn into_string(self) -> String {
-        self.0
+        self.as_str().to_owned()
     }
 
     /// The token of session `id` whose current secret is `secret`.
@@ -48,13 +53,20 @@ impl Token {
         let mut bytes = [0u8; TOKEN_BYTES];
         bytes[..SESSION_ID_BYTES].copy_from_slice(&id.0);
         bytes[SESSION_ID_BYTES..].copy_from_slice(&secret.0);
-        Token(encode(&bytes))
+        let mut text = [0u8; TOKEN_LEN];
+        for (triple, chars) in bytes.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
+            let acc = u32::from_be_bytes([0, triple[0], triple[1], triple[2]]);
+            for (i, c) in chars.iter_mut().enumerate() {
+                *c = ALPHABET[((acc >> (18 - 6 * i)) & 63) as usize];
+            }
+        }
+        Token(text)
     }
 }
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -258,6 +270,7 @@ fn sextets(chars: &[u8]) -> Option<u32> {
     (seen & !63 == 0).then_some(acc)
 }
 
+#[cfg(test)]
 fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity((bytes.len() * 8).div_ceil(6));
     let mut triples = bytes.chunks_exact(3);
@@ -278,6 +291,7 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 /// Appends the last `chars` 6-bit groups of `acc` as base64url, highest first.
+#[cfg(test)]
 fn push_base64(out: &mut String, acc: u32, chars: usize) {
     for i in (0..chars).rev() {
         out.push(char::from(ALPHABET[((acc >> (6 * i)) & 63) as usize]));
@@ -306,6 +320,12 @@ mod tests {
             encode(b"sessionXsecret-of-16byte"),
             "c2Vzc2lvblhzZWNyZXQtb2YtMTZieXRl"
         );
+        let token = Token::new(SessionId(*b"sessionX"), &Secret(*b"secret-of-16byte"));
+        assert_eq!(token.as_str(), "c2Vzc2lvblhzZWNyZXQtb2YtMTZieXRl");
+        assert_eq!(token.to_string(), token.clone().into_string());
+        let ones = Token::new(SessionId([0xff; 8]), &Secret([0xfb; 16]));
+        // (printf '\xff%.0s' $(seq 8); printf '\xfb%.0s' $(seq 16)) | base64 | tr '+/' '-_'
+        assert_eq!(ones.as_str(), "___________7-_v7-_v7-_v7-_v7-_v7");
     }
 
     #[test]
