@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+mod flat;
+
 /// A JSON object of metadata, held as its compact serialized text.
 ///
 /// Kept as text because most rotations only hand the metadata back: storing the text saves
@@ -126,6 +128,23 @@ impl Meta {
         let meta = Meta::from_map(map);
         limits.check_len(meta.as_json().len())?;
         Ok(meta)
+    }
+
+    /// Metadata from the JSON text of a flat object (strings without escapes, integers of
+    /// up to 18 digits, booleans, null), refused when it exceeds `limits`: what parsing
+    /// `text` into a map and [`Meta::from_map_within`] give, without building the map.
+    /// `None` when `text` is anything else (nested, escaped, other numbers, not JSON):
+    /// then take the map's way, which also words the errors.
+    ///
+    /// ```
+    /// use token_server_core::{Meta, MetaLimits};
+    /// let limits = MetaLimits::default();
+    /// let meta = Meta::from_flat_json(r#"{"year":2026, "name":"ann"}"#, &limits);
+    /// assert_eq!(meta.unwrap().unwrap().as_json(), r#"{"name":"ann","year":2026}"#);
+    /// assert!(Meta::from_flat_json(r#"{"period":{"y":2026}}"#, &limits).is_none());
+    /// ```
+    pub fn from_flat_json(text: &str, limits: &MetaLimits) -> Option<Result<Meta, MetaError>> {
+        flat::from_json_within(text, limits)
     }
 
     /// [`Meta::merged`], refused when the result would exceed `limits`.

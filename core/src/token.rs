@@ -29,18 +29,23 @@ pub const SECRET_HASH_BYTES: usize = 16;
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// A token as handed to clients: 32 base64url characters (opaque to them).
+///
+/// Held inline rather than as a `String`: every create and rotation makes one, and an
+/// allocation and its free were a few percent of either (more in wasm, whose allocator is
+/// slower).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Token(String);
+pub struct Token([u8; TOKEN_LEN]);
 
 impl Token {
     /// The token text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only base64url characters are ever written, so this is never the empty fallback.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
-    /// Takes the token text.
+    /// The token text, as an owned string.
     pub fn into_string(self) -> String {
-        self.0
+        self.as_str().to_owned()
     }
 
     /// The token of session `id` whose current secret is `secret`.
@@ -48,13 +53,20 @@ impl Token {
         let mut bytes = [0u8; TOKEN_BYTES];
         bytes[..SESSION_ID_BYTES].copy_from_slice(&id.0);
         bytes[SESSION_ID_BYTES..].copy_from_slice(&secret.0);
-        Token(encode(&bytes))
+        let mut text = [0u8; TOKEN_LEN];
+        for (triple, chars) in bytes.chunks_exact(3).zip(text.chunks_exact_mut(4)) {
+            let acc = u32::from_be_bytes([0, triple[0], triple[1], triple[2]]);
+            for (i, c) in chars.iter_mut().enumerate() {
+                *c = ALPHABET[((acc >> (18 - 6 * i)) & 63) as usize];
+            }
+        }
+        Token(text)
     }
 }
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -169,6 +181,13 @@ impl Presented {
 ///
 /// Ids are CSPRNG output (or a SHA-256 prefix) and only the store chooses which get
 /// inserted, so they are already uniformly spread; SipHash on top would only cost time.
+///
+/// But not every bit is free: the shard is chosen by the id's first two bytes
+/// ([`SessionId::shard`]), so within a shard those are nearly the same for every id. The
+/// table picks a bucket by the low bits of the hash and keeps its top 7 bits as a tag, so
+/// the hash is the id rotated to put other bytes in both places. Taken as it was, every id
+/// of a shard started probing at the same bucket, and finding one walked past a good part
+/// of the shard (on wasm32, whose tables probe 4 slots at a time, ~5% of a create).
 #[derive(Default)]
 pub(crate) struct KeyHasher(u64);
 
@@ -184,26 +203,28 @@ impl Hasher for KeyHasher {
     }
 
     fn write_u64(&mut self, word: u64) {
-        self.0 = word;
+        // Bytes 3.. of the id become the low bits; the top byte (the tag on 64-bit targets)
+        // is byte 2; on 32-bit targets the tag comes from bits 25..32, byte 6.
+        self.0 = word.rotate_right(24);
     }
 }
 
 pub(crate) type BuildKeyHasher = BuildHasherDefault<KeyHasher>;
 
-/// Marks a byte that is no base64url character in [`DECODE`].
-const INVALID: u8 = 0xFF;
-
-/// Each byte's base64url value (0..64), or [`INVALID`]: one lookup per character, as
-/// every request presents a token.
-const DECODE: [u8; 256] = {
-    let mut table = [INVALID; 256];
-    let mut value = 0;
-    while value < ALPHABET.len() {
-        table[ALPHABET[value] as usize] = value as u8;
-        value += 1;
+/// Each byte's value as a base64url character, or [`NOT_BASE64`]: one load per character
+/// rather than a chain of range checks (a token is decoded on every request).
+const BASE64_VALUES: [u8; 256] = {
+    let mut values = [NOT_BASE64; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        values[ALPHABET[i] as usize] = i as u8;
+        i += 1;
     }
-    table
+    values
 };
+
+/// Not a base64url character: the high bits a 6-bit value never has.
+const NOT_BASE64: u8 = 0xff;
 
 /// The `N` bytes canonical unpadded base64url `text` spells, or `None`.
 fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
@@ -212,54 +233,69 @@ fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
         return None;
     }
     let mut bytes = [0u8; N];
-    // Every value ORed together: past 63 as soon as one character was INVALID.
-    let mut seen = 0u8;
+    // Whole groups of 4 characters and 3 bytes first: as many of each, for any N.
     let mut quads = text.chunks_exact(4);
-    let mut out = bytes.chunks_mut(3);
-    for (quad, out) in quads.by_ref().zip(out.by_ref()) {
-        let [a, b, c, d] = [quad[0], quad[1], quad[2], quad[3]].map(|ch| DECODE[usize::from(ch)]);
-        seen |= a | b | c | d;
-        let group = u32::from(a) << 18 | u32::from(b) << 12 | u32::from(c) << 6 | u32::from(d);
-        out.copy_from_slice(&group.to_be_bytes()[1..1 + out.len()]);
+    let mut triples = bytes.chunks_exact_mut(3);
+    for (quad, triple) in (&mut quads).zip(&mut triples) {
+        let acc = sextets(quad)?;
+        triple.copy_from_slice(&acc.to_be_bytes()[1..]);
     }
-    let tail = quads.remainder();
-    if !tail.is_empty() {
-        // 2 or 3 characters: 1 or 2 bytes, and the bits past them must be zero in
-        // canonical base64, so one token has exactly one text.
-        let mut group: u32 = 0;
-        for &ch in tail {
-            let value = DECODE[usize::from(ch)];
-            seen |= value;
-            group = (group << 6) | u32::from(value & 63);
-        }
-        let bits = tail.len() * 6;
-        let spare = bits % 8;
-        if group & ((1 << spare) - 1) != 0 {
+    let (rest, tail) = (quads.remainder(), triples.into_remainder());
+    if !rest.is_empty() {
+        let acc = sextets(rest)?;
+        // Bits beyond the last whole byte must be zero in canonical base64.
+        let spare = rest.len() * 6 - tail.len() * 8;
+        if acc & ((1 << spare) - 1) != 0 {
             return None;
         }
-        group >>= spare;
-        let out = out.next()?;
-        let whole = bits / 8;
-        out.copy_from_slice(&group.to_be_bytes()[4 - whole..]);
+        let acc = acc >> spare;
+        let len = tail.len();
+        for (i, byte) in tail.iter_mut().enumerate() {
+            *byte = (acc >> (8 * (len - 1 - i))) as u8;
+        }
     }
-    (seen < 64).then_some(bytes)
+    Some(bytes)
 }
 
+/// The bits of up to 4 base64url characters, first character highest, or `None` when one
+/// is not base64url.
+fn sextets(chars: &[u8]) -> Option<u32> {
+    let mut acc = 0u32;
+    let mut seen = 0u8;
+    for &c in chars {
+        let value = BASE64_VALUES[usize::from(c)];
+        seen |= value;
+        acc = (acc << 6) | u32::from(value & 63);
+    }
+    (seen & !63 == 0).then_some(acc)
+}
+
+#[cfg(test)]
 fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity((bytes.len() * 8).div_ceil(6));
-    for chunk in bytes.chunks(3) {
-        let mut acc: u32 = 0;
-        for &b in chunk {
-            acc = (acc << 8) | u32::from(b);
-        }
-        let bits = chunk.len() * 8;
-        let chars = bits.div_ceil(6);
-        acc <<= chars * 6 - bits;
-        for i in (0..chars).rev() {
-            out.push(char::from(ALPHABET[((acc >> (6 * i)) & 63) as usize]));
-        }
+    let mut triples = bytes.chunks_exact(3);
+    for triple in &mut triples {
+        push_base64(
+            &mut out,
+            u32::from_be_bytes([0, triple[0], triple[1], triple[2]]),
+            4,
+        );
+    }
+    let rest = triples.remainder();
+    if !rest.is_empty() {
+        let acc = rest.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+        let chars = (rest.len() * 8).div_ceil(6);
+        push_base64(&mut out, acc << (chars * 6 - rest.len() * 8), chars);
     }
     out
+}
+
+/// Appends the last `chars` 6-bit groups of `acc` as base64url, highest first.
+#[cfg(test)]
+fn push_base64(out: &mut String, acc: u32, chars: usize) {
+    for i in (0..chars).rev() {
+        out.push(char::from(ALPHABET[((acc >> (6 * i)) & 63) as usize]));
+    }
 }
 
 /// The text of a legacy (v1) token with this secret: only tests make these now.
@@ -284,6 +320,12 @@ mod tests {
             encode(b"sessionXsecret-of-16byte"),
             "c2Vzc2lvblhzZWNyZXQtb2YtMTZieXRl"
         );
+        let token = Token::new(SessionId(*b"sessionX"), &Secret(*b"secret-of-16byte"));
+        assert_eq!(token.as_str(), "c2Vzc2lvblhzZWNyZXQtb2YtMTZieXRl");
+        assert_eq!(token.to_string(), token.clone().into_string());
+        let ones = Token::new(SessionId([0xff; 8]), &Secret([0xfb; 16]));
+        // (printf '\xff%.0s' $(seq 8); printf '\xfb%.0s' $(seq 16)) | base64 | tr '+/' '-_'
+        assert_eq!(ones.as_str(), "___________7-_v7-_v7-_v7-_v7-_v7");
     }
 
     #[test]
@@ -336,29 +378,65 @@ mod tests {
         }
         assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAQ").is_some());
         assert!(Presented::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA_").is_some());
+        // Every ASCII character outside the alphabet, at every position of a good token.
+        let good = Token::new(SessionId(*b"sessionX"), &Secret(*b"secret-of-16byte"));
+        for position in 0..TOKEN_LEN {
+            for c in (0u8..128).filter(|c| !ALPHABET.contains(c)) {
+                let mut text = good.as_str().as_bytes().to_vec();
+                text[position] = c;
+                let text = String::from_utf8(text).unwrap();
+                assert!(Presented::parse(&text).is_none(), "{text:?} parsed");
+            }
+        }
     }
 
     #[test]
-    fn parse_takes_exactly_the_base64url_alphabet_in_every_position() {
-        let token = Token::new(SessionId([0x5A; 8]), &Secret([0xA5; 16]));
-        let legacy = legacy_token(&Secret([0xA5; 16]));
-        for text in [token.as_str(), legacy.as_str()] {
-            // The last character of the legacy form carries spare bits; the others do not.
-            for position in [0, 5, 17, text.len() - 2] {
-                for byte in 0..=255u8 {
-                    let mut bytes = text.as_bytes().to_vec();
-                    bytes[position] = byte;
-                    let Ok(changed) = String::from_utf8(bytes) else {
-                        continue;
-                    };
-                    assert_eq!(
-                        Presented::parse(&changed).is_some(),
-                        ALPHABET.contains(&byte),
-                        "{changed:?}"
-                    );
-                }
+    fn every_byte_value_round_trips_at_every_position() {
+        for position in 0..TOKEN_BYTES {
+            for value in 0..=255u8 {
+                let mut bytes = [0x5au8; TOKEN_BYTES];
+                bytes[position] = value;
+                let mut id = [0u8; SESSION_ID_BYTES];
+                id.copy_from_slice(&bytes[..SESSION_ID_BYTES]);
+                let mut secret = [0u8; SECRET_BYTES];
+                secret.copy_from_slice(&bytes[SESSION_ID_BYTES..]);
+                let token = Token::new(SessionId(id), &Secret(secret));
+                let presented = Presented::parse(token.as_str()).expect("own token parses");
+                assert_eq!(
+                    (presented.id, presented.secret),
+                    (SessionId(id), Secret(secret))
+                );
             }
         }
+    }
+
+    #[test]
+    fn ids_of_one_shard_spread_over_buckets_and_tags() {
+        use crate::random::{SeededRandom, TokenSource};
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let random = SeededRandom::new(12);
+        let shard = SessionId([0x5a, 0xc3, 0, 0, 0, 0, 0, 0]).shard(1024);
+        let hashes: Vec<u64> = (0..512)
+            .map(|_| {
+                let mut id = [0u8; SESSION_ID_BYTES];
+                random.fill(&mut id).unwrap();
+                id[..2].copy_from_slice(&[0x5a, 0xc3]);
+                let id = SessionId(id);
+                assert_eq!(id.shard(1024), shard);
+                BuildKeyHasher::default().hash_one(id)
+            })
+            .collect();
+        let distinct =
+            |f: &dyn Fn(u64) -> u64| hashes.iter().map(|&h| f(h)).collect::<HashSet<_>>().len();
+        // 512 ids over 256 buckets fill ~220 of them; over 128 tags, nearly all.
+        assert!(
+            distinct(&|h| h & 0xff) > 180,
+            "buckets: {}",
+            distinct(&|h| h & 0xff)
+        );
+        assert!(distinct(&|h| h >> 57) > 100, "64-bit tags");
+        assert!(distinct(&|h| (h >> 25) & 0x7f) > 100, "32-bit tags");
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn rotated_token(result: &JsValue) -> String {
 fn create_rotate_remove_round_trip() {
     let clock = FakeClock::at(START);
     let store = store_at("2h", &clock);
-    let first = store.create(obj(r#"{"name":"My user"}"#)).unwrap();
+    let first = String::from(store.create(obj(r#"{"name":"My user"}"#)).unwrap());
     assert_eq!(first.len(), TOKEN_LEN);
     assert_eq!(store.size(), 1);
 
@@ -205,7 +205,7 @@ fn rotation_merges_top_level_keys() {
 fn dump_shows_expiry_and_meta_but_never_tokens() {
     let clock = FakeClock::at(0.0);
     let store = store_at("1h", &clock);
-    let token = store.create(obj(r#"{"n":1}"#)).unwrap();
+    let token = String::from(store.create(obj(r#"{"n":1}"#)).unwrap());
     clock.set(250.0);
     store.create(obj(r#"{"n":2}"#)).unwrap();
     let dump = store.dump().unwrap();
@@ -239,7 +239,38 @@ fn metadata_over_the_default_byte_cap_is_refused() {
         .create(obj(&large))
         .expect_err("64 KiB of padding accepted");
     assert!(message(err).contains("65536 bytes"));
+    // The JSON text path too, whether the object is flat or not.
+    for text in [
+        large.clone(),
+        format!(r#"{{"pad":["{}"]}}"#, "x".repeat(64 * 1024)),
+    ] {
+        let err = store.create_json(&text).expect_err("64 KiB accepted");
+        assert!(message(err).contains("65536 bytes"));
+    }
     assert_eq!(store.size(), 0);
+}
+
+#[wasm_bindgen_test]
+fn flat_and_nested_json_text_is_stored_as_the_object_path_stores_it() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // Flat objects (the common case) take a shortcut; the rest is parsed into a map.
+    for text in [
+        r#"{"year":2026, "name":"My user","period":11,"name":"last wins","ok":true,"no":null}"#,
+        r#"{"nested":{"b":1,"a":[2,{"y":1,"x":0}]},"z":"\u00e9\n","n":1.5e3,"m":-0}"#,
+        "{}",
+    ] {
+        let by_text = String::from(store.create_json(text).unwrap());
+        let by_object = String::from(store.create(obj(text)).unwrap());
+        let answers = [by_text, by_object].map(|token| {
+            let rotated = obj(&store.rotate_json(&token, None).unwrap());
+            json(&get(&rotated, "meta"))
+        });
+        assert_eq!(answers[0], answers[1], "{text}");
+    }
+    let token = String::from(store.create_json(r#"{"b":2,"a":1,"b":3}"#).unwrap());
+    let answer = store.rotate_json(&token, None).unwrap();
+    assert!(answer.ends_with(r#""meta":{"a":1,"b":3}}"#), "{answer}");
 }
 
 #[wasm_bindgen_test]
@@ -331,6 +362,26 @@ fn a_broken_clock_is_an_error_not_a_wrong_time() {
         message(err),
         "the clock failed: it returned the string \"noon\" instead of a number"
     );
+    // JS would make 0 of null and false, NaN of undefined: still not a time.
+    for (body, what) in [
+        ("return null;", "null"),
+        ("return false;", "boolean"),
+        ("return undefined;", "undefined"),
+    ] {
+        let clock = Function::new_no_args(body);
+        let err = TokenStore::new("2h".into(), clock.into(), JsValue::UNDEFINED)
+            .err()
+            .unwrap();
+        assert_eq!(
+            message(err),
+            format!("the clock failed: it returned {what} instead of a number")
+        );
+    }
+    let throws = Function::new_no_args("throw new Error('no time');");
+    let err = TokenStore::new("2h".into(), throws.into(), JsValue::UNDEFINED)
+        .err()
+        .unwrap();
+    assert_eq!(message(err), "the clock failed: no time");
 
     // A clock that starts failing later refuses the call and leaves the token alone.
     let clock = FakeClock::at(START);
@@ -715,7 +766,7 @@ fn session_options_are_checked_like_the_command_line() {
 fn the_json_text_paths_answer_like_the_object_paths() {
     let clock = FakeClock::at(START);
     let store = store_at("30min", &clock);
-    let token = store.create_json(r#"{"user":"ann"}"#).unwrap();
+    let token = String::from(store.create_json(r#"{"user":"ann"}"#).unwrap());
     assert_eq!(token.len(), TOKEN_LEN);
     let rotated = obj(&store
         .rotate_json(&token, Some(r#"{"tab":2}"#.into()))
@@ -859,4 +910,69 @@ fn api_keys_are_parsed_and_checked_by_the_core() {
         get(&login(Some(&format!("Bearer {KEY_A}"))), "status"),
         JsValue::from_f64(200.0)
     );
+}
+
+/// Calls `f` with `crypto.getRandomValues` counted, and returns how often it was called.
+fn count_random_calls(f: impl FnOnce()) -> u32 {
+    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto")).expect("crypto");
+    let name = JsValue::from_str("getRandomValues");
+    let original: Function = Reflect::get(&crypto, &name)
+        .expect("getRandomValues")
+        .unchecked_into();
+    let calls = Rc::new(Cell::new(0u32));
+    let wrapper = {
+        let (calls, original, crypto) = (calls.clone(), original.clone(), crypto.clone());
+        Closure::<dyn Fn(JsValue) -> JsValue>::new(move |buffer: JsValue| {
+            calls.set(calls.get() + 1);
+            original.call1(&crypto, &buffer).expect("getRandomValues")
+        })
+    };
+    Reflect::set(&crypto, &name, wrapper.as_ref()).expect("wrap getRandomValues");
+    f();
+    // An own property shadowed the prototype's method; removing it restores the original.
+    Reflect::delete_property(crypto.unchecked_ref::<js_sys::Object>(), &name)
+        .expect("unwrap getRandomValues");
+    calls.get()
+}
+
+#[wasm_bindgen_test]
+fn token_bytes_come_from_crypto_a_block_at_a_time() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // 300 logins draw 7,200 bytes (a 16-byte secret and an 8-byte session id each): the
+    // rest of the 4 KiB block in use (left by earlier tests), then one or two fresh blocks.
+    // Each call out to JS costs about 6 µs in Node, so 512-byte blocks (14 calls here)
+    // cost ~250 ns a token.
+    let calls = count_random_calls(|| {
+        let tokens: Vec<String> = (0..300)
+            .map(|_| String::from(store.create_json(r#"{"n":1}"#).unwrap()))
+            .collect();
+        let mut unique = tokens.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), tokens.len(), "every token differs");
+    });
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} calls of crypto.getRandomValues for 300 tokens"
+    );
+}
+
+#[wasm_bindgen_test]
+fn the_clock_is_read_once_per_operation() {
+    let calls = Rc::new(Cell::new(0u32));
+    let counter = calls.clone();
+    let clock = Closure::<dyn Fn() -> f64>::new(move || {
+        counter.set(counter.get() + 1);
+        START
+    });
+    let store = TokenStore::new("2h".into(), clock.as_ref().clone(), JsValue::UNDEFINED)
+        .expect("store builds");
+    assert_eq!(calls.get(), 1, "the constructor reads the clock once");
+    let token = String::from(store.create_json(r#"{"n":1}"#).unwrap());
+    let rotated = obj(&store.rotate_json(&token, None).unwrap());
+    store
+        .rotate(get(&rotated, "token"), JsValue::UNDEFINED)
+        .unwrap();
+    assert_eq!(calls.get(), 4, "one read per create and rotation");
 }
