@@ -20,7 +20,8 @@ use token_server_core::protocol::{Command, Decoded, Done, Reply, Request, Servic
 use token_server_core::session::SessionRecord;
 use token_server_core::snapshot::{decode_record, encode_record, ReadChecks, StoredSession};
 use token_server_core::{
-    Clock, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource, TokenStore,
+    Clock, Decision, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource,
+    TokenStore,
 };
 
 /// The compare-and-set of one session's record (`compare_and_set.lua`, which the
@@ -186,54 +187,21 @@ impl RedisStore {
                 // Drawn once, before anything is decided: every round offers the same
                 // successor, and a failing source costs no session.
                 let fresh = rules.draw_secret()?;
-                for _ in 0..MAX_ATTEMPTS {
-                    let key = self.key(&presented.id);
-                    let Some(record) = self.read(rules, &key).await? else {
-                        return Err(StoreError::InvalidToken);
-                    };
-                    let decision =
-                        rules.decide_exchange(&presented, record, update.clone(), fresh.clone());
-                    if !decision.changes()
-                        || self
-                            .swap(
-                                rules,
-                                &key,
-                                &presented.id,
-                                Some(decision.read_version),
-                                decision.next.as_ref(),
-                            )
-                            .await?
-                    {
-                        return decision.answer.map(Done::Rotated);
-                    }
-                }
-                Err(self.contended())
+                let answer = self
+                    .decide_and_write(rules, &presented.id, |record| {
+                        rules.decide_exchange(&presented, record, update.clone(), fresh.clone())
+                    })
+                    .await?;
+                answer.ok_or(StoreError::InvalidToken)?.map(Done::Rotated)
             }
             Command::Logout { token } => {
-                let Some(presented) = Presented::parse(&token) else {
-                    return Ok(Done::LoggedOut);
-                };
-                for _ in 0..MAX_ATTEMPTS {
-                    let key = self.key(&presented.id);
-                    let Some(record) = self.read(rules, &key).await? else {
-                        return Ok(Done::LoggedOut);
-                    };
-                    let decision = rules.decide_end(&presented, record);
-                    if !decision.changes()
-                        || self
-                            .swap(
-                                rules,
-                                &key,
-                                &presented.id,
-                                Some(decision.read_version),
-                                decision.next.as_ref(),
-                            )
-                            .await?
-                    {
-                        return Ok(Done::LoggedOut);
-                    }
+                if let Some(presented) = Presented::parse(&token) {
+                    self.decide_and_write(rules, &presented.id, |record| {
+                        rules.decide_end(&presented, record)
+                    })
+                    .await?;
                 }
-                Err(self.contended())
+                Ok(Done::LoggedOut)
             }
             Command::Dump => self.dump(rules).await.map(Done::Dumped),
             Command::CheckReady => {
@@ -267,6 +235,38 @@ impl RedisStore {
                 .await?
             {
                 return Ok(session.token);
+            }
+        }
+        Err(self.contended())
+    }
+
+    /// Reads session `id`, decides with `decide` (a `core` decision), and writes the
+    /// decision back with a compare-and-set; when another request changed the session
+    /// meanwhile, reads and decides again. `None`: there is no such session.
+    async fn decide_and_write<T, C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        id: &SessionId,
+        mut decide: impl FnMut(SessionRecord) -> Decision<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = self.key(id);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(record) = self.read(rules, &key).await? else {
+                return Ok(None);
+            };
+            let decision = decide(record);
+            if !decision.changes()
+                || self
+                    .swap(
+                        rules,
+                        &key,
+                        id,
+                        Some(decision.read_version),
+                        decision.next.as_ref(),
+                    )
+                    .await?
+            {
+                return Ok(Some(decision.answer));
             }
         }
         Err(self.contended())
