@@ -108,6 +108,16 @@ fn instances_sharing_one_redis_share_every_session() {
     assert_eq!(dump.status, 202);
     one.wait_for_log(r#"meta={"user":"ann","year":2026}"#, Duration::from_secs(5));
 
+    // Redis cannot count this prefix's sessions cheaply: no session gauge, not a wrong 0.
+    let metrics = one.request("GET", "/metrics", None, b"");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("token_server_logins_total"));
+    assert!(
+        !metrics.body.contains("token_server_sessions"),
+        "{}",
+        metrics.body
+    );
+
     // Nothing in Redis is a token.
     let everything = redis.everything();
     assert!(!everything.is_empty());
