@@ -1,8 +1,8 @@
 //! Sessions in Redis or Redis Cluster, shared by any number of token-server instances.
 //!
-//! One key per session (`PREFIX` + the session id in hex) holding the record as a state
-//! file's line with its version in front ([`encode_record`]): hashes of secrets and sealed
-//! successors, never a usable token. Every operation touches that one key (one hash slot,
+//! One key per session (`PREFIX` + the session id in hex) holding the record in
+//! [`shared_record`]'s compact binary form, its version first: hashes of secrets and
+//! sealed successors, never a usable token. Every operation touches that one key (one hash slot,
 //! so it works on Cluster): read the record, decide in `core`
 //! ([`TokenStore::decide_exchange`]), write back with a compare-and-set script that
 //! refuses if the version changed meanwhile, and then read and decide again. The script
@@ -18,7 +18,8 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use token_server_core::config::MAX_META_BYTES_RANGE;
 use token_server_core::protocol::{Command, Decoded, Done, Reply, Request, Service};
 use token_server_core::session::SessionRecord;
-use token_server_core::snapshot::{decode_record, encode_record, ReadChecks, StoredSession};
+use token_server_core::shared_record::{self, version_stamp};
+use token_server_core::snapshot::ReadChecks;
 use token_server_core::{
     Clock, Decision, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource,
     TokenStore,
@@ -26,7 +27,8 @@ use token_server_core::{
 
 /// The compare-and-set of one session's record (`compare_and_set.lua`, which the
 /// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the
-/// version read (empty: the key was absent); ARGV[2]: the new value (empty: delete);
+/// version read, as the record's first bytes ([`version_stamp`]; empty: the key was
+/// absent); ARGV[2]: the new record (empty: delete);
 /// ARGV[3]: its expiry, milliseconds since the epoch. Answers 1 when written, 0 when the
 /// record changed meanwhile. No session rule lives here: those are `core`'s.
 const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
@@ -230,10 +232,7 @@ impl RedisStore {
             let key = self.key(&session.id);
             // Filed only if the id is free; a taken id (64 random bits: practically never)
             // draws another.
-            if self
-                .swap(rules, &key, &session.id, None, Some(&session.record))
-                .await?
-            {
+            if self.swap(rules, &key, None, Some(&session.record)).await? {
                 return Ok(session.token);
             }
         }
@@ -260,7 +259,6 @@ impl RedisStore {
                     .swap(
                         rules,
                         &key,
-                        id,
                         Some(decision.read_version),
                         decision.next.as_ref(),
                     )
@@ -283,15 +281,15 @@ impl RedisStore {
         rules: &TokenStore<C, R>,
         key: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let value: Option<String> = self.call(redis::cmd("GET").arg(key)).await?;
-        Ok(value.and_then(|text| self.decode(rules, key, &text)))
+        let value: Option<Vec<u8>> = self.call(redis::cmd("GET").arg(key)).await?;
+        Ok(value.and_then(|bytes| self.decode(rules, key, &bytes)))
     }
 
     fn decode<C: Clock, R: TokenSource>(
         &self,
         rules: &TokenStore<C, R>,
         key: &str,
-        text: &str,
+        bytes: &[u8],
     ) -> Option<SessionRecord> {
         let checks = ReadChecks {
             now: rules.clock().now(),
@@ -302,8 +300,8 @@ impl RedisStore {
                 ..MetaLimits::default()
             },
         };
-        match decode_record(text, &checks) {
-            Ok(session) => Some(session.record),
+        match shared_record::decode(bytes, &checks) {
+            Ok(record) => Some(record),
             Err(err) => {
                 // Answered as an unknown token; the key names no token, only a session id.
                 log::error!("the session at Redis key {key} is unreadable: {err}");
@@ -318,22 +316,20 @@ impl RedisStore {
         &self,
         rules: &TokenStore<C, R>,
         key: &str,
-        id: &SessionId,
         read: Option<u32>,
         next: Option<&SessionRecord>,
     ) -> Result<bool, StoreError> {
         let (value, expire_at) = match next {
-            Some(record) => {
-                let session = StoredSession {
-                    id: *id,
-                    record: record.clone(),
-                };
-                let until = record.live_until(rules.rules()).as_millis();
-                (encode_record(&session), until.to_string())
-            }
-            None => (String::new(), String::new()),
+            Some(record) => (
+                shared_record::encode(record),
+                record.live_until(rules.rules()).as_millis(),
+            ),
+            None => (Vec::new(), 0),
         };
-        let read = read.map(|version| version.to_string()).unwrap_or_default();
+        let read: &[u8] = match &read {
+            Some(version) => &version_stamp(*version),
+            None => &[],
+        };
         let mut invocation = self.compare_and_set.key(key);
         invocation.arg(read).arg(value).arg(expire_at);
         let mut connection = self.connection.clone();
@@ -363,8 +359,8 @@ impl RedisStore {
                     .arg(SCAN_BATCH);
                 let (next, keys): (u64, Vec<String>) = self.call_on(&node, &scan).await?;
                 for key in keys {
-                    let value: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
-                    let record = value.and_then(|text| self.decode(rules, &key, &text));
+                    let value: Option<Vec<u8>> = self.call(redis::cmd("GET").arg(&key)).await?;
+                    let record = value.and_then(|bytes| self.decode(rules, &key, &bytes));
                     entries.extend(record.and_then(|record| rules.dump_entry(&record)));
                 }
                 if next == 0 {
@@ -424,10 +420,12 @@ impl RedisStore {
     }
 
     fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 16);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut key = String::with_capacity(self.prefix.len() + 2 * id.0.len());
         key.push_str(&self.prefix);
         for byte in id.0 {
-            key.push_str(&format!("{byte:02x}"));
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 15)]));
         }
         key
     }

@@ -22,6 +22,27 @@ fn runs(test: &str) -> bool {
     true
 }
 
+/// The bytes a token spells (base64url without padding): its session id, then its secret.
+fn base64url(token: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in token.bytes() {
+        let value = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("a base64url token");
+        bits = (bits << 6) | value as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
 fn token_of(answer: &serde_json::Value) -> Option<String> {
     answer["Ok"]["token"].as_str().map(str::to_string)
 }
@@ -121,12 +142,28 @@ fn instances_sharing_one_redis_share_every_session() {
     // Nothing in Redis is a token.
     let everything = redis.everything();
     assert!(!everything.is_empty());
+    // A session's key is the prefix and its id in hex (which also checks the decoding of
+    // tokens below).
+    let id_hex: String = base64url(&d)[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert!(everything
+        .iter()
+        .any(|(key, _)| *key == format!("token-server:{id_hex}")));
     for token in [&a, &b, &c, &d, &race, &first, &second] {
+        // Records are binary: neither the token's text nor its secret's bytes (in raw
+        // bytes or in hex) may be in any of them.
+        let secret = &base64url(token)[8..];
+        let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
         for (key, value) in &everything {
-            assert!(
-                !key.contains(token.as_str()) && !value.contains(token.as_str()),
-                "a token is in Redis: {key} = {value}"
-            );
+            for needle in [token.as_bytes(), secret, hex.as_bytes()] {
+                assert!(
+                    !key.as_bytes().windows(needle.len()).any(|w| w == needle)
+                        && !value.windows(needle.len()).any(|w| w == needle),
+                    "a token is in Redis: {key} = {value:?}"
+                );
+            }
         }
     }
     assert!(everything
