@@ -1,5 +1,6 @@
-//! One session record as a shared store (Redis) keeps it: compact binary, its version in
-//! the first four bytes so a compare-and-set script compares those alone.
+//! One session record as a shared store (Redis) keeps it: compact binary, led by its
+//! [`stamp`] (version, format, secret hash) so a compare-and-set script compares those
+//! 21 bytes alone.
 //!
 //! A shared store holds millions of these, so every byte counts (Redis adds ~145 bytes of
 //! its own per key): hashes and times as bytes, not hex or decimal, and no session id (the
@@ -8,9 +9,9 @@
 //!
 //! ```text
 //! offset  bytes  field
-//! 0       4      version, u32 big-endian: what the compare-and-set compares
-//! 4       1      format, 1
-//! 5       16     secret hash
+//! 0       4      version, u32 big-endian  ┐
+//! 4       1      format, 1                │ the stamp: what a compare-and-set compares
+//! 5       16     secret hash              ┘
 //! 21      6      start, ms since the epoch, big-endian
 //! 27      6      expiry, likewise
 //! 33      1      n, the predecessors in grace (at most 8), oldest first; each:
@@ -20,10 +21,16 @@
 //!
 //! Times take 48 bits: milliseconds since the epoch until the year 10889.
 //!
+//! The stamp changes with every write: each change bumps the version. It holds the secret
+//! hash too, so two records with one stamp are one record even when versions repeat (a
+//! version wrapped after 2^32 writes, or a Redis restored from a backup while instances
+//! remembered later records): a compare-and-set on the stamp never takes one for the
+//! other.
+//!
 //! ```
 //! use std::time::Duration;
 //! use token_server_core::session::{SessionRecord, SessionRules};
-//! use token_server_core::shared_record::{decode, encode, version_stamp};
+//! use token_server_core::shared_record::{decode, encode, stamp};
 //! use token_server_core::snapshot::ReadChecks;
 //! use token_server_core::{Meta, MetaLimits, Secret, Timestamp};
 //!
@@ -33,7 +40,7 @@
 //! record.version = 3;
 //! let bytes = encode(&record);
 //! assert_eq!(bytes.len(), 34 + r#"{"user":"ann"}"#.len());
-//! assert_eq!(bytes[..4], version_stamp(3));
+//! assert_eq!(bytes[..21], stamp(&record));
 //! let checks = ReadChecks { now: Timestamp(1_000), meta_limits: MetaLimits::default() };
 //! assert_eq!(decode(&bytes, &checks).unwrap(), record);
 //! ```
@@ -46,8 +53,11 @@ use crate::session::{Predecessor, Predecessors, SessionRecord, MAX_PREDECESSORS}
 use crate::snapshot::{check_meta, check_time, ReadChecks};
 use crate::token::{SecretHash, SECRET_BYTES, SECRET_HASH_BYTES};
 
-/// Bytes of the version at the start of a record: what a compare-and-set compares.
-pub const VERSION_BYTES: usize = 4;
+/// Bytes of the version at the start of a record.
+const VERSION_BYTES: usize = 4;
+
+/// Bytes of a record's [`stamp`], its first: what a compare-and-set compares.
+pub const STAMP_BYTES: usize = VERSION_BYTES + 1 + SECRET_HASH_BYTES;
 
 /// The format byte this build writes (and the only one it reads).
 pub const FORMAT: u8 = 1;
@@ -55,8 +65,8 @@ pub const FORMAT: u8 = 1;
 /// Bytes of a time: milliseconds since the epoch in 48 bits.
 const TIME_BYTES: usize = 6;
 
-/// Bytes before the predecessors: version, format, secret hash, start, expiry, count.
-const FIXED_BYTES: usize = VERSION_BYTES + 1 + SECRET_HASH_BYTES + 2 * TIME_BYTES + 1;
+/// Bytes before the predecessors: the stamp, start, expiry, count.
+const FIXED_BYTES: usize = STAMP_BYTES + 2 * TIME_BYTES + 1;
 
 /// Bytes of one predecessor: its secret hash, the sealed successor, the grace deadline.
 const PREDECESSOR_BYTES: usize = SECRET_HASH_BYTES + SECRET_BYTES + TIME_BYTES;
@@ -86,9 +96,15 @@ impl fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
-/// The first bytes of a record of `version`: what a compare-and-set compares.
-pub fn version_stamp(version: u32) -> [u8; VERSION_BYTES] {
-    version.to_be_bytes()
+/// The first [`STAMP_BYTES`] bytes of `record` encoded: its version, the format and its
+/// secret hash. What a compare-and-set compares: they differ between any two records
+/// one session had (see the module's documentation).
+pub fn stamp(record: &SessionRecord) -> [u8; STAMP_BYTES] {
+    let mut stamp = [0u8; STAMP_BYTES];
+    stamp[..VERSION_BYTES].copy_from_slice(&record.version.to_be_bytes());
+    stamp[VERSION_BYTES] = FORMAT;
+    stamp[VERSION_BYTES + 1..].copy_from_slice(&record.secret_hash.0);
+    stamp
 }
 
 /// `record` in the shared store's format.
@@ -97,9 +113,7 @@ pub fn encode(record: &SessionRecord) -> Vec<u8> {
     let meta = record.meta.as_json().as_bytes();
     let mut out =
         Vec::with_capacity(FIXED_BYTES + PREDECESSOR_BYTES * predecessors.len() + meta.len());
-    out.extend_from_slice(&version_stamp(record.version));
-    out.push(FORMAT);
-    out.extend_from_slice(&record.secret_hash.0);
+    out.extend_from_slice(&stamp(record));
     put_time(&mut out, record.started);
     put_time(&mut out, record.expires);
     // At most MAX_PREDECESSORS (8): the session keeps no more.

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod observer;
+pub mod own_writes;
 pub mod periodic;
 pub mod purge;
 pub mod redis_store;

@@ -1,13 +1,19 @@
 //! Sessions in Redis or Redis Cluster, shared by any number of token-server instances.
 //!
 //! One key per session (`PREFIX` + the session id in hex) holding the record in
-//! [`shared_record`]'s compact binary form, its version first: hashes of secrets and
-//! sealed successors, never a usable token. Every operation touches that one key (one hash slot,
-//! so it works on Cluster): read the record, decide in `core`
+//! [`shared_record`]'s compact binary form, led by its stamp: hashes of secrets and
+//! sealed successors, never a usable token. Every operation touches that one key (one
+//! hash slot, so it works on Cluster): read the record, decide in `core`
 //! ([`TokenStore::decide_exchange`]), write back with a compare-and-set script that
-//! refuses if the version changed meanwhile, and then read and decide again. The script
-//! knows no session rule: it compares a version and sets a value and its expiry, or
-//! deletes. Expiry is Redis's own (`PEXPIREAT` at the session's end), so no purge runs.
+//! refuses if the stamp changed meanwhile, answering the record there now, and decide
+//! again on that. The script knows no session rule: it compares a stamp and sets a value
+//! and its expiry, or deletes. Expiry is Redis's own (`PXAT` at the session's end), so no
+//! purge runs.
+//!
+//! A rotation costs one round trip when this instance wrote the session last: it decides
+//! on its own copy of that write ([`OwnWrites`]) and the compare-and-set confirms the copy
+//! is still current. Otherwise it costs two (read, then compare-and-set), as does a
+//! request on a stale copy (the refused compare-and-set answers the current record).
 
 use std::time::Duration;
 
@@ -16,9 +22,11 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use token_server_core::config::MAX_META_BYTES_RANGE;
+
+use crate::own_writes::OwnWrites;
 use token_server_core::protocol::{Command, Decoded, Done, Reply, Request, Service};
 use token_server_core::session::SessionRecord;
-use token_server_core::shared_record::{self, version_stamp};
+use token_server_core::shared_record::{self, stamp, STAMP_BYTES};
 use token_server_core::snapshot::ReadChecks;
 use token_server_core::{
     Clock, Decision, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource,
@@ -26,15 +34,15 @@ use token_server_core::{
 };
 
 /// The compare-and-set of one session's record (`compare_and_set.lua`, which the
-/// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the
-/// version read, as the record's first bytes ([`version_stamp`]; empty: the key was
-/// absent); ARGV[2]: the new record (empty: delete);
-/// ARGV[3]: its expiry, milliseconds since the epoch. Answers 1 when written, 0 when the
-/// record changed meanwhile. No session rule lives here: those are `core`'s.
+/// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the stamp of the
+/// record decided on ([`stamp`], the record's first bytes; empty: the key was absent);
+/// ARGV[2]: the new record (empty: delete); ARGV[3]: its expiry, milliseconds since the
+/// epoch. Answers 1 when written, else the record there now (nil: none). No session rule
+/// lives here: those are `core`'s.
 const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
 
-/// How often one request reads and decides again after losing a compare-and-set. Each
-/// lost round means another request changed the session; 32 racing requests of one
+/// How often one request decides again after losing a compare-and-set. Each lost round
+/// means another request changed the session (or this instance's copy was stale); 32 racing requests of one
 /// session need at most 32 rounds, and past this the request gets 503 rather than spin.
 const MAX_ATTEMPTS: usize = 64;
 
@@ -115,6 +123,8 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     compare_and_set: Script,
+    /// The records this instance wrote last: a rotation of one of them skips the read.
+    own_writes: OwnWrites,
 }
 
 impl RedisStore {
@@ -156,6 +166,7 @@ impl RedisStore {
             prefix: config.prefix.clone(),
             timeout: config.timeout,
             compare_and_set: Script::new(COMPARE_AND_SET),
+            own_writes: OwnWrites::default(),
         })
     }
 
@@ -232,7 +243,8 @@ impl RedisStore {
             let key = self.key(&session.id);
             // Filed only if the id is free; a taken id (64 random bits: practically never)
             // draws another.
-            if self.swap(rules, &key, None, Some(&session.record)).await? {
+            if let Swap::Written = self.swap(rules, &key, None, Some(&session.record)).await? {
+                self.own_writes.wrote(&session.id, Some(session.record));
                 return Ok(session.token);
             }
         }
@@ -241,30 +253,64 @@ impl RedisStore {
 
     /// Reads session `id`, decides with `decide` (a `core` decision), and writes the
     /// decision back with a compare-and-set; when another request changed the session
-    /// meanwhile, reads and decides again. `None`: there is no such session.
+    /// meanwhile, decides again on the record Redis answered. `None`: there is no such
+    /// session.
     async fn decide_and_write<T, C: Clock, R: TokenSource>(
         &self,
         rules: &TokenStore<C, R>,
         id: &SessionId,
-        mut decide: impl FnMut(SessionRecord) -> Decision<T>,
+        decide: impl FnMut(SessionRecord) -> Decision<T>,
     ) -> Result<Option<T>, StoreError> {
         let key = self.key(id);
+        let settled = self.settle(rules, id, &key, decide).await;
+        if !matches!(settled, Ok(Some(_))) {
+            // Gone, or what Redis holds is unknown (a write may have happened unanswered).
+            self.own_writes.forget(id);
+        }
+        settled
+    }
+
+    async fn settle<T, C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        id: &SessionId,
+        key: &str,
+        mut decide: impl FnMut(SessionRecord) -> Decision<T>,
+    ) -> Result<Option<T>, StoreError> {
+        // The record to decide on; `copied`: this instance's copy of its last write,
+        // which only a compare-and-set can confirm to be current.
+        let (mut record, mut copied) = match self.own_writes.get(id) {
+            Some(copy) => (Some(copy), true),
+            None => (self.read(rules, key).await?, false),
+        };
         for _ in 0..MAX_ATTEMPTS {
-            let Some(record) = self.read(rules, &key).await? else {
+            let Some(current) = record else {
                 return Ok(None);
             };
-            let decision = decide(record);
-            if !decision.changes()
-                || self
-                    .swap(
-                        rules,
-                        &key,
-                        Some(decision.read_version),
-                        decision.next.as_ref(),
-                    )
-                    .await?
-            {
+            let read = stamp(&current);
+            let decision = decide(current);
+            if !decision.changes() {
+                if copied {
+                    // Nothing to write, so nothing confirms the copy: ask Redis.
+                    record = self.read(rules, key).await?;
+                    copied = false;
+                    continue;
+                }
                 return Ok(Some(decision.answer));
+            }
+            match self
+                .swap(rules, key, Some(&read), decision.next.as_ref())
+                .await?
+            {
+                Swap::Written => {
+                    self.own_writes.wrote(id, decision.next);
+                    return Ok(Some(decision.answer));
+                }
+                Swap::Refused(now) => {
+                    self.own_writes.forget(id);
+                    record = now.and_then(|bytes| self.decode(rules, key, &bytes));
+                    copied = false;
+                }
             }
         }
         Err(self.contended())
@@ -310,15 +356,15 @@ impl RedisStore {
         }
     }
 
-    /// Writes `next` (or deletes, for `None`) if the record's version is still `read`
-    /// (`None`: the key must be absent); returns whether it wrote.
+    /// Writes `next` (or deletes, for `None`) if the record's stamp is still `read`
+    /// (`None`: the key must be absent).
     async fn swap<C: Clock, R: TokenSource>(
         &self,
         rules: &TokenStore<C, R>,
         key: &str,
-        read: Option<u32>,
+        read: Option<&[u8; STAMP_BYTES]>,
         next: Option<&SessionRecord>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Swap, StoreError> {
         let (value, expire_at) = match next {
             Some(record) => (
                 shared_record::encode(record),
@@ -326,19 +372,21 @@ impl RedisStore {
             ),
             None => (Vec::new(), 0),
         };
-        let read: &[u8] = match &read {
-            Some(version) => &version_stamp(*version),
-            None => &[],
-        };
+        let read: &[u8] = read.map_or(&[], |stamp| stamp);
         let mut invocation = self.compare_and_set.key(key);
         invocation.arg(read).arg(value).arg(expire_at);
         let mut connection = self.connection.clone();
-        let written: i64 =
+        let answer: Value =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
                 .await
                 .map_err(|_| self.unavailable("timed out"))?
                 .map_err(|err| self.unavailable(&err.to_string()))?;
-        Ok(written == 1)
+        match answer {
+            Value::Int(1) => Ok(Swap::Written),
+            Value::Nil => Ok(Swap::Refused(None)),
+            Value::BulkString(current) => Ok(Swap::Refused(Some(current))),
+            other => Err(self.unavailable(&format!("the compare-and-set answered {other:?}"))),
+        }
     }
 
     /// Every live session's expiry and metadata: `SCAN` in batches on every primary (never
@@ -429,6 +477,14 @@ impl RedisStore {
         }
         key
     }
+}
+
+/// What a compare-and-set did.
+enum Swap {
+    /// Wrote (or deleted).
+    Written,
+    /// Refused: the record changed meanwhile; this is the one there now (`None`: none).
+    Refused(Option<Vec<u8>>),
 }
 
 /// `text` with Redis glob's special characters escaped, for `SCAN MATCH`.

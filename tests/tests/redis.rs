@@ -171,6 +171,65 @@ fn instances_sharing_one_redis_share_every_session() {
         .all(|(key, _)| key.starts_with("token-server:")));
 }
 
+/// `INFO commandstats` calls of `command` (those a script makes count too).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_instance_deciding_on_its_own_last_write_is_never_fooled_by_a_change_elsewhere() {
+    if !runs("an_instance_deciding_on_its_own_last_write_is_never_fooled_by_a_change_elsewhere") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = ["--redis", url.as_str(), "--rotation-grace", "5min"];
+    let one = Server::start(&args);
+    let two = Server::start(&args);
+
+    // A rotation on the instance that wrote the session last reads nothing back: one
+    // round trip, the compare-and-set (whose own GET is the only one).
+    let mut token = one.login(json!({"n": 0}));
+    let (gets, scripts) = (calls(&redis, "get"), calls(&redis, "evalsha"));
+    for _ in 0..5 {
+        token = token_of(&one.rotate(&token, None)).unwrap();
+    }
+    assert_eq!(calls(&redis, "evalsha") - scripts, 5);
+    assert_eq!(calls(&redis, "get") - gets, 5, "a GET besides the script's");
+
+    // Rotated elsewhere: the first instance's copy is stale, and the old token is a
+    // replay in grace (the same successor), not a second rotation.
+    let a = one.login(json!({"user": "ann"}));
+    let b = token_of(&two.rotate(&a, Some(json!({"year": 2026})))).unwrap();
+    let replay = one.rotate(&a, None);
+    assert_eq!(token_of(&replay).as_deref(), Some(b.as_str()));
+    assert_eq!(replay["Ok"]["meta"], json!({"user": "ann", "year": 2026}));
+    let c = token_of(&one.rotate(&b, None)).unwrap();
+    assert!(token_of(&two.rotate(&c, None)).is_some());
+
+    // Ended elsewhere: a replay in grace on the instance holding a copy in which it would
+    // still answer (a decision that writes nothing, so no compare-and-set would catch it).
+    let a = one.login(json!({}));
+    let b = token_of(&one.rotate(&a, None)).unwrap();
+    assert_eq!(
+        two.json("DELETE", "/token", &json!({"token": b})).status,
+        202
+    );
+    assert_eq!(one.rotate(&a, None), json!({"Err": "InvalidToken"}));
+    assert_eq!(one.rotate(&b, None), json!({"Err": "InvalidToken"}));
+
+    // Gone from Redis (expired, evicted, flushed): the copy answers nothing.
+    let a = one.login(json!({}));
+    redis.cli(&["FLUSHALL"]);
+    assert_eq!(one.rotate(&a, None), json!({"Err": "InvalidToken"}));
+}
+
 #[test]
 fn redis_down_answers_503_quickly_and_service_resumes_when_it_is_back() {
     if !runs("redis_down_answers_503_quickly_and_service_resumes_when_it_is_back") {

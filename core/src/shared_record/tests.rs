@@ -42,7 +42,7 @@ fn records_round_trip_with_every_number_of_predecessors() {
                 bytes.len(),
                 FIXED_BYTES + PREDECESSOR_BYTES * usize::from(predecessors) + 45
             );
-            assert_eq!(bytes[..VERSION_BYTES], version_stamp(version));
+            assert_eq!(bytes[..STAMP_BYTES], stamp(&record));
             assert_eq!(decode(&bytes, &checks()), Ok(record));
         }
     }
@@ -58,6 +58,18 @@ fn a_record_is_34_bytes_and_its_metadata() {
         &bytes[34..],
         br#"{"name":"bench user","period":11,"year":2026}"#
     );
+}
+
+#[test]
+fn the_stamp_is_the_version_format_and_secret_hash() {
+    let one = record(0, 7);
+    assert_eq!(stamp(&one)[..4], [0, 0, 0, 7]);
+    assert_eq!(stamp(&one)[4], FORMAT);
+    assert_eq!(stamp(&one)[5..], one.secret_hash.0);
+    // Two records of one version with different secrets have different stamps.
+    let mut other = one.clone();
+    other.secret_hash = SecretHash([0xa5; 16]);
+    assert_ne!(stamp(&one), stamp(&other));
 }
 
 #[test]
