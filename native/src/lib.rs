@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod cli;
 pub mod clock;
+pub mod command_batch;
 pub mod connections;
 pub mod deadline;
 pub mod fd_limit;

@@ -20,9 +20,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
 use token_server_core::config::MAX_META_BYTES_RANGE;
 
+use crate::command_batch::CommandBatch;
 use crate::own_writes::OwnWrites;
 use token_server_core::protocol::{Command, Decoded, Done, Reply, Request, Service};
 use token_server_core::session::SessionRecord;
@@ -125,6 +126,9 @@ pub struct RedisStore {
     compare_and_set: Script,
     /// The records this instance wrote last: a rotation of one of them skips the read.
     own_writes: OwnWrites,
+    /// On a single server, concurrent requests' commands go out together. (A cluster
+    /// connection writes to several nodes, each command to its key's.)
+    batch: Option<CommandBatch>,
 }
 
 impl RedisStore {
@@ -162,11 +166,15 @@ impl RedisStore {
             }
         };
         Ok(RedisStore {
-            connection,
             prefix: config.prefix.clone(),
             timeout: config.timeout,
             compare_and_set: Script::new(COMPARE_AND_SET),
             own_writes: OwnWrites::default(),
+            batch: match &connection {
+                Connection::Single(manager) => Some(CommandBatch::start(manager.clone())),
+                Connection::Cluster(_) => None,
+            },
+            connection,
         })
     }
 
@@ -218,7 +226,7 @@ impl RedisStore {
             }
             Command::Dump => self.dump(rules).await.map(Done::Dumped),
             Command::CheckReady => {
-                let pong: String = self.call(&redis::cmd("PING")).await?;
+                let pong: String = self.call(redis::cmd("PING")).await?;
                 if pong == "PONG" {
                     Ok(Done::Ready)
                 } else {
@@ -230,7 +238,7 @@ impl RedisStore {
 
     /// Whether Redis answers a `PING` within the timeout.
     pub async fn ping(&self) -> bool {
-        self.call::<String>(&redis::cmd("PING")).await.is_ok()
+        self.call::<String>(redis::cmd("PING")).await.is_ok()
     }
 
     async fn login<C: Clock, R: TokenSource>(
@@ -327,7 +335,9 @@ impl RedisStore {
         rules: &TokenStore<C, R>,
         key: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let value: Option<Vec<u8>> = self.call(redis::cmd("GET").arg(key)).await?;
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        let value: Option<Vec<u8>> = self.call(get).await?;
         Ok(value.and_then(|bytes| self.decode(rules, key, &bytes)))
     }
 
@@ -373,14 +383,28 @@ impl RedisStore {
             None => (Vec::new(), 0),
         };
         let read: &[u8] = read.map_or(&[], |stamp| stamp);
-        let mut invocation = self.compare_and_set.key(key);
-        invocation.arg(read).arg(value).arg(expire_at);
-        let mut connection = self.connection.clone();
-        let answer: Value =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-                .await
-                .map_err(|_| self.unavailable("timed out"))?
-                .map_err(|err| self.unavailable(&err.to_string()))?;
+        let compare_and_set = || {
+            let mut evalsha = redis::cmd("EVALSHA");
+            evalsha
+                .arg(self.compare_and_set.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(read)
+                .arg(&value)
+                .arg(expire_at);
+            evalsha
+        };
+        let answer = match self.send(compare_and_set()).await? {
+            // Redis restarted, or flushed its scripts: load it, then again.
+            Err(err) if err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(COMPARE_AND_SET);
+                self.call::<String>(load).await?;
+                self.send(compare_and_set()).await?
+            }
+            answer => answer,
+        }
+        .map_err(|err| self.unavailable(&err.to_string()))?;
         match answer {
             Value::Int(1) => Ok(Swap::Written),
             Value::Nil => Ok(Swap::Refused(None)),
@@ -407,7 +431,9 @@ impl RedisStore {
                     .arg(SCAN_BATCH);
                 let (next, keys): (u64, Vec<String>) = self.call_on(&node, &scan).await?;
                 for key in keys {
-                    let value: Option<Vec<u8>> = self.call(redis::cmd("GET").arg(&key)).await?;
+                    let mut get = redis::cmd("GET");
+                    get.arg(&key);
+                    let value: Option<Vec<u8>> = self.call(get).await?;
                     let record = value.and_then(|bytes| self.decode(rules, &key, &bytes));
                     entries.extend(record.and_then(|record| rules.dump_entry(&record)));
                 }
@@ -426,9 +452,9 @@ impl RedisStore {
         if let Connection::Single(_) = self.connection {
             return Ok(vec![None]);
         }
-        let nodes: String = self
-            .call(&redis::cmd("CLUSTER").arg("NODES").clone())
-            .await?;
+        let mut cluster_nodes = redis::cmd("CLUSTER");
+        cluster_nodes.arg("NODES");
+        let nodes: String = self.call(cluster_nodes).await?;
         Ok(cluster_primaries(&nodes).into_iter().map(Some).collect())
     }
 
@@ -438,7 +464,7 @@ impl RedisStore {
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
         let (Some((host, port)), Connection::Cluster(connection)) = (node, &self.connection) else {
-            return self.call(cmd).await;
+            return self.call(cmd.clone()).await;
         };
         let mut connection = connection.clone();
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -453,13 +479,32 @@ impl RedisStore {
         redis::from_redis_value(value).map_err(|err| self.unavailable(&err.to_string()))
     }
 
-    /// One command, bounded by the timeout.
-    async fn call<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
-        tokio::time::timeout(self.timeout, cmd.query_async(&mut connection))
-            .await
-            .map_err(|_| self.unavailable("timed out"))?
-            .map_err(|err| self.unavailable(&err.to_string()))
+    /// One command's answer, bounded by the timeout.
+    async fn call<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, StoreError> {
+        let value = self
+            .send(cmd)
+            .await?
+            .map_err(|err| self.unavailable(&err.to_string()))?;
+        redis::from_redis_value(value).map_err(|err| self.unavailable(&err.to_string()))
+    }
+
+    /// Sends `cmd` (in a batch, on a single server) and waits for its answer within the
+    /// timeout; the outer error is the timeout, the inner Redis's (or the connection's).
+    async fn send(&self, cmd: Cmd) -> Result<RedisResult<Value>, StoreError> {
+        let answer = match &self.batch {
+            Some(batch) => tokio::time::timeout(self.timeout, batch.send(cmd)).await,
+            None => {
+                let mut connection = self.connection.clone();
+                tokio::time::timeout(self.timeout, async move {
+                    connection.req_packed_command(&cmd).await
+                })
+                .await
+            }
+        };
+        match answer.map_err(|_| self.unavailable("timed out"))? {
+            Ok(Value::ServerError(err)) => Ok(Err(err.into())),
+            answer => Ok(answer),
+        }
     }
 
     fn unavailable(&self, why: &str) -> StoreError {
