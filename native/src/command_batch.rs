@@ -37,8 +37,9 @@ impl CommandBatch {
         CommandBatch { queue }
     }
 
-    /// Sends `cmd` with whatever other commands are issued meanwhile; its answer. A
-    /// caller that stops waiting (a timeout) leaves the command to run unanswered.
+    /// Sends `cmd` with whatever other commands are issued meanwhile; its answer (an error
+    /// reply as an error). A caller that stops waiting (a timeout) leaves the command to
+    /// run unanswered.
     pub async fn send(&self, cmd: Cmd) -> RedisResult<Value> {
         let (answer, answered) = oneshot::channel();
         self.queue
@@ -75,7 +76,7 @@ async fn batch_commands<C: ConnectionLike + Clone + Send + 'static>(
 async fn send_batch<C: ConnectionLike>(mut connection: C, batch: Vec<Queued>) {
     if batch.len() == 1 {
         for Queued { cmd, answer } in batch {
-            let _ = answer.send(connection.req_packed_command(&cmd).await);
+            let _ = answer.send(own_answer(connection.req_packed_command(&cmd).await));
         }
         return;
     }
@@ -91,10 +92,7 @@ async fn send_batch<C: ConnectionLike>(mut connection: C, batch: Vec<Queued>) {
     {
         Ok(values) if values.len() == answers.len() => {
             for (value, answer) in values.into_iter().zip(answers) {
-                let _ = answer.send(match value {
-                    Value::ServerError(err) => Err(err.into()),
-                    value => Ok(value),
-                });
+                let _ = answer.send(own_answer(Ok(value)));
             }
         }
         Ok(values) => {
@@ -112,5 +110,13 @@ async fn send_batch<C: ConnectionLike>(mut connection: C, batch: Vec<Queued>) {
                 let _ = answer.send(Err(err.clone()));
             }
         }
+    }
+}
+
+/// A command's answer with an error reply as an error, as alone or in a pipeline.
+fn own_answer(answer: RedisResult<Value>) -> RedisResult<Value> {
+    match answer {
+        Ok(Value::ServerError(err)) => Err(err.into()),
+        answer => answer,
     }
 }

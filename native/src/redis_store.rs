@@ -502,6 +502,7 @@ impl RedisStore {
             }
         };
         match answer.map_err(|_| self.unavailable("timed out"))? {
+            // An error reply as an error, as the batch answers it.
             Ok(Value::ServerError(err)) => Ok(Err(err.into())),
             answer => Ok(answer),
         }
