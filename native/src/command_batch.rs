@@ -7,7 +7,9 @@
 //! than the command. Here the first command of a batch waits until the runtime has run
 //! every other ready request (a yield, which tokio defers until its queue is empty), so
 //! the commands those requests issued meanwhile go out with it: one write, one wake-up.
-//! The added wait is that of the requests already running, never a timer.
+//! And one batch is in flight at a time, so the commands issued while Redis answers it
+//! go out together next. The added wait is that of the requests already running and of
+//! the batch ahead, never a timer.
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, RedisError, RedisResult, Value};
@@ -68,8 +70,10 @@ async fn batch_commands<C: ConnectionLike + Clone + Send + 'static>(
                 Err(_) => break,
             }
         }
-        // Sent on a task of its own, so the next batch need not wait for this one's answer.
-        tokio::spawn(send_batch(connection.clone(), batch));
+        // One batch in flight: the commands issued while it is answered make the next,
+        // larger batch (Redis answers in order anyway, so none waits longer for it than
+        // for the commands ahead of it). redis-rs's response timeout bounds the wait.
+        send_batch(connection.clone(), batch).await;
     }
 }
 
