@@ -455,22 +455,28 @@ for _ in $(seq 1 "$GRACE_PAIRS"); do
   [ "$(field "$line" puts)" -gt 0 ] || broken "no rotation succeeded with --redis"
 done
 RA=$(median <"$WORK/ra"); RB=$(median <"$WORK/rb"); RB99=$(median <"$WORK/rb99")
-# The engine's ceiling: what one rotation asks of Redis (a GET, then the compare-and-set
-# script writing a record of the size the server writes), run by redis-benchmark with the
-# same 16 connections and no server in between.
+# The engine's ceiling: what one rotation asks of Redis, run by redis-benchmark with the
+# same 16 connections and no server in between: here the compare-and-set script writing a
+# record of the size the server writes (the instance deciding on its copy of its own last
+# write, as every rotation of this benchmark does); a GET too for a rotation arriving at
+# another instance than the one that wrote the session last.
 SHA=$("${RCLI[@]}" SCRIPT LOAD "$(cat native/src/compare_and_set.lua)")
-RECORD="0 0123456789abcdef 0123456789abcdef0123456789abcdef 1795956610175 1795963810188 - {\"name\":\"bench user\",\"period\":11,\"year\":2026}"
+# A record of the size the server writes for the benchmark's sessions: 34 bytes of
+# version, hash and times (binary; any bytes but NUL do here) and the metadata.
+RECORD="$(printf 'v%.0s' $(seq 1 34)){\"name\":\"bench user\",\"period\":11,\"year\":2026}"
 EXPIRE=$(( $(date +%s) * 1000 + 3600000 ))
 "${RCLI[@]}" FLUSHALL >/dev/null
 rb() { "${LOAD_PIN[@]}" redis-benchmark -p "$REDIS_PORT" -c $CONNS -n "$OPS" -r 100000000 -q "$@" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1; }
 GET_RATE=$(rb GET "bench:__rand_int__")
 CAS_RATE=$(rb EVALSHA "$SHA" 1 "bench:__rand_int__" "" "$RECORD" "$EXPIRE")
-CEILING=$(awk -v g="$GET_RATE" -v c="$CAS_RATE" 'BEGIN { if (g > 0 && c > 0) printf "%.0f", 1 / (1 / g + 1 / c); else print 0 }')
+CEILING=$(awk -v c="$CAS_RATE" 'BEGIN { printf "%.0f", c }')
+CEILING_ELSEWHERE=$(awk -v g="$GET_RATE" -v c="$CAS_RATE" 'BEGIN { if (g > 0 && c > 0) printf "%.0f", 1 / (1 / g + 1 / c); else print 0 }')
 "${RCLI[@]}" FLUSHALL >/dev/null
 info "rotation in memory (median)" "$RA" "PUT/s"
 info "rotation with --redis (median)" "$RB" "PUT/s"
 info "redis-benchmark GET / compare-and-set script" "$GET_RATE / $CAS_RATE" "ops/s"
-info "Redis ceiling: GET + script per rotation" "$CEILING" "rotations/s"
+info "Redis ceiling: script per rotation" "$CEILING" "rotations/s"
+info "Redis ceiling elsewhere: GET + script" "$CEILING_ELSEWHERE" "rotations/s"
 info "--redis / Redis ceiling" "$(awk -v b="$RB" -v c="$CEILING" 'BEGIN { printf "%.3f", (c == 0 ? 0 : b / c) }')" "x"
 check "10. rotation --redis / in memory" "$(awk -v a="$RA" -v b="$RB" 'BEGIN { printf "%.3f", (a == 0 ? 0 : b / a) }')" ">=" "$MIN_REDIS_RATIO" "x"
 check "10. rotation p99 with --redis, $CONNS connections" "$RB99" "<=" "$MAX_REDIS_P99_US" "us"

@@ -32,6 +32,7 @@ mod meta;
 pub mod protocol;
 mod random;
 pub mod session;
+pub mod shared_record;
 pub mod snapshot;
 mod store;
 pub mod throttle;

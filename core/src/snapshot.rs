@@ -233,45 +233,6 @@ pub fn read_session_line(line: &str, checks: &ReadChecks) -> Result<StoredSessio
     parse_v2(line, checks).map_err(|reason| SnapshotError::Corrupt { line: 1, reason })
 }
 
-/// One session as a shared store (Redis) keeps it: `<version> <session line>`, the line
-/// exactly as [`write_session`] writes it (without its newline). The version lets the
-/// store compare-and-set; the line holds no usable token, as in a state file.
-///
-/// ```
-/// use std::time::Duration;
-/// use token_server_core::session::{SessionRecord, SessionRules};
-/// use token_server_core::snapshot::{decode_record, encode_record, ReadChecks, StoredSession};
-/// use token_server_core::{Meta, MetaLimits, Secret, SessionId, Timestamp};
-///
-/// let rules = SessionRules::new(Duration::from_secs(3600));
-/// let mut record = SessionRecord::new(&Secret::from_bytes([7; 16]), Timestamp(1_000), Meta::default(), &rules);
-/// record.version = 3;
-/// let session = StoredSession { id: SessionId([1; 8]), record };
-/// let text = encode_record(&session);
-/// assert!(text.starts_with("3 0101010101010101 "));
-/// let checks = ReadChecks { now: Timestamp(1_000), meta_limits: MetaLimits::default() };
-/// assert_eq!(decode_record(&text, &checks).unwrap(), session);
-/// ```
-pub fn encode_record(session: &StoredSession) -> String {
-    let mut out = format!("{} ", session.record.version).into_bytes();
-    // Writing to a Vec cannot fail.
-    let _ = write_session(&mut out, session);
-    out.pop();
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Reads what [`encode_record`] wrote, with the checks of a state file's line.
-pub fn decode_record(text: &str, checks: &ReadChecks) -> Result<StoredSession, SnapshotError> {
-    let corrupt = |reason: String| SnapshotError::Corrupt { line: 1, reason };
-    let (version, line) = text
-        .split_once(' ')
-        .ok_or_else(|| corrupt("no version".into()))?;
-    let version = version.parse().map_err(|_| corrupt("bad version".into()))?;
-    let mut session = parse_v2(line, checks).map_err(corrupt)?;
-    session.record.version = version;
-    Ok(session)
-}
-
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 pub(crate) fn write_hex<W: Write>(out: &mut W, bytes: &[u8]) -> std::io::Result<()> {
@@ -389,7 +350,7 @@ fn parse_v1(line: &str, checks: &ReadChecks) -> Result<StoredSession, String> {
             secret_hash,
             started: checks.now.min(expires),
             expires,
-            meta: parse_meta(meta, checks)?,
+            meta: check_meta(meta, checks)?,
             predecessors: Predecessors::NONE,
             version: 0,
         },
@@ -435,7 +396,7 @@ pub(crate) fn parse_v2(line: &str, checks: &ReadChecks) -> Result<StoredSession,
             secret_hash,
             started,
             expires,
-            meta: parse_meta(meta, checks)?,
+            meta: check_meta(meta, checks)?,
             predecessors,
             version: 0,
         },
@@ -470,16 +431,30 @@ fn parse_time(
     what: &str,
 ) -> Result<Timestamp, String> {
     let time = Timestamp(text.parse().map_err(|_| format!("bad {what}"))?);
+    check_time(time, checks, longest, what)?;
+    Ok(time)
+}
+
+/// Refuses `time` if it lies more than `longest` after `checks.now`: no server writes one
+/// further ahead.
+pub(crate) fn check_time(
+    time: Timestamp,
+    checks: &ReadChecks,
+    longest: &Duration,
+    what: &str,
+) -> Result<(), String> {
     if time > checks.now.saturating_add(*longest) {
         return Err(format!(
             "the {what} {time} lies further ahead than any server gives ({})",
             crate::duration::format_duration(*longest)
         ));
     }
-    Ok(time)
+    Ok(())
 }
 
-fn parse_meta(text: &str, checks: &ReadChecks) -> Result<Meta, String> {
+/// Metadata as a writer writes it: a JSON object within `checks.meta_limits`, in its
+/// compact form.
+pub(crate) fn check_meta(text: &str, checks: &ReadChecks) -> Result<Meta, String> {
     let map: Map<String, Value> = match serde_json::from_str(text) {
         Ok(Value::Object(map)) => map,
         Ok(_) => return Err("metadata is not a JSON object".into()),

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod cli;
 pub mod clock;
+pub mod command_batch;
 pub mod connections;
 pub mod deadline;
 pub mod fd_limit;
@@ -12,6 +13,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod observer;
+pub mod own_writes;
 pub mod periodic;
 pub mod purge;
 pub mod redis_store;

@@ -190,8 +190,12 @@ async fn serve(config: cli::Config) -> ExitCode {
         },
         None => None,
     };
-    let sessions = service.clone();
-    let metrics = Metrics::new(move || sessions.store().held(), config.state_file.is_some());
+    let mut metrics = Metrics::new(config.state_file.is_some());
+    // Redis cannot count this prefix's sessions cheaply: no gauge rather than a wrong 0.
+    if let server::SessionStore::Memory = session_store {
+        let sessions = service.clone();
+        metrics = metrics.with_sessions(move || sessions.store().held());
+    }
     let observer = Arc::new(Observer::new(Some(metrics)));
     let snapshots = config.state_file.clone().map(|path| {
         let snapshots = state::Snapshots::new(path).with_observer(observer.clone());

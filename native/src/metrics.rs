@@ -91,9 +91,10 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Metrics whose session gauge reads `sessions` at each scrape; with `snapshots`, the
-    /// state-file metrics too (only a server with `--state-file` writes snapshots).
-    pub fn new(sessions: impl Fn() -> usize + Send + Sync + 'static, snapshots: bool) -> Self {
+    /// The metrics of every server; with `snapshots`, the state-file metrics too (only a
+    /// server with `--state-file` writes snapshots). The session gauge is added by
+    /// [`Metrics::with_sessions`], where the store can count its sessions.
+    pub fn new(snapshots: bool) -> Self {
         let mut registry = Registry::with_prefix("token_server");
         let logins = Counter::default();
         registry.register("logins", "Tokens issued by POST /token", logins.clone());
@@ -139,11 +140,6 @@ impl Metrics {
             .collect();
         let durations = Arc::new(RequestDurations::default());
         registry.register_collector(Box::new(durations.clone()));
-        registry.register_collector(Box::new(GaugeFn {
-            name: "sessions",
-            help: "Tokens held, including expired ones the purge has not dropped yet",
-            read: Box::new(sessions),
-        }));
         registry.register(
             "build",
             "The running build",
@@ -179,6 +175,20 @@ impl Metrics {
             durations,
             snapshots,
         }
+    }
+
+    /// Adds `token_server_sessions`, read from `sessions` at each scrape. Only for a store
+    /// that can tell cheaply: the in-memory store keeps the count anyway, while Redis
+    /// would need a `DBSIZE` (which counts every key of the database, not this prefix's
+    /// sessions) or a full `SCAN`; so a server with `--redis` exports no such gauge rather
+    /// than a wrong 0.
+    pub fn with_sessions(mut self, sessions: impl Fn() -> usize + Send + Sync + 'static) -> Self {
+        self.registry.register_collector(Box::new(GaugeFn {
+            name: "sessions",
+            help: "Tokens held, including expired ones the purge has not dropped yet",
+            read: Box::new(sessions),
+        }));
+        self
     }
 
     /// Adds `token_server_requests_in_flight`, read from `in_flight` at each scrape.
@@ -369,7 +379,7 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_event_and_timed_by_endpoint() {
-        let metrics = Metrics::new(|| 7, false);
+        let metrics = Metrics::new(false).with_sessions(|| 7);
         let ms = Duration::from_millis(1);
         metrics.record(&reply(Endpoint::Login, Event::LoggedIn), ms);
         metrics.record(
@@ -422,7 +432,7 @@ mod tests {
 
     #[test]
     fn snapshots_record_their_time_and_duration() {
-        let metrics = Metrics::new(|| 0, true);
+        let metrics = Metrics::new(true);
         metrics.snapshot_written(Duration::from_millis(20));
         let text = metrics.encode();
         let stamp: f64 = line(
@@ -439,5 +449,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("token_server_snapshot_duration_seconds_bucket{le=\"0.064\"} 1"));
+    }
+
+    #[test]
+    fn a_store_that_cannot_count_its_sessions_exports_no_session_gauge() {
+        let text = Metrics::new(false).encode();
+        assert!(text.contains("token_server_logins_total 0"), "{text}");
+        assert!(!text.contains("token_server_sessions"), "{text}");
     }
 }

@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn metrics_answer_get_and_head_only() {
-        let observer = Observer::new(Some(Metrics::new(|| 0, false)));
+        let observer = Observer::new(Some(Metrics::new(false).with_sessions(|| 0)));
         let scrape = observer.answer("GET", METRICS_PATH).unwrap();
         assert_eq!(scrape.status, 200);
         assert!(

@@ -1,37 +1,49 @@
 //! Sessions in Redis or Redis Cluster, shared by any number of token-server instances.
 //!
-//! One key per session (`PREFIX` + the session id in hex) holding the record as a state
-//! file's line with its version in front ([`encode_record`]): hashes of secrets and sealed
-//! successors, never a usable token. Every operation touches that one key (one hash slot,
-//! so it works on Cluster): read the record, decide in `core`
+//! One key per session (`PREFIX` + the session id in hex) holding the record in
+//! [`shared_record`]'s compact binary form, led by its stamp: hashes of secrets and
+//! sealed successors, never a usable token. Every operation touches that one key (one
+//! hash slot, so it works on Cluster): read the record, decide in `core`
 //! ([`TokenStore::decide_exchange`]), write back with a compare-and-set script that
-//! refuses if the version changed meanwhile, and then read and decide again. The script
-//! knows no session rule: it compares a version and sets a value and its expiry, or
-//! deletes. Expiry is Redis's own (`PEXPIREAT` at the session's end), so no purge runs.
+//! refuses if the stamp changed meanwhile, answering the record there now, and decide
+//! again on that. The script knows no session rule: it compares a stamp and sets a value
+//! and its expiry, or deletes. Expiry is Redis's own (`PXAT` at the session's end), so no
+//! purge runs.
+//!
+//! A rotation costs one round trip when this instance wrote the session last: it decides
+//! on its own copy of that write ([`OwnWrites`]) and the compare-and-set confirms the copy
+//! is still current. Otherwise it costs two (read, then compare-and-set), as does a
+//! request on a stale copy (the refused compare-and-set answers the current record).
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind, Value};
 use token_server_core::config::MAX_META_BYTES_RANGE;
+
+use crate::command_batch::CommandBatch;
+use crate::own_writes::OwnWrites;
 use token_server_core::protocol::{Command, Decoded, Done, Reply, Request, Service};
 use token_server_core::session::SessionRecord;
-use token_server_core::snapshot::{decode_record, encode_record, ReadChecks, StoredSession};
+use token_server_core::shared_record::{self, stamp, STAMP_BYTES};
+use token_server_core::snapshot::ReadChecks;
 use token_server_core::{
-    Clock, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource, TokenStore,
+    Clock, Decision, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource,
+    TokenStore,
 };
 
 /// The compare-and-set of one session's record (`compare_and_set.lua`, which the
-/// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the
-/// version read (empty: the key was absent); ARGV[2]: the new value (empty: delete);
-/// ARGV[3]: its expiry, milliseconds since the epoch. Answers 1 when written, 0 when the
-/// record changed meanwhile. No session rule lives here: those are `core`'s.
+/// benchmark also runs on its own). KEYS[1]: the session's key. ARGV[1]: the stamp of the
+/// record decided on ([`stamp`], the record's first bytes; empty: the key was absent);
+/// ARGV[2]: the new record (empty: delete); ARGV[3]: its expiry, milliseconds since the
+/// epoch. Answers 1 when written, else the record there now (nil: none). No session rule
+/// lives here: those are `core`'s.
 const COMPARE_AND_SET: &str = include_str!("compare_and_set.lua");
 
-/// How often one request reads and decides again after losing a compare-and-set. Each
-/// lost round means another request changed the session; 32 racing requests of one
+/// How often one request decides again after losing a compare-and-set. Each lost round
+/// means another request changed the session (or this instance's copy was stale); 32 racing requests of one
 /// session need at most 32 rounds, and past this the request gets 503 rather than spin.
 const MAX_ATTEMPTS: usize = 64;
 
@@ -112,6 +124,11 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     compare_and_set: Script,
+    /// The records this instance wrote last: a rotation of one of them skips the read.
+    own_writes: OwnWrites,
+    /// On a single server, concurrent requests' commands go out together. (A cluster
+    /// connection writes to several nodes, each command to its key's.)
+    batch: Option<CommandBatch>,
 }
 
 impl RedisStore {
@@ -149,10 +166,15 @@ impl RedisStore {
             }
         };
         Ok(RedisStore {
-            connection,
             prefix: config.prefix.clone(),
             timeout: config.timeout,
             compare_and_set: Script::new(COMPARE_AND_SET),
+            own_writes: OwnWrites::default(),
+            batch: match &connection {
+                Connection::Single(manager) => Some(CommandBatch::start(manager.clone())),
+                Connection::Cluster(_) => None,
+            },
+            connection,
         })
     }
 
@@ -186,58 +208,25 @@ impl RedisStore {
                 // Drawn once, before anything is decided: every round offers the same
                 // successor, and a failing source costs no session.
                 let fresh = rules.draw_secret()?;
-                for _ in 0..MAX_ATTEMPTS {
-                    let key = self.key(&presented.id);
-                    let Some(record) = self.read(rules, &key).await? else {
-                        return Err(StoreError::InvalidToken);
-                    };
-                    let decision =
-                        rules.decide_exchange(&presented, record, update.clone(), fresh.clone());
-                    if !decision.changes()
-                        || self
-                            .swap(
-                                rules,
-                                &key,
-                                &presented.id,
-                                Some(decision.read_version),
-                                decision.next.as_ref(),
-                            )
-                            .await?
-                    {
-                        return decision.answer.map(Done::Rotated);
-                    }
-                }
-                Err(self.contended())
+                let answer = self
+                    .decide_and_write(rules, &presented.id, |record| {
+                        rules.decide_exchange(&presented, record, update.clone(), fresh.clone())
+                    })
+                    .await?;
+                answer.ok_or(StoreError::InvalidToken)?.map(Done::Rotated)
             }
             Command::Logout { token } => {
-                let Some(presented) = Presented::parse(&token) else {
-                    return Ok(Done::LoggedOut);
-                };
-                for _ in 0..MAX_ATTEMPTS {
-                    let key = self.key(&presented.id);
-                    let Some(record) = self.read(rules, &key).await? else {
-                        return Ok(Done::LoggedOut);
-                    };
-                    let decision = rules.decide_end(&presented, record);
-                    if !decision.changes()
-                        || self
-                            .swap(
-                                rules,
-                                &key,
-                                &presented.id,
-                                Some(decision.read_version),
-                                decision.next.as_ref(),
-                            )
-                            .await?
-                    {
-                        return Ok(Done::LoggedOut);
-                    }
+                if let Some(presented) = Presented::parse(&token) {
+                    self.decide_and_write(rules, &presented.id, |record| {
+                        rules.decide_end(&presented, record)
+                    })
+                    .await?;
                 }
-                Err(self.contended())
+                Ok(Done::LoggedOut)
             }
             Command::Dump => self.dump(rules).await.map(Done::Dumped),
             Command::CheckReady => {
-                let pong: String = self.call(&redis::cmd("PING")).await?;
+                let pong: String = self.call(redis::cmd("PING")).await?;
                 if pong == "PONG" {
                     Ok(Done::Ready)
                 } else {
@@ -249,7 +238,7 @@ impl RedisStore {
 
     /// Whether Redis answers a `PING` within the timeout.
     pub async fn ping(&self) -> bool {
-        self.call::<String>(&redis::cmd("PING")).await.is_ok()
+        self.call::<String>(redis::cmd("PING")).await.is_ok()
     }
 
     async fn login<C: Clock, R: TokenSource>(
@@ -262,11 +251,74 @@ impl RedisStore {
             let key = self.key(&session.id);
             // Filed only if the id is free; a taken id (64 random bits: practically never)
             // draws another.
-            if self
-                .swap(rules, &key, &session.id, None, Some(&session.record))
+            if let Swap::Written = self.swap(rules, &key, None, Some(&session.record)).await? {
+                self.own_writes.wrote(&session.id, Some(session.record));
+                return Ok(session.token);
+            }
+        }
+        Err(self.contended())
+    }
+
+    /// Reads session `id`, decides with `decide` (a `core` decision), and writes the
+    /// decision back with a compare-and-set; when another request changed the session
+    /// meanwhile, decides again on the record Redis answered. `None`: there is no such
+    /// session.
+    async fn decide_and_write<T, C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        id: &SessionId,
+        decide: impl FnMut(SessionRecord) -> Decision<T>,
+    ) -> Result<Option<T>, StoreError> {
+        let key = self.key(id);
+        let settled = self.settle(rules, id, &key, decide).await;
+        if !matches!(settled, Ok(Some(_))) {
+            // Gone, or what Redis holds is unknown (a write may have happened unanswered).
+            self.own_writes.forget(id);
+        }
+        settled
+    }
+
+    async fn settle<T, C: Clock, R: TokenSource>(
+        &self,
+        rules: &TokenStore<C, R>,
+        id: &SessionId,
+        key: &str,
+        mut decide: impl FnMut(SessionRecord) -> Decision<T>,
+    ) -> Result<Option<T>, StoreError> {
+        // The record to decide on; `copied`: this instance's copy of its last write,
+        // which only a compare-and-set can confirm to be current.
+        let (mut record, mut copied) = match self.own_writes.get(id) {
+            Some(copy) => (Some(copy), true),
+            None => (self.read(rules, key).await?, false),
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(current) = record else {
+                return Ok(None);
+            };
+            let read = stamp(&current);
+            let decision = decide(current);
+            if !decision.changes() {
+                if copied {
+                    // Nothing to write, so nothing confirms the copy: ask Redis.
+                    record = self.read(rules, key).await?;
+                    copied = false;
+                    continue;
+                }
+                return Ok(Some(decision.answer));
+            }
+            match self
+                .swap(rules, key, Some(&read), decision.next.as_ref())
                 .await?
             {
-                return Ok(session.token);
+                Swap::Written => {
+                    self.own_writes.wrote(id, decision.next);
+                    return Ok(Some(decision.answer));
+                }
+                Swap::Refused(now) => {
+                    self.own_writes.forget(id);
+                    record = now.and_then(|bytes| self.decode(rules, key, &bytes));
+                    copied = false;
+                }
             }
         }
         Err(self.contended())
@@ -283,15 +335,17 @@ impl RedisStore {
         rules: &TokenStore<C, R>,
         key: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let value: Option<String> = self.call(redis::cmd("GET").arg(key)).await?;
-        Ok(value.and_then(|text| self.decode(rules, key, &text)))
+        let mut get = redis::cmd("GET");
+        get.arg(key);
+        let value: Option<Vec<u8>> = self.call(get).await?;
+        Ok(value.and_then(|bytes| self.decode(rules, key, &bytes)))
     }
 
     fn decode<C: Clock, R: TokenSource>(
         &self,
         rules: &TokenStore<C, R>,
         key: &str,
-        text: &str,
+        bytes: &[u8],
     ) -> Option<SessionRecord> {
         let checks = ReadChecks {
             now: rules.clock().now(),
@@ -302,8 +356,8 @@ impl RedisStore {
                 ..MetaLimits::default()
             },
         };
-        match decode_record(text, &checks) {
-            Ok(session) => Some(session.record),
+        match shared_record::decode(bytes, &checks) {
+            Ok(record) => Some(record),
             Err(err) => {
                 // Answered as an unknown token; the key names no token, only a session id.
                 log::error!("the session at Redis key {key} is unreadable: {err}");
@@ -312,37 +366,51 @@ impl RedisStore {
         }
     }
 
-    /// Writes `next` (or deletes, for `None`) if the record's version is still `read`
-    /// (`None`: the key must be absent); returns whether it wrote.
+    /// Writes `next` (or deletes, for `None`) if the record's stamp is still `read`
+    /// (`None`: the key must be absent).
     async fn swap<C: Clock, R: TokenSource>(
         &self,
         rules: &TokenStore<C, R>,
         key: &str,
-        id: &SessionId,
-        read: Option<u32>,
+        read: Option<&[u8; STAMP_BYTES]>,
         next: Option<&SessionRecord>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Swap, StoreError> {
         let (value, expire_at) = match next {
-            Some(record) => {
-                let session = StoredSession {
-                    id: *id,
-                    record: record.clone(),
-                };
-                let until = record.live_until(rules.rules()).as_millis();
-                (encode_record(&session), until.to_string())
-            }
-            None => (String::new(), String::new()),
+            Some(record) => (
+                shared_record::encode(record),
+                record.live_until(rules.rules()).as_millis(),
+            ),
+            None => (Vec::new(), 0),
         };
-        let read = read.map(|version| version.to_string()).unwrap_or_default();
-        let mut invocation = self.compare_and_set.key(key);
-        invocation.arg(read).arg(value).arg(expire_at);
-        let mut connection = self.connection.clone();
-        let written: i64 =
-            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection))
-                .await
-                .map_err(|_| self.unavailable("timed out"))?
-                .map_err(|err| self.unavailable(&err.to_string()))?;
-        Ok(written == 1)
+        let read: &[u8] = read.map_or(&[], |stamp| stamp);
+        let compare_and_set = || {
+            let mut evalsha = redis::cmd("EVALSHA");
+            evalsha
+                .arg(self.compare_and_set.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(read)
+                .arg(&value)
+                .arg(expire_at);
+            evalsha
+        };
+        let answer = match self.send(compare_and_set()).await? {
+            // Redis restarted, or flushed its scripts: load it, then again.
+            Err(err) if err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(COMPARE_AND_SET);
+                self.call::<String>(load).await?;
+                self.send(compare_and_set()).await?
+            }
+            answer => answer,
+        }
+        .map_err(|err| self.unavailable(&err.to_string()))?;
+        match answer {
+            Value::Int(1) => Ok(Swap::Written),
+            Value::Nil => Ok(Swap::Refused(None)),
+            Value::BulkString(current) => Ok(Swap::Refused(Some(current))),
+            other => Err(self.unavailable(&format!("the compare-and-set answered {other:?}"))),
+        }
     }
 
     /// Every live session's expiry and metadata: `SCAN` in batches on every primary (never
@@ -363,8 +431,10 @@ impl RedisStore {
                     .arg(SCAN_BATCH);
                 let (next, keys): (u64, Vec<String>) = self.call_on(&node, &scan).await?;
                 for key in keys {
-                    let value: Option<String> = self.call(redis::cmd("GET").arg(&key)).await?;
-                    let record = value.and_then(|text| self.decode(rules, &key, &text));
+                    let mut get = redis::cmd("GET");
+                    get.arg(&key);
+                    let value: Option<Vec<u8>> = self.call(get).await?;
+                    let record = value.and_then(|bytes| self.decode(rules, &key, &bytes));
                     entries.extend(record.and_then(|record| rules.dump_entry(&record)));
                 }
                 if next == 0 {
@@ -382,9 +452,9 @@ impl RedisStore {
         if let Connection::Single(_) = self.connection {
             return Ok(vec![None]);
         }
-        let nodes: String = self
-            .call(&redis::cmd("CLUSTER").arg("NODES").clone())
-            .await?;
+        let mut cluster_nodes = redis::cmd("CLUSTER");
+        cluster_nodes.arg("NODES");
+        let nodes: String = self.call(cluster_nodes).await?;
         Ok(cluster_primaries(&nodes).into_iter().map(Some).collect())
     }
 
@@ -394,7 +464,7 @@ impl RedisStore {
         cmd: &Cmd,
     ) -> Result<T, StoreError> {
         let (Some((host, port)), Connection::Cluster(connection)) = (node, &self.connection) else {
-            return self.call(cmd).await;
+            return self.call(cmd.clone()).await;
         };
         let mut connection = connection.clone();
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -409,13 +479,33 @@ impl RedisStore {
         redis::from_redis_value(value).map_err(|err| self.unavailable(&err.to_string()))
     }
 
-    /// One command, bounded by the timeout.
-    async fn call<T: redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
-        let mut connection = self.connection.clone();
-        tokio::time::timeout(self.timeout, cmd.query_async(&mut connection))
-            .await
-            .map_err(|_| self.unavailable("timed out"))?
-            .map_err(|err| self.unavailable(&err.to_string()))
+    /// One command's answer, bounded by the timeout.
+    async fn call<T: redis::FromRedisValue>(&self, cmd: Cmd) -> Result<T, StoreError> {
+        let value = self
+            .send(cmd)
+            .await?
+            .map_err(|err| self.unavailable(&err.to_string()))?;
+        redis::from_redis_value(value).map_err(|err| self.unavailable(&err.to_string()))
+    }
+
+    /// Sends `cmd` (in a batch, on a single server) and waits for its answer within the
+    /// timeout; the outer error is the timeout, the inner Redis's (or the connection's).
+    async fn send(&self, cmd: Cmd) -> Result<RedisResult<Value>, StoreError> {
+        let answer = match &self.batch {
+            Some(batch) => tokio::time::timeout(self.timeout, batch.send(cmd)).await,
+            None => {
+                let mut connection = self.connection.clone();
+                tokio::time::timeout(self.timeout, async move {
+                    connection.req_packed_command(&cmd).await
+                })
+                .await
+            }
+        };
+        match answer.map_err(|_| self.unavailable("timed out"))? {
+            // An error reply as an error, as the batch answers it.
+            Ok(Value::ServerError(err)) => Ok(Err(err.into())),
+            answer => Ok(answer),
+        }
     }
 
     fn unavailable(&self, why: &str) -> StoreError {
@@ -424,13 +514,23 @@ impl RedisStore {
     }
 
     fn key(&self, id: &SessionId) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 16);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut key = String::with_capacity(self.prefix.len() + 2 * id.0.len());
         key.push_str(&self.prefix);
         for byte in id.0 {
-            key.push_str(&format!("{byte:02x}"));
+            key.push(char::from(HEX[usize::from(byte >> 4)]));
+            key.push(char::from(HEX[usize::from(byte & 15)]));
         }
         key
     }
+}
+
+/// What a compare-and-set did.
+enum Swap {
+    /// Wrote (or deleted).
+    Written,
+    /// Refused: the record changed meanwhile; this is the one there now (`None`: none).
+    Refused(Option<Vec<u8>>),
 }
 
 /// `text` with Redis glob's special characters escaped, for `SCAN MATCH`.

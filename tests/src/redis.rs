@@ -143,13 +143,39 @@ impl RedisServer {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// Every key and value this server holds (SCAN, as an operator would).
-    pub fn everything(&self) -> Vec<(String, String)> {
+    /// Every key and value this server holds (SCAN, as an operator would); the values
+    /// as raw bytes, since records are binary.
+    pub fn everything(&self) -> Vec<(String, Vec<u8>)> {
         self.cli(&["--scan"])
             .lines()
             .filter(|key| !key.is_empty())
-            .map(|key| (key.to_string(), self.cli(&["GET", key])))
+            .map(|key| (key.to_string(), self.get(key).unwrap_or_default()))
             .collect()
+    }
+
+    /// The raw bytes under `key` (a `GET` in RESP, as redis-cli would mangle binary).
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to Redis");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        stream.write_all(request.as_bytes()).expect("send GET");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n") {
+            stream.read_exact(&mut byte).expect("read the GET reply");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        let len: i64 = head
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|len| len.parse().ok())
+            .unwrap_or_else(|| panic!("not a bulk string reply: {head:?}"));
+        let len = usize::try_from(len).ok()?;
+        let mut value = vec![0u8; len + 2];
+        stream.read_exact(&mut value).expect("read the value");
+        value.truncate(len);
+        Some(value)
     }
 
     /// A raw `PING`: whether the server answers.
@@ -229,7 +255,7 @@ impl RedisCluster {
     }
 
     /// Every key and value on every node.
-    pub fn everything(&self) -> Vec<(String, String)> {
+    pub fn everything(&self) -> Vec<(String, Vec<u8>)> {
         self.nodes
             .iter()
             .flat_map(RedisServer::everything)

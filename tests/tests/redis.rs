@@ -22,6 +22,27 @@ fn runs(test: &str) -> bool {
     true
 }
 
+/// The bytes a token spells (base64url without padding): its session id, then its secret.
+fn base64url(token: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in token.bytes() {
+        let value = ALPHABET
+            .iter()
+            .position(|&a| a == c)
+            .expect("a base64url token");
+        bits = (bits << 6) | value as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
 fn token_of(answer: &serde_json::Value) -> Option<String> {
     answer["Ok"]["token"].as_str().map(str::to_string)
 }
@@ -108,20 +129,105 @@ fn instances_sharing_one_redis_share_every_session() {
     assert_eq!(dump.status, 202);
     one.wait_for_log(r#"meta={"user":"ann","year":2026}"#, Duration::from_secs(5));
 
+    // Redis cannot count this prefix's sessions cheaply: no session gauge, not a wrong 0.
+    let metrics = one.request("GET", "/metrics", None, b"");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("token_server_logins_total"));
+    assert!(
+        !metrics.body.contains("token_server_sessions"),
+        "{}",
+        metrics.body
+    );
+
     // Nothing in Redis is a token.
     let everything = redis.everything();
     assert!(!everything.is_empty());
+    // A session's key is the prefix and its id in hex (which also checks the decoding of
+    // tokens below).
+    let id_hex: String = base64url(&d)[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert!(everything
+        .iter()
+        .any(|(key, _)| *key == format!("token-server:{id_hex}")));
     for token in [&a, &b, &c, &d, &race, &first, &second] {
+        // Records are binary: neither the token's text nor its secret's bytes (in raw
+        // bytes or in hex) may be in any of them.
+        let secret = &base64url(token)[8..];
+        let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
         for (key, value) in &everything {
-            assert!(
-                !key.contains(token.as_str()) && !value.contains(token.as_str()),
-                "a token is in Redis: {key} = {value}"
-            );
+            for needle in [token.as_bytes(), secret, hex.as_bytes()] {
+                assert!(
+                    !key.as_bytes().windows(needle.len()).any(|w| w == needle)
+                        && !value.windows(needle.len()).any(|w| w == needle),
+                    "a token is in Redis: {key} = {value:?}"
+                );
+            }
         }
     }
     assert!(everything
         .iter()
         .all(|(key, _)| key.starts_with("token-server:")));
+}
+
+/// `INFO commandstats` calls of `command` (those a script makes count too).
+fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_instance_deciding_on_its_own_last_write_is_never_fooled_by_a_change_elsewhere() {
+    if !runs("an_instance_deciding_on_its_own_last_write_is_never_fooled_by_a_change_elsewhere") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = ["--redis", url.as_str(), "--rotation-grace", "5min"];
+    let one = Server::start(&args);
+    let two = Server::start(&args);
+
+    // A rotation on the instance that wrote the session last reads nothing back: one
+    // round trip, the compare-and-set (whose own GET is the only one).
+    let mut token = one.login(json!({"n": 0}));
+    let (gets, scripts) = (calls(&redis, "get"), calls(&redis, "evalsha"));
+    for _ in 0..5 {
+        token = token_of(&one.rotate(&token, None)).unwrap();
+    }
+    assert_eq!(calls(&redis, "evalsha") - scripts, 5);
+    assert_eq!(calls(&redis, "get") - gets, 5, "a GET besides the script's");
+
+    // Rotated elsewhere: the first instance's copy is stale, and the old token is a
+    // replay in grace (the same successor), not a second rotation.
+    let a = one.login(json!({"user": "ann"}));
+    let b = token_of(&two.rotate(&a, Some(json!({"year": 2026})))).unwrap();
+    let replay = one.rotate(&a, None);
+    assert_eq!(token_of(&replay).as_deref(), Some(b.as_str()));
+    assert_eq!(replay["Ok"]["meta"], json!({"user": "ann", "year": 2026}));
+    let c = token_of(&one.rotate(&b, None)).unwrap();
+    assert!(token_of(&two.rotate(&c, None)).is_some());
+
+    // Ended elsewhere: a replay in grace on the instance holding a copy in which it would
+    // still answer (a decision that writes nothing, so no compare-and-set would catch it).
+    let a = one.login(json!({}));
+    let b = token_of(&one.rotate(&a, None)).unwrap();
+    assert_eq!(
+        two.json("DELETE", "/token", &json!({"token": b})).status,
+        202
+    );
+    assert_eq!(one.rotate(&a, None), json!({"Err": "InvalidToken"}));
+    assert_eq!(one.rotate(&b, None), json!({"Err": "InvalidToken"}));
+
+    // Gone from Redis (expired, evicted, flushed): the copy answers nothing.
+    let a = one.login(json!({}));
+    redis.cli(&["FLUSHALL"]);
+    assert_eq!(one.rotate(&a, None), json!({"Err": "InvalidToken"}));
 }
 
 #[test]

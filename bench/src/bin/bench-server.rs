@@ -107,7 +107,7 @@ fn main() {
     let service = Arc::new(service);
     let observer = Arc::new(Observer::new(metrics.then(|| {
         let sessions = service.clone();
-        Metrics::new(move || sessions.store().held(), false)
+        Metrics::new(false).with_sessions(move || sessions.store().held())
     })));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
