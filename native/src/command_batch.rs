@@ -19,6 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 /// of requests one instance runs at once on a small machine.
 const MAX_BATCH: usize = 256;
 
+/// Most commands waiting for a batch. While Redis hangs (each batch then waits for the
+/// response timeout), requests wait for room here within their own timeout, rather than
+/// queue without bound: at most a few hundred KiB of commands.
+const MAX_WAITING: usize = 4096;
+
 /// A command waiting for its batch, and where its answer goes.
 struct Queued {
     cmd: Cmd,
@@ -27,25 +32,26 @@ struct Queued {
 
 /// Sends commands over a connection in batches (see the module's documentation).
 pub struct CommandBatch {
-    queue: mpsc::UnboundedSender<Queued>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl CommandBatch {
     /// Starts the batching task over `connection` (on the current tokio runtime); it ends
     /// when this is dropped.
     pub fn start<C: ConnectionLike + Clone + Send + 'static>(connection: C) -> CommandBatch {
-        let (queue, waiting) = mpsc::unbounded_channel();
+        let (queue, waiting) = mpsc::channel(MAX_WAITING);
         tokio::spawn(batch_commands(connection, waiting));
         CommandBatch { queue }
     }
 
     /// Sends `cmd` with whatever other commands are issued meanwhile; its answer (an error
-    /// reply as an error). A caller that stops waiting (a timeout) leaves the command to
-    /// run unanswered.
+    /// reply as an error). A caller that stops waiting (a timeout) before its batch goes
+    /// out withdraws the command; after, leaves it to run unanswered.
     pub async fn send(&self, cmd: Cmd) -> RedisResult<Value> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Queued { cmd, answer })
+            .await
             .map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
@@ -57,7 +63,7 @@ fn stopped() -> RedisError {
 
 async fn batch_commands<C: ConnectionLike + Clone + Send + 'static>(
     connection: C,
-    mut waiting: mpsc::UnboundedReceiver<Queued>,
+    mut waiting: mpsc::Receiver<Queued>,
 ) {
     while let Some(first) = waiting.recv().await {
         // Deferred by tokio until every other ready task has run: the requests running now
@@ -69,6 +75,11 @@ async fn batch_commands<C: ConnectionLike + Clone + Send + 'static>(
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
+        }
+        // Whoever gave up waiting (Redis slow or down) gets nothing sent for them.
+        batch.retain(|queued| !queued.answer.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         // One batch in flight: the commands issued while it is answered make the next,
         // larger batch (Redis answers in order anyway, so none waits longer for it than
