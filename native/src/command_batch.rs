@@ -5,8 +5,9 @@
 //! every command is a write of its own, and every write wakes Redis. Sharing a CPU with
 //! Redis, as a small deployment does, each wake-up is a context switch that costs more
 //! than the command. Here the first command of a batch waits until the runtime has run
-//! every other ready request (a yield, which tokio defers until its queue is empty), so
-//! the commands those requests issued meanwhile go out with it: one write, one wake-up.
+//! every other ready request (a yield, which tokio defers until its queue is empty; again
+//! while that brought more), so the commands those requests issued meanwhile go out with
+//! it: one write, one wake-up.
 //! And one batch is in flight at a time, so the commands issued while Redis answers it
 //! go out together next. The added wait is that of the requests already running and of
 //! the batch ahead, never a timer.
@@ -18,6 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 /// Most commands in one pipeline: a bound on what one write holds, far above the number
 /// of requests one instance runs at once on a small machine.
 const MAX_BATCH: usize = 256;
+
+/// Most yields to the runtime a batch waits for commands: each costs a poll of the
+/// sockets, and a batch keeps waiting only while the last one brought commands.
+const MAX_YIELDS: usize = 4;
 
 /// Most commands waiting for a batch. While Redis hangs (each batch then waits for the
 /// response timeout), requests wait for room here within their own timeout, rather than
@@ -67,13 +72,20 @@ async fn batch_commands<C: ConnectionLike + Clone + Send + 'static>(
 ) {
     while let Some(first) = waiting.recv().await {
         // Deferred by tokio until every other ready task has run: the requests running now
-        // add their commands to this batch.
-        tokio::task::yield_now().await;
+        // add their commands to this batch. Again while that added some (the runtime
+        // polled the sockets in between, and more requests came in), a few times at most.
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        for _ in 0..MAX_YIELDS {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match waiting.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() == MAX_BATCH {
+                break;
             }
         }
         // Whoever gave up waiting (Redis slow or down) gets nothing sent for them.
