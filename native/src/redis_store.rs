@@ -389,10 +389,14 @@ impl RedisStore {
             None => (Vec::new(), 0),
         };
         let read: &[u8] = read.map_or(&[], |stamp| stamp);
+        let hash = self.compare_and_set.get_hash();
         let compare_and_set = || {
-            let mut evalsha = redis::cmd("EVALSHA");
+            // Sized up front: growing it argument by argument reallocated on every rotation.
+            let bytes = "EVALSHA".len() + hash.len() + 1 + key.len() + read.len() + value.len();
+            let mut evalsha = Cmd::with_capacity(7, bytes + 20);
             evalsha
-                .arg(self.compare_and_set.get_hash())
+                .arg("EVALSHA")
+                .arg(hash)
                 .arg(1)
                 .arg(key)
                 .arg(read)
