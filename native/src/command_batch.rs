@@ -5,8 +5,9 @@
 //! every command is a write of its own, and every write wakes Redis. Sharing a CPU with
 //! Redis, as a small deployment does, each wake-up is a context switch that costs more
 //! than the command. Here the first command of a batch waits until the runtime has run
-//! every other ready request (a yield, which tokio defers until its queue is empty), so
-//! the commands those requests issued meanwhile go out with it: one write, one wake-up.
+//! every other ready request (a yield, which tokio defers until its queue is empty; again
+//! while that brought more), so the commands those requests issued meanwhile go out with
+//! it: one write, one wake-up.
 //! And one batch is in flight at a time, so the commands issued while Redis answers it
 //! go out together next. The added wait is that of the requests already running and of
 //! the batch ahead, never a timer.
@@ -19,6 +20,15 @@ use tokio::sync::{mpsc, oneshot};
 /// of requests one instance runs at once on a small machine.
 const MAX_BATCH: usize = 256;
 
+/// Most yields to the runtime a batch waits for commands: each costs a poll of the
+/// sockets, and a batch keeps waiting only while the last one brought commands.
+const MAX_YIELDS: usize = 4;
+
+/// Most commands waiting for a batch. While Redis hangs (each batch then waits for the
+/// response timeout), requests wait for room here within their own timeout, rather than
+/// queue without bound: at most a few hundred KiB of commands.
+const MAX_WAITING: usize = 4096;
+
 /// A command waiting for its batch, and where its answer goes.
 struct Queued {
     cmd: Cmd,
@@ -27,25 +37,26 @@ struct Queued {
 
 /// Sends commands over a connection in batches (see the module's documentation).
 pub struct CommandBatch {
-    queue: mpsc::UnboundedSender<Queued>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl CommandBatch {
     /// Starts the batching task over `connection` (on the current tokio runtime); it ends
     /// when this is dropped.
     pub fn start<C: ConnectionLike + Clone + Send + 'static>(connection: C) -> CommandBatch {
-        let (queue, waiting) = mpsc::unbounded_channel();
+        let (queue, waiting) = mpsc::channel(MAX_WAITING);
         tokio::spawn(batch_commands(connection, waiting));
         CommandBatch { queue }
     }
 
     /// Sends `cmd` with whatever other commands are issued meanwhile; its answer (an error
-    /// reply as an error). A caller that stops waiting (a timeout) leaves the command to
-    /// run unanswered.
+    /// reply as an error). A caller that stops waiting (a timeout) before its batch goes
+    /// out withdraws the command; after, leaves it to run unanswered.
     pub async fn send(&self, cmd: Cmd) -> RedisResult<Value> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Queued { cmd, answer })
+            .await
             .map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
@@ -57,18 +68,30 @@ fn stopped() -> RedisError {
 
 async fn batch_commands<C: ConnectionLike + Clone + Send + 'static>(
     connection: C,
-    mut waiting: mpsc::UnboundedReceiver<Queued>,
+    mut waiting: mpsc::Receiver<Queued>,
 ) {
     while let Some(first) = waiting.recv().await {
         // Deferred by tokio until every other ready task has run: the requests running now
-        // add their commands to this batch.
-        tokio::task::yield_now().await;
+        // add their commands to this batch. Again while that added some (the runtime
+        // polled the sockets in between, and more requests came in), a few times at most.
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        for _ in 0..MAX_YIELDS {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match waiting.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
             }
+            if batch.len() == before || batch.len() == MAX_BATCH {
+                break;
+            }
+        }
+        // Whoever gave up waiting (Redis slow or down) gets nothing sent for them.
+        batch.retain(|queued| !queued.answer.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         // One batch in flight: the commands issued while it is answered make the next,
         // larger batch (Redis answers in order anyway, so none waits longer for it than

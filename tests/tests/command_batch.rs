@@ -1,9 +1,11 @@
 //! The native host's Redis command batching (`token_server::command_batch`) against a real
 //! `redis-server`: many concurrent commands, each answered with its own reply, and an
-//! error failing only its own command.
+//! error failing only its own command; a command whose caller gave up before its batch
+//! went out is never sent.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -104,4 +106,105 @@ async fn futures_join(
         answers.push(handle.await.unwrap());
     }
     answers
+}
+
+#[test]
+fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
+    if !redis_available() {
+        eprintln!("skipped: redis-server is not installed (tests/run-all.sh installs it)");
+        return;
+    }
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let gate = Gated {
+            inner: ConnectionManager::new(client).await.unwrap(),
+            closed: Arc::new(AtomicBool::new(true)),
+            open: Arc::new(tokio::sync::Notify::new()),
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let batch = Arc::new(CommandBatch::start(gate.clone()));
+        // A batch in flight, held at the gate (as a hanging Redis would hold it).
+        let first = {
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                batch
+                    .send(redis::cmd("SET").arg("sent").arg(1).clone())
+                    .await
+            })
+        };
+        while gate.calls.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A caller that gives up while its command waits behind it.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(100),
+            batch.send(redis::cmd("SET").arg("withdrawn").arg(1).clone()),
+        )
+        .await;
+        assert!(gave_up.is_err(), "{gave_up:?}");
+        gate.closed.store(false, Ordering::Relaxed);
+        gate.open.notify_waiters();
+        assert_eq!(first.await.unwrap().unwrap(), Value::Okay);
+        let after = batch
+            .send(redis::cmd("SET").arg("after").arg(1).clone())
+            .await;
+        assert_eq!(after.unwrap(), Value::Okay);
+    });
+    assert_eq!(redis.cli(&["EXISTS", "sent", "after"]).trim(), "2");
+    assert_eq!(redis.cli(&["EXISTS", "withdrawn"]).trim(), "0");
+}
+
+/// A connection that holds every command at a gate while `closed`.
+#[derive(Clone)]
+struct Gated {
+    inner: ConnectionManager,
+    closed: Arc<AtomicBool>,
+    open: Arc<tokio::sync::Notify>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Gated {
+    async fn pass(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        while self.closed.load(Ordering::Relaxed) {
+            let opened = self.open.notified();
+            if !self.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            opened.await;
+        }
+    }
+}
+
+impl ConnectionLike for Gated {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            self.pass().await;
+            self.inner.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            self.pass().await;
+            self.inner
+                .req_packed_commands(pipeline, offset, count)
+                .await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
 }
