@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::deadline::{ConnectionState, DeadlineStream, TimedBody, Timeouts};
+use crate::deadline::{ConnectionState, DeadlineStream, RequestGuard, TimedBody, Timeouts};
 use crate::tls::{self, Tls};
 
 /// Where connections come from: a TCP listener, speaking TLS when given the settings.
@@ -323,8 +323,6 @@ struct TrackedService<S> {
     state: ConnectionState,
 }
 
-type BoxedAnswer<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
 impl<S> hyper::service::Service<Request<Incoming>> for TrackedService<S>
 where
     S: tower_service::Service<Request<TimedBody<Incoming>>> + Clone + Send + 'static,
@@ -332,7 +330,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxedAnswer<S::Response, S::Error>;
+    type Future = TrackedAnswer<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = self.state.request_started();
@@ -340,11 +338,33 @@ where
         let body_guard = guard.clone();
         let request = request.map(|body| TimedBody::new(body, body_timeout, body_guard));
         // warp's service is always ready, as `TowerToHyperService` assumes too.
-        let answer = self.inner.clone().call(request);
-        Box::pin(async move {
-            let response = answer.await;
-            drop(guard);
-            response
-        })
+        TrackedAnswer {
+            answer: self.inner.clone().call(request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer being made, holding its connection busy until it is ready. A named
+    /// future rather than a boxed one: hyper keeps it in the connection's own slot, so
+    /// a request costs no allocation of the size of the whole answer's state.
+    pub struct TrackedAnswer<F> {
+        #[pin]
+        answer: F,
+        // Released as soon as the answer is ready, as hyper may keep the finished
+        // future a while.
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<F: Future> Future for TrackedAnswer<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let ready = std::task::ready!(this.answer.poll(cx));
+        this.guard.take();
+        std::task::Poll::Ready(ready)
     }
 }
