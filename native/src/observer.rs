@@ -61,7 +61,8 @@ impl Observer {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             observer: self,
-            started: Instant::now(),
+            // Read only for the duration histogram.
+            started: self.metrics.is_some().then(Instant::now),
         }
     }
 
@@ -89,7 +90,8 @@ impl Observer {
 #[must_use = "the request stops counting as in flight when this is dropped"]
 pub struct InFlight<'a> {
     observer: &'a Observer,
-    started: Instant,
+    /// When the request arrived; `None` without metrics, which are all that read it.
+    started: Option<Instant>,
 }
 
 impl InFlight<'_> {
@@ -111,7 +113,8 @@ impl InFlight<'_> {
     }
 
     fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.started
+            .map_or(Duration::ZERO, |started| started.elapsed())
     }
 }
 
