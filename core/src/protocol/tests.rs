@@ -687,3 +687,23 @@ fn a_flood_of_refused_logins_on_a_full_store_logs_a_handful_of_lines() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn json_media_types_are_recognised_in_any_case_and_with_parameters() {
+    for json in [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        " application/json ;charset=UTF-8",
+    ] {
+        assert!(super::is_json_media_type(json), "{json:?}");
+    }
+    for other in [
+        "application/jsonx",
+        "text/plain",
+        "application/json-seq",
+        "",
+    ] {
+        assert!(!super::is_json_media_type(other), "{other:?}");
+    }
+}
