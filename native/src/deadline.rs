@@ -35,13 +35,24 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct ConnectionState {
     timeouts: Timeouts,
+    /// One allocation per connection, cloned into each request's guard.
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     /// A std mutex: held for a comparison and an assignment, never across an await.
-    phase: Arc<Mutex<Phase>>,
+    cycle: Mutex<Cycle>,
+}
+
+#[derive(Debug)]
+struct Cycle {
+    phase: Phase,
     /// The stream's task, when it waited while requests were being answered (no deadline
     /// then, so no timer armed): woken when the last one ends, to arm the idle timer.
     /// Without it, an answer that completes after hyper's read has gone pending (an
     /// async store such as Redis) leaves the connection open until the client speaks.
-    waiting: Arc<Mutex<Option<Waker>>>,
+    waiting: Option<Waker>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +61,8 @@ enum Phase {
     Head { deadline: Instant },
     /// Between requests on a kept-alive connection.
     Idle { deadline: Instant },
-    /// Requests being answered; their bodies carry their own deadline.
+    /// Requests being answered; their bodies carry their own deadline. Counts the
+    /// [`RequestGuard`]s alive.
     Busy { requests: usize },
 }
 
@@ -59,10 +71,14 @@ impl ConnectionState {
     pub fn new(timeouts: Timeouts) -> ConnectionState {
         ConnectionState {
             timeouts,
-            phase: Arc::new(Mutex::new(Phase::Head {
-                deadline: Instant::now() + timeouts.header,
-            })),
-            waiting: Arc::new(Mutex::new(None)),
+            shared: Arc::new(Shared {
+                cycle: Mutex::new(Cycle {
+                    phase: Phase::Head {
+                        deadline: Instant::now() + timeouts.header,
+                    },
+                    waiting: None,
+                }),
+            }),
         }
     }
 
@@ -71,17 +87,21 @@ impl ConnectionState {
         self.timeouts
     }
 
-    fn with_phase<T>(&self, change: impl FnOnce(&mut Phase) -> T) -> T {
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
-        change(&mut phase)
+    fn with_cycle<T>(&self, change: impl FnOnce(&mut Cycle) -> T) -> T {
+        let mut cycle = self
+            .shared
+            .cycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        change(&mut cycle)
     }
 
     /// Bytes arrived: on an idle connection a new request has begun.
     fn bytes_arrived(&self) {
         let header = self.timeouts.header;
-        self.with_phase(|phase| {
-            if let Phase::Idle { .. } = phase {
-                *phase = Phase::Head {
+        self.with_cycle(|cycle| {
+            if let Phase::Idle { .. } = cycle.phase {
+                cycle.phase = Phase::Head {
                     deadline: Instant::now() + header,
                 };
             }
@@ -91,8 +111,8 @@ impl ConnectionState {
     /// A request head is complete; the connection is busy until every clone of the
     /// returned guard is dropped (the answer is ready and the body is no longer read).
     pub fn request_started(&self) -> RequestGuard {
-        self.with_phase(|phase| {
-            *phase = match *phase {
+        self.with_cycle(|cycle| {
+            cycle.phase = match cycle.phase {
                 Phase::Busy { requests } => Phase::Busy {
                     requests: requests + 1,
                 },
@@ -100,67 +120,76 @@ impl ConnectionState {
             }
         });
         RequestGuard {
-            _end: Arc::new(RequestEnd(self.clone())),
+            state: self.clone(),
         }
     }
 
     fn request_finished(&self) {
         let idle = self.timeouts.idle;
-        let now_idle = self.with_phase(|phase| {
-            if let Phase::Busy { requests } = *phase {
-                *phase = if requests > 1 {
-                    Phase::Busy {
+        let waiting = self.with_cycle(|cycle| {
+            if let Phase::Busy { requests } = cycle.phase {
+                if requests > 1 {
+                    cycle.phase = Phase::Busy {
                         requests: requests - 1,
-                    }
-                } else {
-                    Phase::Idle {
-                        deadline: Instant::now() + idle,
-                    }
+                    };
+                    return None;
+                }
+                cycle.phase = Phase::Idle {
+                    deadline: Instant::now() + idle,
                 };
             }
-            matches!(phase, Phase::Idle { .. })
+            cycle.waiting.take()
         });
-        if now_idle {
-            let waker = self
-                .waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+        if let Some(waker) = waiting {
+            waker.wake();
         }
     }
 
-    /// Remembers the task to wake when the connection stops being busy.
-    fn wake_when_idle(&self, cx: &Context<'_>) {
-        *self.waiting.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+    /// The deadline the stream waits under (see [`ConnectionState::deadline`]); while
+    /// busy, `cx`'s task is remembered and woken when the connection is no longer busy.
+    fn deadline_or_wake_when_idle(&self, cx: &Context<'_>) -> Option<(Instant, &'static str)> {
+        self.with_cycle(|cycle| {
+            let deadline = deadline_of(cycle.phase);
+            if deadline.is_none() {
+                cycle.waiting = Some(cx.waker().clone());
+            }
+            deadline
+        })
     }
 
     /// When the connection is to be closed if it is still waiting for the client; `None`
     /// while requests are being answered. The reason names the flag for the log.
+    #[cfg(test)]
     fn deadline(&self) -> Option<(Instant, &'static str)> {
-        self.with_phase(|phase| match *phase {
-            Phase::Head { deadline } => Some((deadline, "--header-timeout")),
-            Phase::Idle { deadline } => Some((deadline, "--idle-timeout")),
-            Phase::Busy { .. } => None,
-        })
+        self.with_cycle(|cycle| deadline_of(cycle.phase))
+    }
+}
+
+fn deadline_of(phase: Phase) -> Option<(Instant, &'static str)> {
+    match phase {
+        Phase::Head { deadline } => Some((deadline, "--header-timeout")),
+        Phase::Idle { deadline } => Some((deadline, "--idle-timeout")),
+        Phase::Busy { .. } => None,
     }
 }
 
 /// Keeps its connection busy while alive; cloned into the request body and the answer.
-#[derive(Debug, Clone)]
+/// Each clone counts in the connection's phase, so no allocation is needed to know when
+/// the last one is gone.
+#[derive(Debug)]
 pub struct RequestGuard {
-    /// Dropped with the last clone, which ends the request.
-    _end: Arc<RequestEnd>,
+    state: ConnectionState,
 }
 
-#[derive(Debug)]
-struct RequestEnd(ConnectionState);
+impl Clone for RequestGuard {
+    fn clone(&self) -> Self {
+        self.state.request_started()
+    }
+}
 
-impl Drop for RequestEnd {
+impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.request_finished();
+        self.state.request_finished();
     }
 }
 
@@ -187,17 +216,17 @@ impl<T> DeadlineStream<T> {
     /// Called when the stream would wait: `Pending` with the timer armed, or the error
     /// that closes the connection once the deadline has passed.
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        let Some((deadline, flag)) = self.state.deadline() else {
-            self.state.wake_when_idle(cx);
-            // The last request may have ended in between: look again.
-            if self.state.deadline().is_none() {
-                return Poll::Pending;
-            }
-            return self.poll_deadline(cx);
+        // One lock: the deadline, or (while busy) the waker that the end of the last
+        // request wakes, so an end in between cannot be missed.
+        let Some((deadline, flag)) = self.state.deadline_or_wake_when_idle(cx) else {
+            return Poll::Pending;
         };
         let timer = match &mut self.timer {
+            // Each request moves the idle deadline later. A later deadline leaves the
+            // timer where it is: it fires early, once, and is moved then, instead of
+            // being moved on every request.
             Some(timer) => {
-                if timer.deadline() != deadline {
+                if deadline < timer.deadline() {
                     timer.as_mut().reset(deadline);
                 }
                 timer
@@ -206,13 +235,19 @@ impl<T> DeadlineStream<T> {
                 .timer
                 .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client waited longer than {flag}"),
-            )),
-            Poll::Pending => Poll::Pending,
+        let mut fired = timer.as_mut().poll(cx).is_ready();
+        if fired && timer.deadline() < deadline {
+            // Fired early, at a deadline since moved later: wait for the one in force.
+            timer.as_mut().reset(deadline);
+            fired = timer.as_mut().poll(cx).is_ready();
         }
+        if !fired {
+            return Poll::Pending;
+        }
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client waited longer than {flag}"),
+        ))
     }
 }
 
@@ -413,6 +448,37 @@ mod tests {
             .expect("the idle timeout closes the connection")
             .unwrap();
         assert_eq!(closed.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        drop(client);
+    }
+
+    /// The timer is left where it was when the deadline moves later (once a request):
+    /// its early firing must not close the connection before the deadline in force.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_later_is_waited_for_in_full() {
+        use tokio::io::AsyncReadExt;
+        let (client, server) = tokio::io::duplex(64);
+        let state = ConnectionState::new(TIMEOUTS);
+        drop(state.request_started());
+        let mut stream = DeadlineStream::new(server, state.clone());
+        let mut buffer = [0u8; 8];
+        // Idle from now: the timer is armed at now + idle.
+        let first_wait = tokio::time::timeout(TIMEOUTS.idle / 2, stream.read(&mut buffer)).await;
+        assert!(first_wait.is_err(), "still within the idle timeout");
+        // A request comes and goes: the idle deadline is now half an idle timeout later.
+        drop(state.request_started());
+        let moved_from = Instant::now();
+        let read = tokio::spawn(async move {
+            let mut buffer = [0u8; 8];
+            stream.read(&mut buffer).await
+        });
+        tokio::time::sleep(TIMEOUTS.idle * 3 / 4).await;
+        assert!(
+            !read.is_finished(),
+            "closed at the old deadline, not the one in force"
+        );
+        let closed = read.await.unwrap();
+        assert_eq!(closed.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() >= moved_from + TIMEOUTS.idle);
         drop(client);
     }
 
