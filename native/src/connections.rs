@@ -41,6 +41,11 @@ impl Listener {
         }
     }
 
+    /// Plain HTTP, or TLS with `tls` when given (`--tls-cert` set).
+    pub fn maybe_tls(tcp: TcpListener, tls: Option<Arc<Tls>>) -> Listener {
+        Listener { tcp, tls }
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.tcp.local_addr()

@@ -218,10 +218,7 @@ async fn serve(config: cli::Config) -> ExitCode {
         ..ConnectionLimits::from(&config)
     };
     let in_redis = matches!(session_store, server::SessionStore::Redis(_));
-    let listener = match tls {
-        Some(tls) => Listener::tls(listener, tls),
-        None => Listener::from(listener),
-    };
+    let listener = Listener::maybe_tls(listener, tls);
     let serving = server::run(
         listener,
         service.clone(),
