@@ -10,6 +10,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use token_server::command_batch::CommandBatch;
+use token_server::redis_store::{single_connection, DEFAULT_TIMEOUT};
 use token_server_tests::{redis_available, RedisServer};
 
 #[test]
@@ -27,10 +28,8 @@ fn every_command_of_a_batch_gets_its_own_answer() {
         .unwrap();
     let writes = Arc::new(AtomicUsize::new(0));
     runtime.block_on(async {
-        let client = redis::Client::open(redis.url()).unwrap();
-        let manager = ConnectionManager::new(client).await.unwrap();
         let batch = Arc::new(CommandBatch::start(Counted {
-            inner: manager,
+            inner: connection(&redis),
             writes: writes.clone(),
         }));
         let send = |cmd: redis::Cmd| {
@@ -68,6 +67,11 @@ fn every_command_of_a_batch_gets_its_own_answer() {
     // The batches really held several commands: far fewer writes than commands.
     let writes = writes.load(Ordering::Relaxed);
     assert!(writes <= 401 / 4, "{writes} writes for 401 commands");
+}
+
+/// The connection the Redis store makes for `--redis`, to `redis`.
+fn connection(redis: &RedisServer) -> ConnectionManager {
+    single_connection(&redis.url(), DEFAULT_TIMEOUT).expect("a connection to redis-server")
 }
 
 /// A connection that counts what is sent over it: one call, one write.
@@ -121,9 +125,8 @@ fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let client = redis::Client::open(redis.url()).unwrap();
         let gate = Gated {
-            inner: ConnectionManager::new(client).await.unwrap(),
+            inner: connection(&redis),
             closed: Arc::new(AtomicBool::new(true)),
             open: Arc::new(tokio::sync::Notify::new()),
             calls: Arc::new(AtomicUsize::new(0)),
