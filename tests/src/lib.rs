@@ -382,6 +382,15 @@ impl Response {
     }
 }
 
+/// The new token in an exchange's `{"Ok":{"token":...}}` answer; panics, showing the
+/// answer, on anything else.
+pub fn token_in(answer: &serde_json::Value) -> String {
+    answer["Ok"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an Ok answer: {answer}"))
+        .to_string()
+}
+
 impl Server {
     /// Starts the server under test on a free port with extra `args`.
     pub fn start(args: &[&str]) -> Server {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use token_server_tests::{skip_on, Host, Server, Store};
+use token_server_tests::{skip_on, token_in, Host, Server, Store};
 
 #[test]
 fn login_rotate_replay_delete_flow() {
@@ -20,7 +20,7 @@ fn login_rotate_replay_delete_flow() {
         first["Ok"]["meta"],
         json!({"name": "My user", "year": 2022, "period": 11})
     );
-    let second_token = first["Ok"]["token"].as_str().unwrap().to_string();
+    let second_token = token_in(&first);
     assert_ne!(second_token, token);
 
     let second = server.rotate(&second_token, Some(json!({"year": 2023, "unit": "sales"})));
@@ -28,7 +28,7 @@ fn login_rotate_replay_delete_flow() {
         second["Ok"]["meta"],
         json!({"name": "My user", "year": 2023, "period": 11, "unit": "sales"})
     );
-    let third_token = second["Ok"]["token"].as_str().unwrap().to_string();
+    let third_token = token_in(&second);
 
     assert_eq!(server.rotate(&token, None), json!({"Err": "InvalidToken"}));
     assert_eq!(
@@ -230,7 +230,7 @@ fn dump_logs_expiry_and_meta_but_never_a_token() {
     let server = Server::start_with_env(&["--dump"], &[("RUST_LOG", "token_server=debug")]);
     let token = server.login(json!({"user": "dumped-user"}));
     let rotated = server.rotate(&token, None);
-    let live = rotated["Ok"]["token"].as_str().unwrap().to_string();
+    let live = token_in(&rotated);
     let response = server.request("HEAD", "/dump", None, b"");
     assert_eq!(response.status, 202);
     let line = server.wait_for_log("dumped-user", Duration::from_secs(5));
@@ -254,9 +254,9 @@ fn no_log_line_at_trace_level_contains_a_token() {
     let server = Server::start_with_env(&["--dump"], &[("RUST_LOG", "trace")]);
     let mut tokens = vec![server.login(json!({"user": "traced"}))];
     let first = server.rotate(&tokens[0], None);
-    tokens.push(first["Ok"]["token"].as_str().unwrap().to_string());
+    tokens.push(token_in(&first));
     let second = server.rotate(&tokens[1], Some(json!({"year": 2026})));
-    tokens.push(second["Ok"]["token"].as_str().unwrap().to_string());
+    tokens.push(token_in(&second));
     server.rotate(&tokens[0], None);
     server.request("HEAD", "/dump", None, b"");
     server.json("DELETE", "/token", &json!({ "token": tokens[2] }));
@@ -453,7 +453,7 @@ fn rotations_cannot_grow_metadata_past_the_byte_cap() {
             break;
         }
         assert_eq!(response.status, 200, "{response:?}");
-        token = response.json()["Ok"]["token"].as_str().unwrap().to_string();
+        token = token_in(&response.json());
     }
     let (step, message) = refused.expect("metadata grew without bound");
     assert_eq!(
@@ -1495,13 +1495,6 @@ mod sessions {
     use std::process::Stdio;
     use token_server_tests::{run_native, server_command};
 
-    fn token_in(answer: &serde_json::Value) -> String {
-        answer["Ok"]["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not an Ok answer: {answer}"))
-            .to_string()
-    }
-
     fn invalid() -> serde_json::Value {
         json!({"Err": "InvalidToken"})
     }
@@ -1868,13 +1861,6 @@ mod durable_sessions {
         } else {
             assert_eq!(server.terminate().code(), Some(0));
         }
-    }
-
-    fn token_in(answer: &serde_json::Value) -> String {
-        answer["Ok"]["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not Ok: {answer}"))
-            .to_string()
     }
 
     #[test]
