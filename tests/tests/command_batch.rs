@@ -13,19 +13,26 @@ use token_server::command_batch::CommandBatch;
 use token_server::redis_store::{single_connection, DEFAULT_TIMEOUT};
 use token_server_tests::{redis_available, RedisServer};
 
-#[test]
-fn every_command_of_a_batch_gets_its_own_answer() {
+/// A fresh redis-server and a runtime with one worker, as a server pinned to one CPU runs
+/// (batches form only there); `None`, said on stderr, without redis-server.
+fn redis_and_one_worker() -> Option<(RedisServer, tokio::runtime::Runtime)> {
     if !redis_available() {
         eprintln!("skipped: redis-server is not installed (tests/run-all.sh installs it)");
-        return;
+        return None;
     }
-    let redis = RedisServer::start();
-    // One worker, as a server pinned to one CPU runs: batches form only there.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a tokio runtime");
+    Some((RedisServer::start(), runtime))
+}
+
+#[test]
+fn every_command_of_a_batch_gets_its_own_answer() {
+    let Some((redis, runtime)) = redis_and_one_worker() else {
+        return;
+    };
     let writes = Arc::new(AtomicUsize::new(0));
     runtime.block_on(async {
         let batch = Arc::new(CommandBatch::start(Counted {
@@ -114,16 +121,9 @@ async fn futures_join(
 
 #[test]
 fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
-    if !redis_available() {
-        eprintln!("skipped: redis-server is not installed (tests/run-all.sh installs it)");
+    let Some((redis, runtime)) = redis_and_one_worker() else {
         return;
-    }
-    let redis = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     runtime.block_on(async {
         let gate = Gated {
             inner: connection(&redis),
