@@ -1,7 +1,10 @@
-//! Helpers shared by the benchmark binaries: RSS readings and latency percentiles.
+//! Helpers shared by the benchmark binaries: RSS readings, latency percentiles and the
+//! servers' command-line options.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use token_server::tls::{Tls, TlsFiles};
 use token_server_core::{Clock, PurgeReport, TokenSource, TokenStore};
 
 /// The metadata every benchmark binds to its tokens, as in issue 4.
@@ -91,4 +94,27 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 /// Prints one figure in the line format `bench/run.sh` parses: `FIGURE name value unit`.
 pub fn figure(name: &str, value: f64, unit: &str) {
     println!("FIGURE {name} {value:.1} {unit}");
+}
+
+/// The value after `flag` in `args` (`--flag VALUE`), if the flag is there.
+pub fn value_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|arg| arg == flag)
+        .and_then(|at| args.get(at + 1))
+        .map(String::as_str)
+}
+
+/// The TLS settings of `--tls-cert PEM --tls-key PEM` in `args`, loaded by the shipped
+/// loader (`token_server::tls`) so a benchmark serves HTTPS as `token-server` does; `None`
+/// unless both are given. Panics on files that do not load: a benchmark has no one to
+/// answer.
+pub fn tls_from_args(args: &[String]) -> Option<Tls> {
+    let cert = value_after(args, "--tls-cert")?;
+    let key = value_after(args, "--tls-key")?;
+    let files = TlsFiles {
+        cert: PathBuf::from(cert),
+        key: PathBuf::from(key),
+        client_ca: None,
+    };
+    Some(Tls::load(files).expect("load the certificate"))
 }

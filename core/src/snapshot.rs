@@ -486,3 +486,34 @@ pub(crate) fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
 
 #[cfg(test)]
 mod tests;
+
+/// What the tests of the stored formats (this state file, the shared record) build their
+/// sample sessions from.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The time the samples are read at.
+    pub(crate) const NOW: Timestamp = Timestamp(1_700_000_000_000);
+
+    /// The checks of a read at [`NOW`] with the default metadata limits.
+    pub(crate) fn checks() -> ReadChecks {
+        ReadChecks {
+            now: NOW,
+            meta_limits: MetaLimits::default(),
+        }
+    }
+
+    /// `count` distinct predecessors, their grace deadlines just after [`NOW`].
+    pub(crate) fn predecessors(count: u8) -> Predecessors {
+        Predecessors::from(
+            (0..count)
+                .map(|p| Predecessor {
+                    secret_hash: SecretHash([p; 16]),
+                    sealed_successor: [p.wrapping_add(100); 16],
+                    deadline: Timestamp(NOW.0 + u64::from(p)),
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+}

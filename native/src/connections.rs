@@ -41,6 +41,11 @@ impl Listener {
         }
     }
 
+    /// Plain HTTP, or TLS with `tls` when given (`--tls-cert` set).
+    pub fn maybe_tls(tcp: TcpListener, tls: Option<Arc<Tls>>) -> Listener {
+        Listener { tcp, tls }
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.tcp.local_addr()
@@ -76,7 +81,13 @@ pub type StopDeadline = Arc<std::sync::OnceLock<tokio::time::Instant>>;
 impl Default for ConnectionLimits {
     /// The command line's defaults.
     fn default() -> Self {
-        let config = crate::cli::Config::default();
+        ConnectionLimits::from(&crate::cli::Config::default())
+    }
+}
+
+impl From<&crate::cli::Config> for ConnectionLimits {
+    /// The limits the command line set, with no stop deadline yet.
+    fn from(config: &crate::cli::Config) -> Self {
         ConnectionLimits {
             timeouts: Timeouts {
                 header: config.header_timeout,
@@ -89,6 +100,41 @@ impl Default for ConnectionLimits {
         }
     }
 }
+
+/// An error hyper can report on a connection.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What [`serve`] asks of the service it runs on every connection (warp's filter as a
+/// tower service): cloned per connection, its answers sent from hyper's tasks. Named once
+/// so the accept loop and each connection state the same bounds.
+pub trait ConnectionService<B>:
+    tower_service::Service<
+        Request<TimedBody<Incoming>>,
+        Response = Response<B>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: tower_service::Service<
+            Request<TimedBody<Incoming>>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// What [`serve`] asks of an answer's body: hyper sends it from its own tasks.
+pub trait ResponseBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
 
 /// How long the accept loop pauses after an error such as EMFILE: long enough not to
 /// spin on a condition that persists, short enough to resume soon after a close.
@@ -103,15 +149,8 @@ pub async fn serve<S, B>(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: tower_service::Service<Request<TimedBody<Incoming>>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let Listener { tcp: listener, tls } = listener.into();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -212,15 +251,8 @@ pub async fn serve<S, B>(
 async fn serve_http<I, S, B>(io: I, service: TrackedService<S>, watcher: Watcher, peer: SocketAddr)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: tower_service::Service<Request<TimedBody<Incoming>>, Response = Response<B>>
-        + Clone
-        + Send
-        + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
     let connection = builder.serve_connection(io, service);

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use token_server::clock::ServerClock;
 use token_server::connections::{ConnectionLimits, Listener, StopDeadline};
-use token_server::deadline::Timeouts;
 use token_server::journal::{journal_path, Journal};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
@@ -215,20 +214,11 @@ async fn serve(config: cli::Config) -> ExitCode {
         stop_deadline.clone(),
     );
     let limits = ConnectionLimits {
-        timeouts: Timeouts {
-            header: config.header_timeout,
-            idle: config.idle_timeout,
-            body: config.body_timeout,
-        },
-        max_connections: config.max_connections,
-        shutdown_timeout: config.shutdown_timeout,
         stop_deadline: Some(stop_deadline),
+        ..ConnectionLimits::from(&config)
     };
     let in_redis = matches!(session_store, server::SessionStore::Redis(_));
-    let listener = match tls {
-        Some(tls) => Listener::tls(listener, tls),
-        None => Listener::from(listener),
-    };
+    let listener = Listener::maybe_tls(listener, tls);
     let serving = server::run(
         listener,
         service.clone(),

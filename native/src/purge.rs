@@ -65,7 +65,6 @@ pub async fn purge_shards(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use token_server_core::{ManualClock, Meta, SeededRandom};
 
     #[tokio::test(flavor = "current_thread")]
@@ -79,20 +78,7 @@ mod tests {
         let survivor = store.create(Meta::from_json("{}").unwrap()).unwrap();
         clock.advance(Duration::from_secs(31));
 
-        // On a one-thread runtime this task only runs when the purge yields.
-        let turns = Arc::new(AtomicUsize::new(0));
-        let ticker = tokio::spawn({
-            let turns = turns.clone();
-            async move {
-                loop {
-                    turns.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-        let report = purge(&store).await;
-        let turns_during_purge = turns.load(Ordering::Relaxed);
-        ticker.abort();
+        let (report, turns_during_purge) = shards::turns_while(purge(&store)).await;
 
         assert_eq!((report.purged, report.remaining), (3, 1));
         assert_eq!(

@@ -141,16 +141,7 @@ impl RedisStore {
     /// slots.
     pub async fn connect(config: &RedisConfig) -> Result<RedisStore, RedisError> {
         let connection = match &config.target {
-            RedisTarget::Single(url) => {
-                let info = url.as_str().into_connection_info()?.set_tcp_settings(tcp());
-                let client = redis::Client::open(info)?;
-                let manager = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.timeout))
-                    .set_response_timeout(Some(config.timeout))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                Connection::Single(ConnectionManager::new_lazy_with_config(client, manager)?)
-            }
+            RedisTarget::Single(url) => Connection::Single(single_connection(url, config.timeout)?),
             RedisTarget::Cluster(urls) => {
                 let client =
                     redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
@@ -533,6 +524,20 @@ impl RedisStore {
         }
         key
     }
+}
+
+/// The connection to one Redis server at `url` (`--redis`): made on first use, so the
+/// server starts while Redis is down; every connect and answer bounded by `timeout`; one
+/// retry. Public so the command batching's tests run over the connection the store uses.
+pub fn single_connection(url: &str, timeout: Duration) -> Result<ConnectionManager, RedisError> {
+    let info = url.into_connection_info()?.set_tcp_settings(tcp());
+    let client = redis::Client::open(info)?;
+    let manager = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, manager)
 }
 
 /// The connections' TCP settings: no Nagle delay, as redis-cli and hiredis set, since a

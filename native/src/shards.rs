@@ -41,3 +41,27 @@ impl PacedShards {
         Some(self.next - 1)
     }
 }
+
+/// How many turns another task got while `work` ran, with `work`'s output: on a one-thread
+/// runtime that task runs only when `work` yields, so this counts the yields of a paced
+/// loop. For the tests of the loops paced here.
+#[cfg(test)]
+pub(crate) async fn turns_while<F: std::future::Future>(work: F) -> (F::Output, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let turns = Arc::new(AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let turns = turns.clone();
+        async move {
+            loop {
+                turns.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let output = work.await;
+    let turns = turns.load(Ordering::Relaxed);
+    ticker.abort();
+    (output, turns)
+}

@@ -542,7 +542,6 @@ fn write_file(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::AtomicUsize;
     use token_server_core::{ManualClock, Meta, SeededRandom};
 
     fn store() -> TokenStore<ManualClock, SeededRandom> {
@@ -635,21 +634,8 @@ mod tests {
         let source = filled(30_000);
         let mut snapshots = Snapshots::new(path.clone());
         snapshots.serialized_per_step = 3;
-        // On a one-thread runtime this task only runs when the snapshot yields.
-        let turns = Arc::new(AtomicUsize::new(0));
-        let ticker = tokio::spawn({
-            let turns = turns.clone();
-            async move {
-                loop {
-                    turns.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-        let written = snapshots.write(&source).await.unwrap();
-        ticker.abort();
-        assert_eq!(written, 30_000);
-        let turns = turns.load(Ordering::Relaxed);
+        let (written, turns) = crate::shards::turns_while(snapshots.write(&source)).await;
+        assert_eq!(written.unwrap(), 30_000);
         assert!(turns >= 30_000 / 3 - source.shard_count(), "{turns} turns");
         fs::remove_dir_all(&folder).unwrap();
     }

@@ -8,7 +8,9 @@
 //! `TOKEN_SERVER_STORE=redis` runs the native server with its sessions in a `redis-server`
 //! started for each server under test (`--redis`).
 
+mod exit;
 pub mod openapi;
+mod temp_dir;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant};
 
 mod redis;
 
+pub use exit::{native_command, run_native, run_to_exit, Exited, RUN_TIMEOUT};
 pub use redis::{redis_available, RedisCluster, RedisServer};
+pub use temp_dir::TempDir;
 
 /// Where the native server under test keeps its sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +86,21 @@ impl Host {
 /// host does not have, so no difference between hosts passes unnoticed.
 pub fn skip_on(host: Host, test: &str, why: &str) {
     eprintln!("skipped {test} on the {host:?} host: {why}");
+}
+
+/// Whether the native binary is under test; when not, says on stderr that the calling test
+/// is skipped and `why` (what only the native host has).
+pub fn native_only(why: &str) -> bool {
+    let host = Host::under_test();
+    if host != Host::Native {
+        // libtest names each test's thread after the test.
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("a test")
+            .to_string();
+        skip_on(host, &test, why);
+    }
+    host == Host::Native
 }
 
 fn workspace_root() -> PathBuf {
@@ -363,6 +382,15 @@ impl Response {
     }
 }
 
+/// The new token in an exchange's `{"Ok":{"token":...}}` answer; panics, showing the
+/// answer, on anything else.
+pub fn token_in(answer: &serde_json::Value) -> String {
+    answer["Ok"]["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an Ok answer: {answer}"))
+        .to_string()
+}
+
 impl Server {
     /// Starts the server under test on a free port with extra `args`.
     pub fn start(args: &[&str]) -> Server {
@@ -442,7 +470,8 @@ impl Server {
     }
 
     /// The address from the `listening on ADDR` line the hosts log (`deno serve` says
-    /// "Listening on http://ADDR/").
+    /// "Listening on http://ADDR/"); a server bound to every address (`--bind 0.0.0.0`) is
+    /// reached over loopback.
     fn logged_address(&self) -> SocketAddr {
         let line = self.wait_for_log_matching(
             |line| line.to_ascii_lowercase().contains("listening on "),
@@ -458,7 +487,13 @@ impl Server {
             .split(|c: char| c.is_whitespace() || c == '"')
             .next()
             .map(|addr| addr.trim_start_matches("http://").trim_end_matches('/'))
-            .and_then(|addr| addr.parse().ok())
+            .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            .map(|mut addr| {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                addr
+            })
             .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
@@ -482,15 +517,28 @@ impl Server {
 
     /// Polls `GET /readyz` until it answers 200, as a load balancer would.
     pub fn wait_until_ready(&self, timeout: Duration) {
+        self.wait_until_ready_over(timeout, |addr| {
+            Ok(request(addr, "GET", "/readyz", None, b""))
+        });
+    }
+
+    /// [`Server::wait_until_ready`] with `readyz` sending the probe to the server's
+    /// address: over TLS, say, where an error (a handshake the server is not ready for) is
+    /// retried too.
+    pub fn wait_until_ready_over(
+        &self,
+        timeout: Duration,
+        readyz: impl Fn(SocketAddr) -> std::io::Result<Response>,
+    ) {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.request("GET", "/readyz", None, b"").status;
-            if status == 200 {
+            let answer = readyz(self.addr);
+            if answer.as_ref().is_ok_and(|response| response.status == 200) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "not ready after {timeout:?} (last /readyz: {status}):\n{}",
+                "not ready after {timeout:?} (last /readyz: {answer:?}):\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -3,15 +3,13 @@
 //! binding in workerd; refusals, several keys, rotation by SIGHUP under load, a bad file,
 //! and the warning for an unprotected non-loopback bind.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use token_server_tests::{
-    server_command, skip_on, try_request_with_headers, Host, Response, Server,
+    server_command, skip_on, try_request_with_headers, Host, Response, Server, TempDir,
 };
 
 const KEY_A: &str = "alpha-0123456789abcdefghijklmnopqrstuv";
@@ -21,37 +19,13 @@ const KEY_OTHER: &str = "other-deployment-0123456789abcdefghijk";
 
 const WARNING: &str = "anyone who can reach this port can mint tokens";
 
-/// A directory of its own for each test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("ts-api-keys-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    /// Writes `text` to `name` atomically (temp file + rename), as an operator rotating
-    /// keys should, so a reload never sees half a file.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let partial = self.0.join(format!("{name}.tmp"));
-        std::fs::write(&partial, text).expect("write the key file");
-        std::fs::rename(&partial, &path).expect("rename the key file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A folder of its own for one test's key files.
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new("ts-api-keys", name)
 }
 
 /// Starts the server under test with the key file at `path`, as each host takes it.
-fn start_with_keys(path: &Path, args: &[&str]) -> Server {
-    let path = path.to_str().expect("a UTF-8 temp path");
+fn start_with_keys(path: &str, args: &[&str]) -> Server {
     match Host::under_test() {
         Host::Native => {
             let mut all = vec!["--api-keys", path];
@@ -104,7 +78,7 @@ fn assert_refused(response: &Response, context: &str) {
 
 #[test]
 fn only_a_configured_key_gets_in_and_a_refusal_changes_nothing() {
-    let dir = TempDir::new("refusals");
+    let dir = temp_dir("refusals");
     let keys = dir.write(
         "keys",
         &format!("# web app\n{KEY_A}\n\n# admin tool\n{KEY_B}\n"),
@@ -176,7 +150,7 @@ fn sighup_swaps_the_key_set_without_dropping_a_request() {
         let why = "a Worker's keys are a secret binding, changed by redeploying";
         return skip_on(host, "sighup_swaps_the_key_set", why);
     }
-    let dir = TempDir::new("sighup");
+    let dir = temp_dir("sighup");
     let keys = dir.write("keys", &format!("{KEY_A}\n"));
     let server = Arc::new(start_with_keys(&keys, &[]));
     assert_eq!(login(&server, Some(KEY_A)).status, 200);
@@ -237,7 +211,7 @@ fn a_reload_that_fails_keeps_the_keys_in_force() {
         let why = "a Worker's keys are a secret binding, changed by redeploying";
         return skip_on(host, "a_reload_that_fails", why);
     }
-    let dir = TempDir::new("bad-reload");
+    let dir = temp_dir("bad-reload");
     let keys = dir.write("keys", &format!("{KEY_A}\n"));
     let server = start_with_keys(&keys, &[]);
     dir.write("keys", &format!("{KEY_B}\ntoo-short-to-be-a-key\n"));
@@ -251,9 +225,9 @@ fn a_reload_that_fails_keeps_the_keys_in_force() {
 
 #[test]
 fn a_bad_key_file_stops_the_start_with_status_2_naming_the_line() {
-    let dir = TempDir::new("bad-file");
+    let dir = temp_dir("bad-file");
     let keys = dir.write("keys", &format!("# ops\n{KEY_A}\nshort\n"));
-    let path = keys.to_str().expect("a UTF-8 temp path");
+    let path = keys.as_str();
     let host = Host::under_test();
     let mut command = match host {
         Host::Native => server_command(host, &["--port", "0", "--api-keys", path]),
@@ -285,13 +259,12 @@ fn binding_beyond_loopback_without_keys_warns_who_can_mint_tokens() {
     }
     // 0.0.0.0 on a free port is reachable on this machine's interfaces only as long as the
     // test runs; the test itself connects over loopback.
-    let mut open = Server::start(&["--bind", "0.0.0.0"]);
+    let open = Server::start(&["--bind", "0.0.0.0"]);
     let line = open.wait_for_log(WARNING, Duration::from_secs(20));
     assert!(line.contains("--api-keys"), "says how to fix it: {line}");
-    open.addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_eq!(login(&open, None).status, 200, "a warning, not a refusal");
 
-    let dir = TempDir::new("bind");
+    let dir = temp_dir("bind");
     let keys = dir.write("keys", &format!("{KEY_A}\n"));
     let protected = start_with_keys(&keys, &["--bind", "0.0.0.0"]);
     let loopback = Server::start(&[]);

@@ -10,27 +10,33 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use token_server::command_batch::CommandBatch;
+use token_server::redis_store::{single_connection, DEFAULT_TIMEOUT};
 use token_server_tests::{redis_available, RedisServer};
 
-#[test]
-fn every_command_of_a_batch_gets_its_own_answer() {
+/// A fresh redis-server and a runtime with one worker, as a server pinned to one CPU runs
+/// (batches form only there); `None`, said on stderr, without redis-server.
+fn redis_and_one_worker() -> Option<(RedisServer, tokio::runtime::Runtime)> {
     if !redis_available() {
         eprintln!("skipped: redis-server is not installed (tests/run-all.sh installs it)");
-        return;
+        return None;
     }
-    let redis = RedisServer::start();
-    // One worker, as a server pinned to one CPU runs: batches form only there.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a tokio runtime");
+    Some((RedisServer::start(), runtime))
+}
+
+#[test]
+fn every_command_of_a_batch_gets_its_own_answer() {
+    let Some((redis, runtime)) = redis_and_one_worker() else {
+        return;
+    };
     let writes = Arc::new(AtomicUsize::new(0));
     runtime.block_on(async {
-        let client = redis::Client::open(redis.url()).unwrap();
-        let manager = ConnectionManager::new(client).await.unwrap();
         let batch = Arc::new(CommandBatch::start(Counted {
-            inner: manager,
+            inner: connection(&redis),
             writes: writes.clone(),
         }));
         let send = |cmd: redis::Cmd| {
@@ -68,6 +74,11 @@ fn every_command_of_a_batch_gets_its_own_answer() {
     // The batches really held several commands: far fewer writes than commands.
     let writes = writes.load(Ordering::Relaxed);
     assert!(writes <= 401 / 4, "{writes} writes for 401 commands");
+}
+
+/// The connection the Redis store makes for `--redis`, to `redis`.
+fn connection(redis: &RedisServer) -> ConnectionManager {
+    single_connection(&redis.url(), DEFAULT_TIMEOUT).expect("a connection to redis-server")
 }
 
 /// A connection that counts what is sent over it: one call, one write.
@@ -110,20 +121,12 @@ async fn futures_join(
 
 #[test]
 fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
-    if !redis_available() {
-        eprintln!("skipped: redis-server is not installed (tests/run-all.sh installs it)");
+    let Some((redis, runtime)) = redis_and_one_worker() else {
         return;
-    }
-    let redis = RedisServer::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     runtime.block_on(async {
-        let client = redis::Client::open(redis.url()).unwrap();
         let gate = Gated {
-            inner: ConnectionManager::new(client).await.unwrap(),
+            inner: connection(&redis),
             closed: Arc::new(AtomicBool::new(true)),
             open: Arc::new(tokio::sync::Notify::new()),
             calls: Arc::new(AtomicUsize::new(0)),

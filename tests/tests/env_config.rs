@@ -2,66 +2,36 @@
 //! a variable sets its flag, a flag on the command line wins, a bad variable exits 2
 //! naming itself and its range, and `--help` names every variable.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use token_server_core::flags::FLAGS;
-use token_server_tests::{native_binary, skip_on, Host, Server};
+use token_server_tests::{native_command, run_to_exit, Server, RUN_TIMEOUT};
 
 /// Whether the native binary is under test: variables are the native CLI's; the edge
 /// hosts take flags only.
-fn native_only(test: &str) -> bool {
-    let host = Host::under_test();
-    if host != Host::Native {
-        skip_on(
-            host,
-            test,
-            "TOKEN_SERVER_* variables are read by the native binary",
-        );
-    }
-    host == Host::Native
+fn native_only() -> bool {
+    token_server_tests::native_only("TOKEN_SERVER_* variables are read by the native binary")
 }
 
 /// Runs the binary to its exit with `args` and exactly `env` among the flags' variables
-/// (on port 0 unless `env` says otherwise); one that is still running after 30 s, i.e.
-/// that started serving, is killed and reported as status -1.
+/// (on port 0 unless `env` says otherwise); one that is still running after
+/// [`RUN_TIMEOUT`], i.e. that started serving, is killed and reported as status -1.
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut command = Command::new(native_binary());
+    let mut command = native_command(args);
     for spec in FLAGS {
         command.env_remove(spec.env);
     }
-    let mut child = command
-        .args(args)
+    command
         .env("TOKEN_SERVER_PORT", "0")
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "token_server=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run token-server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait for token-server").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child
-        .wait_with_output()
-        .expect("read token-server's output");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        .envs(env.iter().copied());
+    let exited = run_to_exit(&mut command, RUN_TIMEOUT);
+    (exited.code, exited.stdout, exited.stderr)
 }
 
 #[test]
 fn variables_switch_on_what_their_flags_do() {
-    if !native_only("variables_switch_on_what_their_flags_do") {
+    if !native_only() {
         return;
     }
     let plain = Server::start(&[]);
@@ -84,7 +54,7 @@ fn variables_switch_on_what_their_flags_do() {
 
 #[test]
 fn the_token_lifetime_comes_from_its_variable_unless_the_flag_is_given() {
-    if !native_only("the_token_lifetime_comes_from_its_variable_unless_the_flag_is_given") {
+    if !native_only() {
         return;
     }
     let env = [
@@ -114,7 +84,7 @@ fn the_token_lifetime_comes_from_its_variable_unless_the_flag_is_given() {
 
 #[test]
 fn a_flag_on_the_command_line_wins_even_over_a_bad_variable() {
-    if !native_only("a_flag_on_the_command_line_wins_even_over_a_bad_variable") {
+    if !native_only() {
         return;
     }
     // The harness passes --port 0; the variable would be refused if it were read.
@@ -124,7 +94,7 @@ fn a_flag_on_the_command_line_wins_even_over_a_bad_variable() {
 
 #[test]
 fn bad_variables_exit_2_naming_the_variable_and_its_range() {
-    if !native_only("bad_variables_exit_2_naming_the_variable_and_its_range") {
+    if !native_only() {
         return;
     }
     let cases: &[(&str, &str, &[&str])] = &[
@@ -172,7 +142,7 @@ fn bad_variables_exit_2_naming_the_variable_and_its_range() {
 
 #[test]
 fn help_names_every_variable() {
-    if !native_only("help_names_every_variable") {
+    if !native_only() {
         return;
     }
     let (code, stdout, _) = run(&["--help"], &[]);

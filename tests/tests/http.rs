@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use token_server_tests::{skip_on, Host, Server, Store};
+use token_server_tests::{skip_on, token_in, Host, Server, Store};
 
 #[test]
 fn login_rotate_replay_delete_flow() {
@@ -20,7 +20,7 @@ fn login_rotate_replay_delete_flow() {
         first["Ok"]["meta"],
         json!({"name": "My user", "year": 2022, "period": 11})
     );
-    let second_token = first["Ok"]["token"].as_str().unwrap().to_string();
+    let second_token = token_in(&first);
     assert_ne!(second_token, token);
 
     let second = server.rotate(&second_token, Some(json!({"year": 2023, "unit": "sales"})));
@@ -28,7 +28,7 @@ fn login_rotate_replay_delete_flow() {
         second["Ok"]["meta"],
         json!({"name": "My user", "year": 2023, "period": 11, "unit": "sales"})
     );
-    let third_token = second["Ok"]["token"].as_str().unwrap().to_string();
+    let third_token = token_in(&second);
 
     assert_eq!(server.rotate(&token, None), json!({"Err": "InvalidToken"}));
     assert_eq!(
@@ -230,7 +230,7 @@ fn dump_logs_expiry_and_meta_but_never_a_token() {
     let server = Server::start_with_env(&["--dump"], &[("RUST_LOG", "token_server=debug")]);
     let token = server.login(json!({"user": "dumped-user"}));
     let rotated = server.rotate(&token, None);
-    let live = rotated["Ok"]["token"].as_str().unwrap().to_string();
+    let live = token_in(&rotated);
     let response = server.request("HEAD", "/dump", None, b"");
     assert_eq!(response.status, 202);
     let line = server.wait_for_log("dumped-user", Duration::from_secs(5));
@@ -254,9 +254,9 @@ fn no_log_line_at_trace_level_contains_a_token() {
     let server = Server::start_with_env(&["--dump"], &[("RUST_LOG", "trace")]);
     let mut tokens = vec![server.login(json!({"user": "traced"}))];
     let first = server.rotate(&tokens[0], None);
-    tokens.push(first["Ok"]["token"].as_str().unwrap().to_string());
+    tokens.push(token_in(&first));
     let second = server.rotate(&tokens[1], Some(json!({"year": 2026})));
-    tokens.push(second["Ok"]["token"].as_str().unwrap().to_string());
+    tokens.push(token_in(&second));
     server.rotate(&tokens[0], None);
     server.request("HEAD", "/dump", None, b"");
     server.json("DELETE", "/token", &json!({ "token": tokens[2] }));
@@ -453,7 +453,7 @@ fn rotations_cannot_grow_metadata_past_the_byte_cap() {
             break;
         }
         assert_eq!(response.status, 200, "{response:?}");
-        token = response.json()["Ok"]["token"].as_str().unwrap().to_string();
+        token = token_in(&response.json());
     }
     let (step, message) = refused.expect("metadata grew without bound");
     assert_eq!(
@@ -475,36 +475,17 @@ fn the_default_address_is_loopback() {
 /// Command-line behaviour belongs to the native binary; the edge host has its own.
 mod cli {
     use super::*;
-    use std::process::{Command, Stdio};
-    use token_server_tests::native_binary;
+    use token_server_tests::run_native;
 
     fn run(args: &[&str]) -> (i32, String, String) {
-        let output = Command::new(native_binary())
-            .args(args)
-            .env("RUST_LOG", "token_server=info")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run token-server");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let exited = run_native(args);
+        (exited.code, exited.stdout, exited.stderr)
     }
 
     /// Whether the host under test is the native binary; says so on stderr when a
     /// native-only test (CLI, state file, limit flags) is skipped for another host.
     fn native_only() -> bool {
-        let host = Host::under_test();
-        if host != Host::Native {
-            // libtest names each test's thread after the test.
-            let test = std::thread::current()
-                .name()
-                .unwrap_or("a test")
-                .to_string();
-            skip_on(host, &test, "a native-only behaviour");
-        }
-        host == Host::Native
+        token_server_tests::native_only("a native-only behaviour")
     }
 
     #[test]
@@ -905,33 +886,9 @@ mod cli {
     /// Runs the binary to its exit, or kills it after `timeout` (then the code is -1): a
     /// server that should have refused to start must not hang the test.
     fn run_to_exit(args: &[&str], timeout: Duration) -> (i32, String) {
-        let mut child = Command::new(native_binary())
-            .args(args)
-            .env("RUST_LOG", "token_server=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run token-server");
-        let deadline = std::time::Instant::now() + timeout;
-        let code = loop {
-            if let Some(status) = child.try_wait().expect("wait for token-server") {
-                break status.code().unwrap_or(-1);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break -1;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        use std::io::Read;
-        let _ = child
-            .stderr
-            .take()
-            .map(|mut e| e.read_to_string(&mut stderr));
-        (code, stderr)
+        let exited =
+            token_server_tests::run_to_exit(&mut token_server_tests::native_command(args), timeout);
+        (exited.code, exited.stderr)
     }
 
     fn mode(path: &std::path::Path) -> u32 {
@@ -1420,7 +1377,7 @@ mod cli {
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(r#"ulimit -Sn 48 && ulimit -Hn 48 && exec "$0" --port 0"#)
-                .arg(native_binary())
+                .arg(token_server_tests::native_binary())
                 .env("RUST_LOG", "token_server=info")
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
@@ -1535,15 +1492,8 @@ mod cli {
 /// tests cover its end on a manual clock; here only its flag checks.
 mod sessions {
     use super::*;
-    use std::process::{Command, Stdio};
-    use token_server_tests::{native_binary, server_command};
-
-    fn token_in(answer: &serde_json::Value) -> String {
-        answer["Ok"]["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not an Ok answer: {answer}"))
-            .to_string()
-    }
+    use std::process::Stdio;
+    use token_server_tests::{run_native, server_command};
 
     fn invalid() -> serde_json::Value {
         json!({"Err": "InvalidToken"})
@@ -1555,11 +1505,7 @@ mod sessions {
     }
 
     fn native() -> bool {
-        let host = Host::under_test();
-        if host != Host::Native {
-            eprintln!("skipped on the {host:?} host: a native-only behaviour");
-        }
-        host == Host::Native
+        token_server_tests::native_only("a native-only behaviour")
     }
 
     #[test]
@@ -1872,13 +1818,9 @@ mod sessions {
         ];
         for (contents, needle) in cases {
             std::fs::write(&path, contents).unwrap();
-            let output = Command::new(native_binary())
-                .args(["--port", "0", "--state-file", path.to_str().unwrap()])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
-            assert_ne!(output.status.code(), Some(0));
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let exited = run_native(&["--port", "0", "--state-file", path.to_str().unwrap()]);
+            assert_ne!(exited.code, 0);
+            let stderr = exited.stderr;
             assert!(stderr.contains(needle), "{needle}: {stderr}");
             assert!(stderr.contains("Refusing to start"), "{stderr}");
         }
@@ -1919,13 +1861,6 @@ mod durable_sessions {
         } else {
             assert_eq!(server.terminate().code(), Some(0));
         }
-    }
-
-    fn token_in(answer: &serde_json::Value) -> String {
-        answer["Ok"]["token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("not Ok: {answer}"))
-            .to_string()
     }
 
     #[test]

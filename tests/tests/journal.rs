@@ -5,21 +5,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use token_server_tests::{native_binary, Host, Server};
+use token_server_tests::{run_native, Server};
 
 const HEADER: &str = "token-server journal v1\n";
 
 /// Whether the host under test is the native binary; says so when a test is skipped.
 fn native_only() -> bool {
-    let host = Host::under_test();
-    if host != Host::Native {
-        eprintln!("skipped on the {host:?} host: the journal is native-only");
-    }
-    host == Host::Native
+    token_server_tests::native_only("the journal is native-only")
 }
 
 /// A fresh folder for this test's files; returns the state file's path in it.
@@ -79,16 +74,9 @@ fn kill_9(server: Server) {
 }
 
 /// Starts the binary on `state` expecting it to refuse; returns its exit code and stderr.
-fn refused(state: &Path) -> (Option<i32>, String) {
-    let output = Command::new(native_binary())
-        .args(["--port", "0", "--state-file", state.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+fn refused(state: &Path) -> (i32, String) {
+    let exited = run_native(&["--port", "0", "--state-file", state.to_str().unwrap()]);
+    (exited.code, exited.stderr)
 }
 
 #[test]
@@ -217,7 +205,7 @@ fn a_corrupt_record_before_the_last_refuses_the_start_naming_file_and_line() {
     let corrupt = format!("{}\n{}\n- x 00\n{}\n", lines[0], lines[1], lines[2]);
     std::fs::write(&journal, corrupt).unwrap();
     let (code, stderr) = refused(&state);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains(&journal.display().to_string()), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
     assert!(stderr.contains("Refusing to start"), "{stderr}");
@@ -290,10 +278,7 @@ fn journal_fsync_always_is_accepted_and_keeps_changes() {
     kill_9(server);
     let server = Server::start(&args);
     assert!(exchange(&server, &token, None).is_some());
-    let output = Command::new(native_binary())
-        .args(["--journal-fsync", "sometimes"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("everysec or always"));
+    let exited = run_native(&["--journal-fsync", "sometimes"]);
+    assert_eq!(exited.code, 2);
+    assert!(exited.stderr.contains("everysec or always"));
 }

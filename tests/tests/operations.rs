@@ -8,16 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
-use token_server_tests::{Host, Server};
+use token_server_tests::{token_in, Server};
 
 /// Whether the host under test is the native binary; says so on stderr when a native-only
 /// test (state file, drain, metrics, log format) is skipped for another host.
 fn native_only() -> bool {
-    let host = Host::under_test();
-    if host != Host::Native {
-        eprintln!("skipped on the {host:?} host: a native-only behaviour");
-    }
-    host == Host::Native
+    token_server_tests::native_only("a native-only behaviour")
 }
 
 /// A fresh folder for this test's files.
@@ -231,7 +227,7 @@ fn metrics_count_a_known_sequence_of_requests() {
     let first = server.login(json!({ "name": secret_meta }));
     let second = server.login(json!({ "name": secret_meta }));
     let rotated = server.rotate(&first, None);
-    let third = rotated["Ok"]["token"].as_str().unwrap().to_string();
+    let third = token_in(&rotated);
     assert_eq!(server.rotate(&first, None), json!({"Err": "InvalidToken"}));
     assert_eq!(
         server

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use token_server_tests::{native_binary, redis_available, Host, RedisCluster, RedisServer, Server};
+use token_server_tests::{redis_available, run_native, Host, RedisCluster, RedisServer, Server};
 
 /// Whether this test can run: the native host, with redis-server installed.
 fn runs(test: &str) -> bool {
@@ -281,20 +281,12 @@ fn state_file_and_max_tokens_do_not_apply_with_redis() {
         ("--state-file", "/tmp/never", "persistence"),
         ("--max-tokens", "10", "maxmemory"),
     ] {
-        let output = Command::new(native_binary())
-            .args(["--redis", "redis://127.0.0.1:1/0", flag, value])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        let exited = run_native(&["--redis", "redis://127.0.0.1:1/0", flag, value]);
+        let stderr = exited.stderr;
+        assert_eq!(exited.code, 2, "{flag}: {stderr}");
         assert!(stderr.contains(flag) && stderr.contains(says), "{stderr}");
     }
-    let output = Command::new(native_binary())
-        .args(["--redis", "http://127.0.0.1/"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(run_native(&["--redis", "http://127.0.0.1/"]).code, 2);
 }
 
 #[test]

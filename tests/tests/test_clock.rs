@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use token_server_tests::{skip_on, Host, Server};
+use token_server_tests::{skip_on, token_in, Host, Server};
 
 /// 2030-01-01T00:00:00Z: far from the real time, so nothing here can pass by accident on
 /// the wall clock.
@@ -22,13 +22,6 @@ fn move_clock(server: &Server, path: &str, body: Value) -> String {
 
 fn advance(server: &Server, by: &str) -> String {
     move_clock(server, "/test-clock/advance", json!({ "by": by }))
-}
-
-fn next_token(answer: &Value) -> String {
-    answer["Ok"]["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not Ok: {answer}"))
-        .to_string()
 }
 
 #[test]
@@ -69,9 +62,9 @@ fn a_token_expires_exactly_at_its_lifetime_and_a_rotation_renews_it() {
     let first = server.login(json!({"user": "clocked"}));
     advance(&server, "1h59min59s999ms");
     // Valid a millisecond before its lifetime; the new token gets a full one.
-    let second = next_token(&server.rotate(&first, None));
+    let second = token_in(&server.rotate(&first, None));
     advance(&server, "1h59min59s999ms");
-    let third = next_token(&server.rotate(&second, Some(json!({"year": 2030}))));
+    let third = token_in(&server.rotate(&second, Some(json!({"year": 2030}))));
     advance(&server, "2h");
     assert_eq!(server.rotate(&third, None), json!({"Err": "InvalidToken"}));
 }
@@ -247,11 +240,11 @@ fn a_session_rotated_every_1h59min_ends_at_its_max_session_lifetime() {
     // At 1h59min, 3h58min, 5h57min and 7h56min: each rotation inside its token's lifetime.
     for _ in 0..4 {
         advance(&server, "1h59min");
-        token = next_token(&server.rotate(&token, None));
+        token = token_in(&server.rotate(&token, None));
     }
     // The last token's own lifetime would run to 9h56min; the session's end caps it at 8h.
     advance(&server, "3min59s999ms");
-    token = next_token(&server.rotate(&token, None));
+    token = token_in(&server.rotate(&token, None));
     advance(&server, "1ms");
     assert_eq!(server.rotate(&token, None), json!({"Err": "InvalidToken"}));
 }
@@ -260,10 +253,10 @@ fn a_session_rotated_every_1h59min_ends_at_its_max_session_lifetime() {
 fn a_replay_after_the_rotation_grace_is_refused() {
     let server = Server::start(&["--test-clock", "--rotation-grace", "30s"]);
     let first = server.login(json!({}));
-    let second = next_token(&server.rotate(&first, None));
+    let second = token_in(&server.rotate(&first, None));
     advance(&server, "29s999ms");
     // Inside the grace: the same successor again.
-    assert_eq!(next_token(&server.rotate(&first, None)), second);
+    assert_eq!(token_in(&server.rotate(&first, None)), second);
     advance(&server, "1ms");
     assert_eq!(server.rotate(&first, None), json!({"Err": "InvalidToken"}));
     // Without --revoke-on-reuse the session itself lives on.

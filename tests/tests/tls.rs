@@ -9,11 +9,9 @@
 //! warning.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -21,46 +19,19 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use token_server_tests::{native_binary, request_on, skip_on, Host, Response, Server};
+use token_server_tests::{request_on, run_native, Response, Server, TempDir};
 
 const MINT_WARNING: &str = "anyone who can reach this port can mint tokens";
 
 /// The TLS tests concern the native server only: the edge hosts leave TLS to their
 /// runtime or platform.
-fn native_only(test: &str) -> bool {
-    let host = Host::under_test();
-    if host != Host::Native {
-        skip_on(host, test, "TLS on the listener is the native server's");
-    }
-    host == Host::Native
+fn native_only() -> bool {
+    token_server_tests::native_only("TLS on the listener is the native server's")
 }
 
-/// A directory of its own for each test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("ts-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        TempDir(dir)
-    }
-
-    /// Writes `text` to `name` atomically (temp file + rename), as an operator replacing
-    /// a certificate should, so a reload never reads half a file.
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        let partial = self.0.join(format!("{name}.tmp"));
-        std::fs::write(&partial, text).expect("write a PEM file");
-        std::fs::rename(&partial, &path).expect("rename a PEM file");
-        path.to_str().expect("a UTF-8 temp path").to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A folder of its own for one test's files.
+fn temp_dir(name: &str) -> TempDir {
+    TempDir::new("ts-tls", name)
 }
 
 /// A certificate authority made for one test.
@@ -194,21 +165,11 @@ fn login(addr: SocketAddr, config: &Arc<ClientConfig>) -> std::io::Result<Respon
 /// Starts the server with `args` and waits until `/readyz` answers 200 over TLS to
 /// `config`.
 fn start_tls(args: &[&str], config: &Arc<ClientConfig>) -> Server {
-    let mut server = Server::start_listening(args, &[]);
-    // A server bound to every address is reached over loopback.
-    server.addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match https(server.addr, config, "GET", "/readyz", "") {
-            Ok(response) if response.status == 200 => return server,
-            last => assert!(
-                Instant::now() < deadline,
-                "not ready over TLS ({last:?}):\n{}",
-                server.log()
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = Server::start_listening(args, &[]);
+    server.wait_until_ready_over(Duration::from_secs(60), |addr| {
+        https(addr, config, "GET", "/readyz", "")
+    });
+    server
 }
 
 /// A CA, a server certificate of it written to `dir`, and the flags naming them.
@@ -234,31 +195,11 @@ impl Served {
     }
 }
 
-/// Runs the binary to its exit with `args` (one still running after 30 s, i.e. serving,
-/// is killed and reported as -1); the status and stderr.
+/// Runs the binary on port 0 to its exit with `args` (one still serving is killed and
+/// reported as -1); the status and stderr.
 fn run_to_exit(args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(native_binary())
-        .args(["--port", "0"])
-        .args(args)
-        .env("RUST_LOG", "token_server=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run token-server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait for token-server").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("token-server's output");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let exited = run_native(&[&["--port", "0"], args].concat());
+    (exited.code, exited.stderr)
 }
 
 /// Whether the server closes `stream` (EOF or a reset) within 30 s, rather than leaving
@@ -285,10 +226,10 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 
 #[test]
 fn https_serves_the_api_over_http1_and_http2_by_alpn() {
-    if !native_only("https_serves_the_api") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("alpn");
+    let dir = temp_dir("alpn");
     let served = Served::new(&dir);
     let http1 = client_config(&served.ca, None, &[b"http/1.1"]);
     let server = start_tls(&served.args(), &http1);
@@ -385,10 +326,10 @@ fn http2_exchange(
 
 #[test]
 fn plain_http_to_the_tls_port_is_refused_and_the_server_keeps_serving() {
-    if !native_only("plain_http_to_the_tls_port") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("plain");
+    let dir = temp_dir("plain");
     let served = Served::new(&dir);
     let client = client_config(&served.ca, None, &[]);
     let server = start_tls(&served.args(), &client);
@@ -411,10 +352,10 @@ fn plain_http_to_the_tls_port_is_refused_and_the_server_keeps_serving() {
 
 #[test]
 fn a_stalled_handshake_is_closed_by_the_header_timeout() {
-    if !native_only("a_stalled_handshake") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("stall");
+    let dir = temp_dir("stall");
     let served = Served::new(&dir);
     let client = client_config(&served.ca, None, &[]);
     let mut args = served.args();
@@ -434,10 +375,10 @@ fn a_stalled_handshake_is_closed_by_the_header_timeout() {
 
 #[test]
 fn the_connection_cap_holds_over_tls() {
-    if !native_only("the_connection_cap_holds_over_tls") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("cap");
+    let dir = temp_dir("cap");
     let served = Served::new(&dir);
     let client = client_config(&served.ca, None, &[]);
     let mut args = served.args();
@@ -462,10 +403,10 @@ fn the_connection_cap_holds_over_tls() {
 
 #[test]
 fn a_stop_does_not_wait_for_a_handshake() {
-    if !native_only("a_stop_does_not_wait_for_a_handshake") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("stop");
+    let dir = temp_dir("stop");
     let served = Served::new(&dir);
     let client = client_config(&served.ca, None, &[]);
     let mut args = served.args();
@@ -486,10 +427,10 @@ fn a_stop_does_not_wait_for_a_handshake() {
 
 #[test]
 fn mutual_tls_serves_only_clients_with_a_certificate_of_the_ca() {
-    if !native_only("mutual_tls") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("mutual");
+    let dir = temp_dir("mutual");
     let served = Served::new(&dir);
     let clients_ca = Ca::new("web servers' CA");
     let ca_file = dir.write("clients-ca.pem", &clients_ca.pem);
@@ -513,10 +454,10 @@ fn mutual_tls_serves_only_clients_with_a_certificate_of_the_ca() {
 
 #[test]
 fn sighup_swaps_the_certificate_for_new_connections() {
-    if !native_only("sighup_swaps_the_certificate") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("sighup");
+    let dir = temp_dir("sighup");
     let ca = Ca::new("token-server test CA");
     let first = ca.server();
     let cert = dir.write("cert.pem", &first.cert_pem);
@@ -558,10 +499,10 @@ fn sighup_swaps_the_certificate_for_new_connections() {
 
 #[test]
 fn bad_or_mismatched_files_stop_the_start_with_status_1_naming_the_file() {
-    if !native_only("bad_or_mismatched_files") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("bad");
+    let dir = temp_dir("bad");
     let served = Served::new(&dir);
     let other = served.ca.server();
     let other_key = dir.write("other-key.pem", &other.key_pem);
@@ -574,7 +515,7 @@ fn bad_or_mismatched_files_stop_the_start_with_status_1_naming_the_file() {
         "not-x509.pem",
         "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
     );
-    let missing = dir.0.join("missing.pem");
+    let missing = dir.path().join("missing.pem");
     let missing = missing.to_str().expect("a UTF-8 temp path");
     let (cert, key) = (served.cert.as_str(), served.key.as_str());
     // A line of each key's base64, which no message may hold.
@@ -625,10 +566,10 @@ fn bad_or_mismatched_files_stop_the_start_with_status_1_naming_the_file() {
 
 #[test]
 fn incomplete_tls_flags_exit_2_naming_them() {
-    if !native_only("incomplete_tls_flags") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("incomplete");
+    let dir = temp_dir("incomplete");
     let served = Served::new(&dir);
     let ca_file = dir.write("ca.pem", &served.ca.pem);
     let (code, stderr) = run_to_exit(&["--tls-client-ca", &ca_file]);
@@ -644,10 +585,10 @@ fn incomplete_tls_flags_exit_2_naming_them() {
 
 #[test]
 fn binding_beyond_loopback_warns_unless_callers_must_authenticate_over_tls() {
-    if !native_only("binding_beyond_loopback_warns") {
+    if !native_only() {
         return;
     }
-    let dir = TempDir::new("warn");
+    let dir = temp_dir("warn");
     let served = Served::new(&dir);
     let client = client_config(&served.ca, None, &[]);
     let bind = ["--bind", "0.0.0.0"];
@@ -684,8 +625,7 @@ fn binding_beyond_loopback_warns_unless_callers_must_authenticate_over_tls() {
     }
 
     // API keys without TLS: a key crosses the network readable.
-    let mut sniffable = Server::start_listening(&["--bind", "0.0.0.0", "--api-keys", &keys], &[]);
-    sniffable.addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let sniffable = Server::start_listening(&["--bind", "0.0.0.0", "--api-keys", &keys], &[]);
     let line = sniffable.wait_for_log("clear text", Duration::from_secs(20));
     assert!(
         line.contains("--tls-cert") && !line.contains(MINT_WARNING),

@@ -6,34 +6,22 @@
 // Flags come from flags.mjs and every answer from handler.mjs, shared with the other hosts.
 import * as wasm from "../pkg-web/token_server_wasm.js";
 import { failed, respond, startPurgeTimer } from "./handler.mjs";
-import { HOST, startHost } from "./flags.mjs";
+import { HOST, exitWithError, startHost } from "./flags.mjs";
 
 const log = (line) => process.stderr.write(`${line}\n`);
-
-function fail(message, usage = "") {
-  process.stderr.write(`error: ${message}\n${usage}\n`);
-  process.exit(2);
-}
-
-function help(usage) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
 
 async function main() {
   const wasmFile = new URL("../pkg-web/token_server_wasm_bg.wasm", import.meta.url);
   try {
     wasm.initSync({ module: await Bun.file(wasmFile).arrayBuffer() });
   } catch (err) {
-    fail(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
+    exitWithError(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
   const { port, service, purgeMs, reloadKeys } = startHost({
     command: "bun wasm/edge/bun.mjs",
     wasm,
     args: Bun.argv.slice(2),
     log,
-    fail,
-    help,
   });
   if (reloadKeys) process.on("SIGHUP", reloadKeys);
 

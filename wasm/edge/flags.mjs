@@ -158,14 +158,35 @@ export function apiKeysFromEnv(service, log) {
   };
 }
 
+/** Prints `error: message` and the usage on stderr and exits 2, as the native CLI does. */
+export function exitWithError(message, usage = "") {
+  process.stderr.write(`error: ${message}\n${usage}\n`);
+  process.exit(2);
+}
+
+/** Prints the usage on stdout and exits 0 (-h, --help). */
+export function exitWithHelp(usage) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+
 /**
  * The start-up every process host shares: its usage text, its flags (command line, then
  * TOKEN_SERVER_* variables), its service and its API keys. On a usage error calls
- * `fail(message, usage)`, for -h `help(usage)`; neither returns. Otherwise returns
+ * `fail(message, usage)`, for -h `help(usage)` (by default {@link exitWithError} and {@link exitWithHelp},
+ * through node:process, which Node and Bun have); neither returns. Otherwise returns
  * `{ port, service, purgeMs, dump, reloadKeys }`, `reloadKeys` a function for SIGHUP when
  * the keys come from a file.
  */
-export function startHost({ command, wasm, args, log, fail, help, port = true }) {
+export function startHost({
+  command,
+  wasm,
+  args,
+  log,
+  fail = exitWithError,
+  help = exitWithHelp,
+  port = true,
+}) {
   const text = usage(command, wasm, { port });
   let flags;
   let reloadKeys = null;

@@ -12,29 +12,19 @@ import http from "node:http";
 import { createRequire } from "node:module";
 
 import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
-import { HOST, startHost } from "./flags.mjs";
+import { HOST, exitWithError, startHost } from "./flags.mjs";
 
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
 const SHUTDOWN_GRACE_MS = 10_000;
 
 const log = (line) => process.stderr.write(`${line}\n`);
 
-function fail(message, usage = "") {
-  process.stderr.write(`error: ${message}\n${usage}\n`);
-  process.exit(2);
-}
-
-function help(usage) {
-  process.stdout.write(`${usage}\n`);
-  process.exit(0);
-}
-
 function loadPackage() {
   try {
     // The nodejs glue wasm-bindgen emits is CommonJS.
     return createRequire(import.meta.url)("../pkg/token_server_wasm.js");
   } catch (err) {
-    fail(`cannot load wasm/pkg (run bash wasm/build.sh first): ${err.message}`);
+    exitWithError(`cannot load wasm/pkg (run bash wasm/build.sh first): ${err.message}`);
   }
 }
 
@@ -87,8 +77,6 @@ function main() {
     wasm: loadPackage(),
     args: process.argv.slice(2),
     log,
-    fail,
-    help,
   });
   if (reloadKeys) process.on("SIGHUP", reloadKeys);
 

@@ -24,9 +24,8 @@ use token_server::connections::Listener;
 use token_server::journal::{Journal, JournalFsync};
 use token_server::metrics::Metrics;
 use token_server::observer::Observer;
-use token_server::tls::{Tls, TlsFiles};
 use token_server::{purge, server, shutdown, state};
-use token_server_bench::{percentile, PurgeTimes, BENCH_META};
+use token_server_bench::{percentile, tls_from_args, value_after, PurgeTimes, BENCH_META};
 use token_server_core::auth::ApiKeys;
 use token_server_core::protocol::Service;
 use token_server_core::session::SessionRules;
@@ -36,45 +35,16 @@ const LIFETIME: Duration = Duration::from_secs(2 * 3600);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let prefill: usize = args
-        .iter()
-        .position(|a| a == "--prefill")
-        .and_then(|i| args.get(i + 1))
+    let prefill: usize = value_after(&args, "--prefill")
         .map(|v| v.parse().expect("--prefill takes a count"))
         .unwrap_or(0);
-    let state_file = args
-        .iter()
-        .position(|a| a == "--state-file")
-        .and_then(|i| args.get(i + 1))
-        .map(std::path::PathBuf::from);
-    let grace: Option<u64> = args
-        .iter()
-        .position(|a| a == "--rotation-grace")
-        .and_then(|i| args.get(i + 1))
+    let state_file = value_after(&args, "--state-file").map(std::path::PathBuf::from);
+    let grace: Option<u64> = value_after(&args, "--rotation-grace")
         .map(|v| v.parse().expect("--rotation-grace takes seconds"));
     let metrics = args.iter().any(|a| a == "--metrics");
-    let api_key = args
-        .iter()
-        .position(|a| a == "--api-key")
-        .and_then(|i| args.get(i + 1))
+    let api_key = value_after(&args, "--api-key")
         .map(|key| ApiKeys::parse(key).expect("--api-key takes a key of 32+ characters"));
-    let path_after = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(std::path::PathBuf::from)
-    };
-    let tls = match (path_after("--tls-cert"), path_after("--tls-key")) {
-        (Some(cert), Some(key)) => Some(Arc::new(
-            Tls::load(TlsFiles {
-                cert,
-                key,
-                client_ca: None,
-            })
-            .expect("load the certificate"),
-        )),
-        _ => None,
-    };
+    let tls = tls_from_args(&args).map(Arc::new);
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
 
     let clock = ManualClock::new(1_700_000_000_000);
@@ -123,10 +93,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let listener = match tls {
-            Some(tls) => Listener::tls(listener, tls),
-            None => Listener::from(listener),
-        };
+        let listener = Listener::maybe_tls(listener, tls);
         let serving = server::Serving {
             observer,
             ..server::Serving::default()

@@ -9,14 +9,11 @@
 //! connection handed to hyper-util as warp's filter, with none of the shipped server's
 //! deadlines, connection cap or bounded shutdown.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use token_server::shutdown;
-use token_server::tls::{Tls, TlsFiles};
 use warp::http::header::CONTENT_TYPE;
 use warp::http::{Method, Response};
 use warp::Filter;
@@ -47,23 +44,7 @@ fn answer(method: Method, body: Bytes) -> Response<String> {
 async fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|arg| arg == flag)
-            .and_then(|at| args.get(at + 1))
-            .map(PathBuf::from)
-    };
-    let tls = match (value("--tls-cert"), value("--tls-key")) {
-        (Some(cert), Some(key)) => Some(
-            Tls::load(TlsFiles {
-                cert,
-                key,
-                client_ca: None,
-            })
-            .expect("load the certificate"),
-        ),
-        _ => None,
-    };
+    let tls = token_server_bench::tls_from_args(&args);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -308,20 +308,25 @@ fn nothing_the_store_keeps_is_a_usable_secret() {
     );
 }
 
-#[test]
-fn a_corrupt_sealed_successor_is_answered_with_nothing() {
-    let rules = rules();
+/// A session started at 0 with secret A (returned) and exchanged once, at 1, for B.
+fn exchanged_once(rules: &SessionRules) -> (Secret, SessionRecord) {
     let a = Secret([1; 16]);
-    let record = SessionRecord::new(&a, Timestamp(0), Meta::default(), &rules);
+    let record = SessionRecord::new(&a, Timestamp(0), Meta::default(), rules);
     let (record, _) = transition(
         record,
         &a,
         Action::Exchange(None),
         Timestamp(1),
         Secret([2; 16]),
-        &rules,
+        rules,
     );
-    let mut record = record.unwrap();
+    (a, record.expect("an exchange keeps the session"))
+}
+
+#[test]
+fn a_corrupt_sealed_successor_is_answered_with_nothing() {
+    let rules = rules();
+    let (a, mut record) = exchanged_once(&rules);
     let mut list = record.predecessors.as_slice().to_vec();
     list[0].sealed_successor[0] ^= 1;
     record.predecessors = Predecessors::from(list);
@@ -340,17 +345,7 @@ fn a_corrupt_sealed_successor_is_answered_with_nothing() {
 #[test]
 fn transition_versions_every_change_and_only_changes() {
     let rules = rules();
-    let a = Secret([1; 16]);
-    let record = SessionRecord::new(&a, Timestamp(0), Meta::default(), &rules);
-    let (record, _) = transition(
-        record,
-        &a,
-        Action::Exchange(None),
-        Timestamp(1),
-        Secret([2; 16]),
-        &rules,
-    );
-    let record = record.unwrap();
+    let (a, record) = exchanged_once(&rules);
     assert_eq!(record.version, 1);
     // A replay without an update changes nothing; with one it is a change.
     let (same, _) = transition(

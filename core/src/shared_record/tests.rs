@@ -3,31 +3,15 @@
 
 use super::*;
 use crate::meta::{Meta, MetaLimits};
+use crate::snapshot::fixtures::{checks, predecessors, NOW};
 
-const NOW: Timestamp = Timestamp(1_700_000_000_000);
-
-fn checks() -> ReadChecks {
-    ReadChecks {
-        now: NOW,
-        meta_limits: MetaLimits::default(),
-    }
-}
-
-fn record(predecessors: u8, version: u32) -> SessionRecord {
+fn record(count: u8, version: u32) -> SessionRecord {
     SessionRecord {
         secret_hash: SecretHash([0x5a; 16]),
         started: Timestamp(NOW.0 - 5_000),
         expires: Timestamp(NOW.0 + 3_600_000),
         meta: Meta::from_json(r#"{"name":"bench user","period":11,"year":2026}"#).unwrap(),
-        predecessors: Predecessors::from(
-            (0..predecessors)
-                .map(|p| Predecessor {
-                    secret_hash: SecretHash([p; 16]),
-                    sealed_successor: [p.wrapping_add(100); 16],
-                    deadline: Timestamp(NOW.0 + u64::from(p)),
-                })
-                .collect::<Vec<_>>(),
-        ),
+        predecessors: predecessors(count),
         version,
     }
 }

@@ -1,16 +1,8 @@
 //! The state file format: round trips of v2, v1 still loads, and the strict reader refuses
 //! everything no writer writes, naming the line.
 
+use super::fixtures::{checks, predecessors, NOW};
 use super::*;
-
-const NOW: Timestamp = Timestamp(1_700_000_000_000);
-
-fn checks() -> ReadChecks {
-    ReadChecks {
-        now: NOW,
-        meta_limits: MetaLimits::default(),
-    }
-}
 
 fn sample() -> Vec<StoredSession> {
     (0..3u8)
@@ -21,15 +13,7 @@ fn sample() -> Vec<StoredSession> {
                 started: Timestamp(NOW.0 - 5_000),
                 expires: Timestamp(NOW.0 + 1_000 + u64::from(i)),
                 meta: Meta::from_json(&format!(r#"{{"n":{i},"s":"a b\nc"}}"#)).unwrap(),
-                predecessors: Predecessors::from(
-                    (0..i)
-                        .map(|p| Predecessor {
-                            secret_hash: SecretHash([p; 16]),
-                            sealed_successor: [p.wrapping_add(100); 16],
-                            deadline: Timestamp(NOW.0 + u64::from(p)),
-                        })
-                        .collect::<Vec<_>>(),
-                ),
+                predecessors: predecessors(i),
                 version: 0,
             },
         })
