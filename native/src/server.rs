@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -166,13 +165,14 @@ async fn answer<C, R, B, S>(
     observer: &Observer,
     head: Head,
     path: &str,
-    body: S,
+    mut body: S,
 ) -> Response<String>
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
     B: Buf,
-    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    // warp's body stream is Unpin: it is read in place, with no box per request.
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin + 'static,
 {
     let in_flight = observer.begin();
     let authorization = head
@@ -189,7 +189,6 @@ where
         return to_response(reply);
     }
     let limit = service.max_body_bytes();
-    let mut body = Box::pin(body);
     // Refused before a byte of the body is read: no point receiving megabytes to refuse.
     let declared_too_large = head
         .fields
@@ -250,10 +249,10 @@ const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// buffer, and closing a socket with unread data sends a reset that destroys the 413
 /// before a client that writes its whole body first (Python's http.client, many SDKs)
 /// gets to read it.
-fn linger<B, S>(mut body: Pin<Box<S>>)
+fn linger<B, S>(mut body: S)
 where
     B: Buf,
-    S: Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    S: Stream<Item = Result<B, warp::Error>> + Send + Unpin + 'static,
 {
     tokio::spawn(async move {
         let discard = async {
@@ -273,9 +272,9 @@ where
 /// Reads the whole body, or gives up with `None` as soon as it exceeds `limit`, so a huge
 /// body is never buffered. A body that breaks off midway (or times out) is answered as
 /// an empty one.
-async fn read_limited<B: Buf, S>(body: &mut Pin<Box<S>>, limit: usize) -> Option<Vec<u8>>
+async fn read_limited<B: Buf, S>(body: &mut S, limit: usize) -> Option<Vec<u8>>
 where
-    S: Stream<Item = Result<B, warp::Error>>,
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
 {
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
