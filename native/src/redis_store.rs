@@ -177,7 +177,9 @@ impl RedisStore {
             compare_and_set: Script::new(COMPARE_AND_SET),
             own_writes: OwnWrites::default(),
             batch: match &connection {
-                Connection::Single(manager) => Some(CommandBatch::start(manager.clone())),
+                Connection::Single(manager) => {
+                    Some(CommandBatch::start(manager.clone(), config.timeout))
+                }
                 Connection::Cluster(_) => None,
             },
             connection,
@@ -502,7 +504,9 @@ impl RedisStore {
     /// timeout; the outer error is the timeout, the inner Redis's (or the connection's).
     async fn send(&self, cmd: Cmd) -> Result<RedisResult<Value>, StoreError> {
         let answer = match &self.batch {
-            Some(batch) => tokio::time::timeout(self.timeout, batch.send(cmd)).await,
+            // The batch answers within the timeout itself (a timer per batch, not per
+            // command).
+            Some(batch) => Ok(batch.send(cmd).await),
             None => {
                 let mut connection = self.connection.clone();
                 tokio::time::timeout(self.timeout, async move {
