@@ -144,9 +144,14 @@ impl RedisStore {
             RedisTarget::Single(url) => {
                 let info = url.as_str().into_connection_info()?.set_tcp_settings(tcp());
                 let client = redis::Client::open(info)?;
+                // No response timeout of redis-rs's own: every command on a single server
+                // goes through the command batch, which answers each within the timeout (a
+                // timer per batch). A second timer per batch cost another wake of tokio's
+                // I/O driver; and redis-rs does not reconnect on a response timeout either
+                // (the connection timeout bounds a reconnection, its setup included).
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.timeout))
-                    .set_response_timeout(Some(config.timeout))
+                    .set_response_timeout(None)
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
                 Connection::Single(ConnectionManager::new_lazy_with_config(client, manager)?)
