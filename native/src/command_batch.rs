@@ -34,9 +34,9 @@ const MAX_BATCH: usize = 256;
 /// sockets, and a batch keeps waiting only while the last one brought commands.
 const MAX_YIELDS: usize = 4;
 
-/// Most commands waiting for a batch. While Redis hangs (each batch then waits for the
-/// response timeout), requests wait for room here within their own timeout, rather than
-/// queue without bound: at most a few hundred KiB of commands.
+/// Most commands waiting for a batch. While Redis hangs (each batch then waits until its
+/// earliest command's deadline), requests wait for room here until their own deadline,
+/// rather than queue without bound: at most a few hundred KiB of commands.
 const MAX_WAITING: usize = 4096;
 
 /// A command waiting for its batch, and where its answer goes.
