@@ -168,7 +168,9 @@ impl RedisStore {
             compare_and_set: Script::new(COMPARE_AND_SET),
             own_writes: OwnWrites::default(),
             batch: match &connection {
-                Connection::Single(manager) => Some(CommandBatch::start(manager.clone())),
+                Connection::Single(manager) => {
+                    Some(CommandBatch::start(manager.clone(), config.timeout))
+                }
                 Connection::Cluster(_) => None,
             },
             connection,
@@ -493,7 +495,9 @@ impl RedisStore {
     /// timeout; the outer error is the timeout, the inner Redis's (or the connection's).
     async fn send(&self, cmd: Cmd) -> Result<RedisResult<Value>, StoreError> {
         let answer = match &self.batch {
-            Some(batch) => tokio::time::timeout(self.timeout, batch.send(cmd)).await,
+            // The batch answers within the timeout itself (a timer per batch, not per
+            // command).
+            Some(batch) => Ok(batch.send(cmd).await),
             None => {
                 let mut connection = self.connection.clone();
                 tokio::time::timeout(self.timeout, async move {
@@ -527,14 +531,19 @@ impl RedisStore {
 }
 
 /// The connection to one Redis server at `url` (`--redis`): made on first use, so the
-/// server starts while Redis is down; every connect and answer bounded by `timeout`; one
-/// retry. Public so the command batching's tests run over the connection the store uses.
+/// server starts while Redis is down; every connect bounded by `timeout`; one retry.
+/// Public so the command batching's tests run over the connection the store uses.
 pub fn single_connection(url: &str, timeout: Duration) -> Result<ConnectionManager, RedisError> {
     let info = url.into_connection_info()?.set_tcp_settings(tcp());
     let client = redis::Client::open(info)?;
+    // No response timeout of redis-rs's own: every command on a single server goes
+    // through the command batch, which answers each within the timeout (a timer per
+    // batch). A second timer per batch cost another wake of tokio's I/O driver; and
+    // redis-rs does not reconnect on a response timeout either (the connection timeout
+    // bounds a reconnection, its setup included).
     let manager = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(None)
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_lazy_with_config(client, manager)

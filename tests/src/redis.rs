@@ -127,6 +127,19 @@ impl RedisServer {
         }
     }
 
+    /// Sends signal `name` (`STOP`: frozen, as a hung Redis whose connections stay open;
+    /// `CONT`: running again).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill -{name} failed"
+        );
+    }
+
     /// Starts it again on the same port, empty (it persists nothing).
     pub fn restart(&mut self) {
         self.kill();

@@ -1,7 +1,8 @@
 //! The native host's Redis command batching (`token_server::command_batch`) against a real
 //! `redis-server`: many concurrent commands, each answered with its own reply, and an
 //! error failing only its own command; a command whose caller gave up before its batch
-//! went out is never sent.
+//! went out is never sent; a batch Redis does not answer fails its commands, and those
+//! waiting behind it, within the timeout.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,10 +36,13 @@ fn every_command_of_a_batch_gets_its_own_answer() {
     };
     let writes = Arc::new(AtomicUsize::new(0));
     runtime.block_on(async {
-        let batch = Arc::new(CommandBatch::start(Counted {
-            inner: connection(&redis),
-            writes: writes.clone(),
-        }));
+        let batch = Arc::new(CommandBatch::start(
+            Counted {
+                inner: connection(&redis),
+                writes: writes.clone(),
+            },
+            Duration::from_secs(30),
+        ));
         let send = |cmd: redis::Cmd| {
             let batch = batch.clone();
             tokio::spawn(async move { batch.send(cmd).await })
@@ -131,7 +135,7 @@ fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
             open: Arc::new(tokio::sync::Notify::new()),
             calls: Arc::new(AtomicUsize::new(0)),
         };
-        let batch = Arc::new(CommandBatch::start(gate.clone()));
+        let batch = Arc::new(CommandBatch::start(gate.clone(), Duration::from_secs(60)));
         // A batch in flight, held at the gate (as a hanging Redis would hold it).
         let first = {
             let batch = batch.clone();
@@ -161,6 +165,54 @@ fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
     });
     assert_eq!(redis.cli(&["EXISTS", "sent", "after"]).trim(), "2");
     assert_eq!(redis.cli(&["EXISTS", "withdrawn"]).trim(), "0");
+}
+
+#[test]
+fn a_batch_redis_does_not_answer_fails_within_the_timeout() {
+    let Some((redis, runtime)) = redis_and_one_worker() else {
+        return;
+    };
+    runtime.block_on(async {
+        let gate = Gated {
+            inner: connection(&redis),
+            closed: Arc::new(AtomicBool::new(true)),
+            open: Arc::new(tokio::sync::Notify::new()),
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let timeout = Duration::from_millis(300);
+        let batch = Arc::new(CommandBatch::start(gate.clone(), timeout));
+        let send = |key: &'static str| {
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                let sent = std::time::Instant::now();
+                let answer = batch.send(redis::cmd("SET").arg(key).arg(1).clone()).await;
+                (answer, sent.elapsed())
+            })
+        };
+        // A batch held at the gate (a hanging Redis), and a command queued behind it.
+        let first = send("held");
+        while gate.calls.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let behind = send("behind");
+        // Generous: the point is that they end at all, and not long after the timeout.
+        let bound = Duration::from_secs(20);
+        for waiting in [first, behind] {
+            let (answer, took) = tokio::time::timeout(bound, waiting)
+                .await
+                .expect("a command waited past any timeout")
+                .unwrap();
+            assert!(answer.is_err(), "{answer:?}");
+            assert!(took >= timeout, "failed before its timeout: {took:?}");
+        }
+        // Redis answering again: the next command goes through.
+        gate.closed.store(false, Ordering::Relaxed);
+        gate.open.notify_waiters();
+        let after = batch
+            .send(redis::cmd("SET").arg("after").arg(1).clone())
+            .await;
+        assert_eq!(after.unwrap(), Value::Okay);
+    });
 }
 
 /// A connection that holds every command at a gate while `closed`.

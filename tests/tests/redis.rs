@@ -273,6 +273,46 @@ fn redis_down_answers_503_quickly_and_service_resumes_when_it_is_back() {
 }
 
 #[test]
+fn a_frozen_redis_answers_503_within_the_timeout_and_service_resumes() {
+    if !runs("a_frozen_redis_answers_503_within_the_timeout_and_service_resumes") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = Server::start(&["--redis", url.as_str(), "--redis-timeout", "500ms"]);
+    let token = server.login(json!({}));
+    // Frozen, not gone: the connection stays open and nothing answers on it, so only the
+    // timeout ends the wait (a killed Redis fails fast instead).
+    redis.signal("STOP");
+    let started = Instant::now();
+    let refused = server.json("PUT", "/token", &json!({"token": token}));
+    let login = server.json("POST", "/token", &json!({"meta": {}}));
+    redis.signal("CONT");
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (503, "session store unavailable")
+    );
+    assert_eq!(login.status, 503, "{login:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "answers took {:?}",
+        started.elapsed()
+    );
+    // Redis answers again on the same connection: no restart of anything.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let login = server.json("POST", "/token", &json!({"meta": {"back": true}}));
+        if login.status == 200 {
+            assert!(token_of(&server.rotate(&login.body, None)).is_some());
+            break;
+        }
+        assert_eq!(login.status, 503, "{login:?}");
+        assert!(Instant::now() < deadline, "service did not resume");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
 fn state_file_and_max_tokens_do_not_apply_with_redis() {
     if Host::under_test() != Host::Native {
         return;
