@@ -147,7 +147,7 @@ if section core || section wasm || section purge; then
 echo "== core micro-benchmarks (native, $TOKENS tokens, $OPS ops)"
 CORE=$("$BIN/core-micro" --tokens "$TOKENS" --ops "$OPS")
 core() { awk -v n="$1" '$1 == "FIGURE" && $2 == n { print $3 }' <<<"$CORE"; }
-for name in create rotate rotate_merge remove rotate_grace; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
+for name in create create_from_text rotate rotate_merge remove rotate_grace; do info "core $name" "$(core core_${name}_ns)" "ns/op"; done
 info "core purge (per expired token)" "$(core core_purge_ns_per_token)" "ns/op"
 info "core OsRandom, 16 bytes (part of create/rotate)" "$(core core_random_ns)" "ns/op"
 info "core API key check, 2 keys (per request with --api-keys)" "$(core core_api_key_check_ns)" "ns/op"
