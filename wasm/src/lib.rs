@@ -957,11 +957,11 @@ impl TokenStore {
         self.clock.tick().map_err(js_error)?;
         match self.store.rotate(token, update) {
             Ok(rotated) => {
-                let (token, meta) = (rotated.token.into_string(), rotated.meta);
+                let (token, meta) = (rotated.token, rotated.meta);
                 // Both parts are JSON already: the token base64url, the meta an object.
-                let mut out = String::with_capacity(32 + token.len() + meta.as_json().len());
+                let mut out = String::with_capacity(32 + TOKEN_LEN + meta.as_json().len());
                 out.push_str(r#"{"ok":true,"token":""#);
-                out.push_str(&token);
+                out.push_str(token.as_str());
                 out.push_str(r#"","meta":"#);
                 out.push_str(meta.as_json());
                 out.push('}');

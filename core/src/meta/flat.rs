@@ -51,11 +51,14 @@ fn canonical(entries: &[(&str, &str)], limits: &MetaLimits) -> Result<Meta, Meta
             limit: limits.max_keys,
         });
     }
-    // `{}`, and per entry two quotes, a colon and a comma (one too many, for the empty case).
-    let len = 2 + entries
-        .iter()
-        .map(|(key, value)| key.len() + value.len() + 4)
-        .sum::<usize>();
+    // `{}`, and per entry two quotes and a colon, and a comma between entries: exactly the
+    // text's length, so turning it into a boxed str below does not reallocate.
+    let len = 2
+        + entries.len().saturating_sub(1)
+        + entries
+            .iter()
+            .map(|(key, value)| key.len() + value.len() + 3)
+            .sum::<usize>();
     let mut text = String::with_capacity(len);
     text.push('{');
     for (i, (key, value)) in entries.iter().enumerate() {
