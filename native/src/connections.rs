@@ -347,8 +347,7 @@ fn repeated_since(held: u64) -> String {
 }
 
 /// The per-connection service: marks the connection busy from each request head until
-/// its answer is ready and its body no longer read, and puts the body under
-/// `--body-timeout`.
+/// its answer is ready, and puts the body under `--body-timeout`.
 #[derive(Clone)]
 struct TrackedService<S> {
     inner: S,
@@ -367,8 +366,7 @@ where
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let guard = self.state.request_started();
         let body_timeout = self.state.timeouts().body;
-        let body_guard = guard.clone();
-        let request = request.map(|body| TimedBody::new(body, body_timeout, body_guard));
+        let request = request.map(|body| TimedBody::new(body, body_timeout));
         // warp's service is always ready, as `TowerToHyperService` assumes too.
         TrackedAnswer {
             answer: self.inner.clone().call(request),
