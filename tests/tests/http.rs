@@ -1278,8 +1278,18 @@ mod cli {
                     stream
                 })
                 .collect();
-            // Let the server accept them all and start reading their bodies.
-            std::thread::sleep(Duration::from_millis(500));
+            // Wait until the server has accepted them all and is reading their bodies (a
+            // fixed pause was too short on a loaded machine: uploads not yet begun are
+            // closed at once, and nothing is left open at the timeout). The scrape counts
+            // itself.
+            let waited = Instant::now();
+            while in_flight(&server) < 21.0 {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(20),
+                    "the server never began all 20 uploads"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let start = Instant::now();
             server.send_sigterm();
             server.wait_for_log(
@@ -1297,6 +1307,17 @@ mod cli {
             let restarted = Server::start(&["--state-file", state]);
             restarted.wait_for_log("loaded 50 live tokens", Duration::from_secs(5));
             all_rotate_with_their_meta(&restarted, &tokens);
+        }
+
+        /// `token_server_requests_in_flight` as the server reports it now.
+        fn in_flight(server: &Server) -> f64 {
+            let scrape = server.request("GET", "/metrics", None, b"");
+            scrape
+                .body
+                .lines()
+                .find_map(|line| line.strip_prefix("token_server_requests_in_flight "))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no in-flight gauge in {}", scrape.body))
         }
 
         /// A client that writes its whole request before reading anything, as Python's
