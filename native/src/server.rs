@@ -69,13 +69,15 @@ where
     let listener = listener.into();
     let address = listener.local_addr()?;
     log::info!("listening on {address}");
+    // One shared value for what every answer reads: one reference count per request.
+    let answering = Arc::new((service, store, observer));
     let requests = warp::method()
         .and(warp::path::full())
         .and(warp::ext::optional::<HeadFields>())
         .and(warp::body::stream())
         .and_then(
             move |method: Method, path: warp::path::FullPath, fields: Option<HeadFields>, body| {
-                let (service, store, observer) = (service.clone(), store.clone(), observer.clone());
+                let answering = answering.clone();
                 let head = Head {
                     method,
                     fields: fields.unwrap_or_default(),
@@ -85,8 +87,9 @@ where
                 let logged = log::log_enabled!(log::Level::Debug)
                     .then(|| (Instant::now(), head.method.clone()));
                 async move {
+                    let (service, store, observer) = &*answering;
                     let response =
-                        answer(&service, &store, &observer, head, path.as_str(), body).await;
+                        answer(service, store, observer, head, path.as_str(), body).await;
                     if let Some((started, method)) = logged {
                         log::debug!(
                             "{method} {} {} {:.3}ms",
@@ -116,10 +119,11 @@ struct Head {
 #[derive(Clone, Default)]
 struct HeadFields {
     content_type: Option<HeaderValue>,
-    /// Raw too: hyper has already refused a malformed one.
-    content_length: Option<HeaderValue>,
-    /// `Expect: 100-continue`: such a client sends its body only once told to go ahead.
-    expect: Option<HeaderValue>,
+    /// Declared body length (hyper has already refused a malformed header).
+    content_length: Option<u64>,
+    /// `Expect` sent (`100-continue`): such a client sends its body only once told to go
+    /// ahead.
+    expect: bool,
     /// A value that is not text reaches the protocol as absent (401 with API keys).
     authorization: Option<HeaderValue>,
 }
@@ -150,8 +154,10 @@ where
         let headers = request.headers();
         let fields = HeadFields {
             content_type: headers.get(CONTENT_TYPE).cloned(),
-            content_length: headers.get(CONTENT_LENGTH).cloned(),
-            expect: headers.get(EXPECT).cloned(),
+            content_length: headers
+                .get(CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok()?.parse().ok()),
+            expect: headers.contains_key(EXPECT),
             authorization: headers.get(AUTHORIZATION).cloned(),
         };
         request.extensions_mut().insert(fields);
@@ -193,8 +199,6 @@ where
     let declared_too_large = head
         .fields
         .content_length
-        .as_ref()
-        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|length| length > limit as u64);
     let bytes = if declared_too_large {
         None
@@ -230,7 +234,7 @@ where
             .insert(CONNECTION, HeaderValue::from_static("close"));
         // A client that sent `Expect: 100-continue` is waiting for a go-ahead that will
         // never come, and sends nothing more.
-        if head.fields.expect.is_none() {
+        if !head.fields.expect {
             linger(body);
         }
     }

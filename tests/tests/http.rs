@@ -1258,6 +1258,38 @@ mod cli {
             }
         }
 
+        /// A client that sent `Expect: 100-continue` sends its body only once told to go
+        /// ahead: a body declared too large gets its 413 at once, and the connection
+        /// closes then, rather than lingering 5 s for a body that will never come.
+        #[test]
+        fn an_expect_100_continue_body_declared_too_large_is_refused_and_closed_at_once() {
+            if !native_only() {
+                return;
+            }
+            let server = Server::start(&[]);
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            write!(
+                stream,
+                "PUT /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
+            )
+            .unwrap();
+            let started = Instant::now();
+            let mut response = Vec::new();
+            let mut buffer = [0; 4096];
+            while let Ok(read @ 1..) = stream.read(&mut buffer) {
+                response.extend_from_slice(&buffer[..read]);
+            }
+            let took = started.elapsed();
+            let response = String::from_utf8_lossy(&response);
+            assert!(response.starts_with("HTTP/1.1 413"), "{response:?}");
+            assert!(!response.contains("100 Continue"), "{response:?}");
+            // Lingering would hold it 5 s (LINGER_TIME); at once is milliseconds.
+            assert!(took < Duration::from_secs(4), "closed only after {took:?}");
+        }
+
         #[test]
         fn sigterm_with_stalled_uploads_exits_within_the_shutdown_timeout_and_saves() {
             if !native_only() {
