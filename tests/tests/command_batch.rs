@@ -129,12 +129,7 @@ fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
         return;
     };
     runtime.block_on(async {
-        let gate = Gated {
-            inner: connection(&redis),
-            closed: Arc::new(AtomicBool::new(true)),
-            open: Arc::new(tokio::sync::Notify::new()),
-            calls: Arc::new(AtomicUsize::new(0)),
-        };
+        let gate = Gated::closed(connection(&redis));
         let batch = Arc::new(CommandBatch::start(gate.clone(), Duration::from_secs(60)));
         // A batch in flight, held at the gate (as a hanging Redis would hold it).
         let first = {
@@ -145,9 +140,7 @@ fn a_command_given_up_before_its_batch_goes_out_is_never_sent() {
                     .await
             })
         };
-        while gate.calls.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        gate.first_call().await;
         // A caller that gives up while its command waits behind it.
         let gave_up = tokio::time::timeout(
             Duration::from_millis(100),
@@ -173,12 +166,7 @@ fn a_batch_redis_does_not_answer_fails_within_the_timeout() {
         return;
     };
     runtime.block_on(async {
-        let gate = Gated {
-            inner: connection(&redis),
-            closed: Arc::new(AtomicBool::new(true)),
-            open: Arc::new(tokio::sync::Notify::new()),
-            calls: Arc::new(AtomicUsize::new(0)),
-        };
+        let gate = Gated::closed(connection(&redis));
         let timeout = Duration::from_millis(300);
         let batch = Arc::new(CommandBatch::start(gate.clone(), timeout));
         let send = |key: &'static str| {
@@ -191,9 +179,7 @@ fn a_batch_redis_does_not_answer_fails_within_the_timeout() {
         };
         // A batch held at the gate (a hanging Redis), and a command queued behind it.
         let first = send("held");
-        while gate.calls.load(Ordering::Relaxed) == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        gate.first_call().await;
         let behind = send("behind");
         // Generous: the point is that they end at all, and not long after the timeout.
         let bound = Duration::from_secs(20);
@@ -225,6 +211,23 @@ struct Gated {
 }
 
 impl Gated {
+    /// A gate over `inner`, closed until opened.
+    fn closed(inner: ConnectionManager) -> Gated {
+        Gated {
+            inner,
+            closed: Arc::new(AtomicBool::new(true)),
+            open: Arc::new(tokio::sync::Notify::new()),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Returns once a command (a batch) has reached the gate.
+    async fn first_call(&self) {
+        while self.calls.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn pass(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         while self.closed.load(Ordering::Relaxed) {

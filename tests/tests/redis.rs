@@ -258,17 +258,7 @@ fn redis_down_answers_503_quickly_and_service_resumes_when_it_is_back() {
     );
     // Back (empty: the test's Redis persists nothing), with no restart of the server.
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let login = server.json("POST", "/token", &json!({"meta": {"back": true}}));
-        if login.status == 200 {
-            assert!(token_of(&server.rotate(&login.body, None)).is_some());
-            break;
-        }
-        assert_eq!(login.status, 503, "{login:?}");
-        assert!(Instant::now() < deadline, "service did not resume");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    logins_resume(&server);
     server.wait_until_ready(Duration::from_secs(30));
 }
 
@@ -299,17 +289,7 @@ fn a_frozen_redis_answers_503_within_the_timeout_and_service_resumes() {
         started.elapsed()
     );
     // Redis answers again on the same connection: no restart of anything.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let login = server.json("POST", "/token", &json!({"meta": {"back": true}}));
-        if login.status == 200 {
-            assert!(token_of(&server.rotate(&login.body, None)).is_some());
-            break;
-        }
-        assert_eq!(login.status, 503, "{login:?}");
-        assert!(Instant::now() < deadline, "service did not resume");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    logins_resume(&server);
 }
 
 #[test]
@@ -466,4 +446,20 @@ fn rediss_speaks_tls_to_a_redis_with_a_self_signed_certificate() {
     let next = server.rotate(&token, None);
     assert_eq!(next["Ok"]["meta"], json!({"tls": true}));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits (30 s at most) until `server`, answering 503 while Redis was away, logs in and
+/// rotates again, with no restart of anything.
+fn logins_resume(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let login = server.json("POST", "/token", &json!({"meta": {"back": true}}));
+        if login.status == 200 {
+            assert!(token_of(&server.rotate(&login.body, None)).is_some());
+            return;
+        }
+        assert_eq!(login.status, 503, "{login:?}");
+        assert!(Instant::now() < deadline, "service did not resume");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
