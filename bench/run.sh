@@ -115,6 +115,10 @@ info() { printf '%-44s %12s %s\n' "$1" "$2" "$3"; }
 # start NAME BINARY ARGS...: starts a server, waits for its port; sets PID and PORT.
 start() {
   local name=$1; shift
+  # Emptied here, before the server starts: the redirection below happens in the
+  # background job, so the loop could otherwise read the address a previous server of the
+  # same name logged, and drive wrk at a closed port.
+  : >"$WORK/$name.out"; : >"$WORK/$name.err"
   "${SERVER_PIN[@]}" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
   PID=$!; PIDS+=("$PID")
   for _ in $(seq 1 600); do
