@@ -7,6 +7,12 @@
 //! its next request. These deadlines follow nginx instead: a request head gets
 //! `header` from its first byte (from the accept on a new connection), a kept-alive
 //! connection gets `idle` between requests, and a request body gets `body`.
+//!
+//! A deadline is fixed when the connection first waits in its phase, not when the phase
+//! begins: most request heads and bodies arrive whole and never wait, and a kept-alive
+//! connection starts waiting as soon as its answer is written, so the clock is read once
+//! a request instead of three times (each read costs a little on every request). The
+//! difference is the microseconds between a phase's start and its first wait.
 
 use std::future::Future;
 use std::io;
@@ -57,10 +63,10 @@ struct Cycle {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Waiting for a request head to be complete.
-    Head { deadline: Instant },
-    /// Between requests on a kept-alive connection.
-    Idle { deadline: Instant },
+    /// Waiting for a request head to be complete; `None` until the stream first waits.
+    Head { deadline: Option<Instant> },
+    /// Between requests on a kept-alive connection; `None` until the stream first waits.
+    Idle { deadline: Option<Instant> },
     /// Requests being answered; their bodies carry their own deadline. Counts the
     /// [`RequestGuard`]s alive.
     Busy { requests: usize },
@@ -74,7 +80,7 @@ impl ConnectionState {
             shared: Arc::new(Shared {
                 cycle: Mutex::new(Cycle {
                     phase: Phase::Head {
-                        deadline: Instant::now() + timeouts.header,
+                        deadline: Some(Instant::now() + timeouts.header),
                     },
                     waiting: None,
                 }),
@@ -98,12 +104,9 @@ impl ConnectionState {
 
     /// Bytes arrived: on an idle connection a new request has begun.
     fn bytes_arrived(&self) {
-        let header = self.timeouts.header;
         self.with_cycle(|cycle| {
             if let Phase::Idle { .. } = cycle.phase {
-                cycle.phase = Phase::Head {
-                    deadline: Instant::now() + header,
-                };
+                cycle.phase = Phase::Head { deadline: None };
             }
         });
     }
@@ -127,7 +130,6 @@ impl ConnectionState {
     }
 
     fn request_finished(&self) {
-        let idle = self.timeouts.idle;
         let waiting = self.with_cycle(|cycle| {
             if let Phase::Busy { requests } = cycle.phase {
                 if requests > 1 {
@@ -136,9 +138,7 @@ impl ConnectionState {
                     };
                     return None;
                 }
-                cycle.phase = Phase::Idle {
-                    deadline: Instant::now() + idle,
-                };
+                cycle.phase = Phase::Idle { deadline: None };
             }
             cycle.waiting.take()
         });
@@ -150,8 +150,9 @@ impl ConnectionState {
     /// The deadline the stream waits under (see [`ConnectionState::deadline`]); while
     /// busy, `cx`'s task is remembered and woken when the connection is no longer busy.
     fn deadline_or_wake_when_idle(&self, cx: &Context<'_>) -> Option<(Instant, &'static str)> {
+        let timeouts = self.timeouts;
         self.with_cycle(|cycle| {
-            let deadline = deadline_of(cycle.phase);
+            let deadline = fix_deadline(&mut cycle.phase, timeouts);
             if deadline.is_none() {
                 cycle.waiting = Some(cx.waker().clone());
             }
@@ -159,18 +160,27 @@ impl ConnectionState {
         })
     }
 
-    /// When the connection is to be closed if it is still waiting for the client; `None`
-    /// while requests are being answered. The reason names the flag for the log.
+    /// When the connection is to be closed if it is still waiting for the client (fixed
+    /// now if it was not yet, as a wait would fix it); `None` while requests are being
+    /// answered. The reason names the flag for the log.
     #[cfg(test)]
     fn deadline(&self) -> Option<(Instant, &'static str)> {
-        self.with_cycle(|cycle| deadline_of(cycle.phase))
+        let timeouts = self.timeouts;
+        self.with_cycle(|cycle| fix_deadline(&mut cycle.phase, timeouts))
     }
 }
 
-fn deadline_of(phase: Phase) -> Option<(Instant, &'static str)> {
+/// The deadline of `phase`, fixed from now if the phase has not waited before.
+fn fix_deadline(phase: &mut Phase, timeouts: Timeouts) -> Option<(Instant, &'static str)> {
     match phase {
-        Phase::Head { deadline } => Some((deadline, "--header-timeout")),
-        Phase::Idle { deadline } => Some((deadline, "--idle-timeout")),
+        Phase::Head { deadline } => Some((
+            *deadline.get_or_insert_with(|| Instant::now() + timeouts.header),
+            "--header-timeout",
+        )),
+        Phase::Idle { deadline } => Some((
+            *deadline.get_or_insert_with(|| Instant::now() + timeouts.idle),
+            "--idle-timeout",
+        )),
         Phase::Busy { .. } => None,
     }
 }
@@ -342,23 +352,24 @@ impl std::error::Error for BodyError {
     }
 }
 
-/// A request body that ends with [`BodyError::TimedOut`] at its deadline.
+/// A request body that ends with [`BodyError::TimedOut`] at its deadline: `timeout` from
+/// the first time it is waited for (most bodies arrive with the head and never are).
 #[derive(Debug)]
 pub struct TimedBody<B> {
     inner: B,
-    deadline: Instant,
-    /// Created only when the body is not all there yet; most bodies arrive with the head.
+    timeout: Duration,
+    /// Created only when the body is not all there yet, at `timeout` from then.
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the deadline passed; the body then ends.
     expired: bool,
 }
 
 impl<B> TimedBody<B> {
-    /// `inner`, which must be read whole within `timeout` from now.
+    /// `inner`, which must be read whole within `timeout` of its first wait.
     pub fn new(inner: B, timeout: Duration) -> TimedBody<B> {
         TimedBody {
             inner,
-            deadline: Instant::now() + timeout,
+            timeout,
             timer: None,
             expired: false,
         }
@@ -385,10 +396,10 @@ where
                 Poll::Ready(frame.map(|frame| frame.map_err(BodyError::Transport)))
             }
             Poll::Pending => {
-                let deadline = this.deadline;
+                let timeout = this.timeout;
                 let timer = this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.expired = true;

@@ -151,17 +151,36 @@ where
     }
 
     fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
-        let headers = request.headers();
-        let fields = HeadFields {
-            content_type: headers.get(CONTENT_TYPE).cloned(),
-            content_length: headers
-                .get(CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok()?.parse().ok()),
-            expect: headers.contains_key(EXPECT),
-            authorization: headers.get(AUTHORIZATION).cloned(),
-        };
+        let fields = HeadFields::of(request.headers());
         request.extensions_mut().insert(fields);
         self.0.call(request)
+    }
+}
+
+impl HeadFields {
+    /// The fields of `headers`, in one walk over the few a request carries: a lookup by
+    /// name hashes the name, and four of them cost more than comparing each name present
+    /// (a standard name compares as a number). The first of a repeated field counts, as
+    /// a lookup by name would take it.
+    fn of(headers: &warp::http::HeaderMap) -> HeadFields {
+        let mut fields = HeadFields::default();
+        let (mut content_type, mut content_length, mut authorization) = (false, false, false);
+        for (name, value) in headers {
+            if name == CONTENT_TYPE {
+                if !std::mem::replace(&mut content_type, true) {
+                    fields.content_type = Some(value.clone());
+                }
+            } else if name == CONTENT_LENGTH {
+                if !std::mem::replace(&mut content_length, true) {
+                    fields.content_length = value.to_str().ok().and_then(|text| text.parse().ok());
+                }
+            } else if name == EXPECT {
+                fields.expect = true;
+            } else if name == AUTHORIZATION && !std::mem::replace(&mut authorization, true) {
+                fields.authorization = Some(value.clone());
+            }
+        }
+        fields
     }
 }
 
@@ -319,6 +338,34 @@ fn to_response(reply: Reply) -> Response<String> {
 mod tests {
     use super::*;
     use token_server_core::{ManualClock, OsRandom, TokenStore};
+
+    /// The one walk over the headers reads what lookups by name would: the first of a
+    /// repeated field, nothing for an absent one, no length that is not a number.
+    #[test]
+    fn head_fields_are_the_first_of_each_field() {
+        use warp::http::HeaderMap;
+        let mut headers = HeaderMap::new();
+        headers.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.append("x-other", HeaderValue::from_static("1"));
+        headers.append(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer first"));
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer second"));
+        headers.append(CONTENT_LENGTH, HeaderValue::from_static("42"));
+        headers.append(CONTENT_LENGTH, HeaderValue::from_static("7"));
+        let fields = HeadFields::of(&headers);
+        assert_eq!(fields.content_type.unwrap(), "application/json");
+        assert_eq!(fields.authorization.unwrap(), "Bearer first");
+        assert_eq!(fields.content_length, Some(42));
+        assert!(!fields.expect);
+
+        let mut headers = HeaderMap::new();
+        headers.append(EXPECT, HeaderValue::from_static("100-continue"));
+        headers.append(CONTENT_LENGTH, HeaderValue::from_static("many"));
+        let fields = HeadFields::of(&headers);
+        assert!(fields.expect);
+        assert_eq!(fields.content_length, None);
+        assert!(fields.content_type.is_none() && fields.authorization.is_none());
+    }
 
     /// Every request's future is created, moved into warp's and hyper's state and boxed:
     /// its size is copied several times per request. A Redis round trip inline made it
