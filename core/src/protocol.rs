@@ -688,6 +688,12 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     }
 
     fn rotate(&self, body: &[u8]) -> Result<Command, RequestError> {
+        if let Some(token) = json::bare_token(body) {
+            return Ok(Command::Rotate {
+                token: token.to_owned(),
+                update: None,
+            });
+        }
         let RotateBody { token, meta } = self.parse(body)?;
         Ok(Command::Rotate {
             token: token.into_owned(),
@@ -696,6 +702,11 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     }
 
     fn remove(&self, body: &[u8]) -> Result<Command, RequestError> {
+        if let Some(token) = json::bare_token(body) {
+            return Ok(Command::Logout {
+                token: token.to_owned(),
+            });
+        }
         let RemoveBody { token } = self.parse(body)?;
         Ok(Command::Logout {
             token: token.into_owned(),

@@ -223,6 +223,14 @@ const BASE64_VALUES: [u8; 256] = {
     values
 };
 
+/// Whether every byte of `bytes` is a base64url character: one load per byte, no branch.
+pub(crate) fn is_base64url(bytes: &[u8]) -> bool {
+    let seen = bytes
+        .iter()
+        .fold(0u8, |seen, &byte| seen | BASE64_VALUES[usize::from(byte)]);
+    seen & !63 == 0
+}
+
 /// Not a base64url character: the high bits a 6-bit value never has.
 const NOT_BASE64: u8 = 0xff;
 
