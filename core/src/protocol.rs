@@ -270,22 +270,24 @@ pub const INVALID_TOKEN_BODY: &str = r#"{"Err":"InvalidToken"}"#;
 
 /// What a request asks of the session store, decoded by [`Service::decode`]; a store runs
 /// it and [`Service::encode`] turns the result into the reply. The in-memory store runs it
-/// in [`Service::handle`]; an async store (Redis) runs it between the two.
+/// in [`Service::handle`]; an async store (Redis) runs it between the two. A token is
+/// borrowed from the request body when it can be (an escaped one is not), so a request
+/// costs no allocation for it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub enum Command<'a> {
     /// `POST /token`: begin a session bound to this metadata (checked against the limits).
     Login(Meta),
     /// `PUT /token`: exchange `token`, merging `update` into the session's metadata.
     Rotate {
         /// The token presented, as sent (the store parses it).
-        token: String,
+        token: Cow<'a, str>,
         /// The update, if any.
         update: Option<Map<String, Value>>,
     },
     /// `DELETE /token`: end the session of `token`.
     Logout {
         /// The token presented, as sent.
-        token: String,
+        token: Cow<'a, str>,
     },
     /// `HEAD /dump`: list every live session's expiry and metadata.
     Dump,
@@ -311,11 +313,11 @@ pub enum Done {
 
 /// The outcome of [`Service::decode`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decoded {
+pub enum Decoded<'a> {
     /// Answered without the store: a refusal, a probe, the test clock.
     Answered(Reply),
     /// The store must run this; then [`Service::encode`] its result.
-    Run(Command),
+    Run(Command<'a>),
 }
 
 /// The REST service over a [`TokenStore`].
@@ -495,7 +497,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     /// asks of the store, or answered outright (refusals, probes, the test clock). Every
     /// protocol rule is applied here or in [`Service::encode`], so a host with an async
     /// store answers exactly as [`Service::handle`] does.
-    pub fn decode(&self, request: &Request<'_>) -> Decoded {
+    pub fn decode<'a>(&self, request: &Request<'a>) -> Decoded<'a> {
         let readiness = self.readiness();
         let decoded = match Probe::of(request.path) {
             Some(Probe::Ready)
@@ -601,7 +603,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
     }
 
     /// Runs `command` on the in-memory store.
-    fn run_in_memory(&self, command: Command) -> Result<Done, StoreError> {
+    fn run_in_memory(&self, command: Command<'_>) -> Result<Done, StoreError> {
         match command {
             Command::Login(meta) => self.store.create(meta).map(Done::LoggedIn),
             Command::Rotate { token, update } => {
@@ -616,7 +618,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         }
     }
 
-    fn route(&self, request: &Request<'_>) -> Result<Decoded, RequestError> {
+    fn route<'a>(&self, request: &Request<'a>) -> Result<Decoded<'a>, RequestError> {
         let command = match (request.path, request.method) {
             ("/token", "POST") => self.create(self.json_body(request)?)?,
             ("/token", "PUT") => self.rotate(self.json_body(request)?)?,
@@ -680,37 +682,35 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         json::parse(body, self.store.meta_limits().max_depth)
     }
 
-    fn create(&self, body: &[u8]) -> Result<Command, RequestError> {
+    fn create(&self, body: &[u8]) -> Result<Command<'static>, RequestError> {
         let CreateBody { meta } = self.parse(body)?;
         let meta = Meta::from_map_within(&meta, &self.store.meta_limits())
             .map_err(RequestError::MetaLimit)?;
         Ok(Command::Login(meta))
     }
 
-    fn rotate(&self, body: &[u8]) -> Result<Command, RequestError> {
+    fn rotate<'a>(&self, body: &'a [u8]) -> Result<Command<'a>, RequestError> {
         if let Some(token) = json::bare_token(body) {
             return Ok(Command::Rotate {
-                token: token.to_owned(),
+                token: Cow::Borrowed(token),
                 update: None,
             });
         }
         let RotateBody { token, meta } = self.parse(body)?;
         Ok(Command::Rotate {
-            token: token.into_owned(),
+            token,
             update: meta,
         })
     }
 
-    fn remove(&self, body: &[u8]) -> Result<Command, RequestError> {
+    fn remove<'a>(&self, body: &'a [u8]) -> Result<Command<'a>, RequestError> {
         if let Some(token) = json::bare_token(body) {
             return Ok(Command::Logout {
-                token: token.to_owned(),
+                token: Cow::Borrowed(token),
             });
         }
         let RemoveBody { token } = self.parse(body)?;
-        Ok(Command::Logout {
-            token: token.into_owned(),
-        })
+        Ok(Command::Logout { token })
     }
 
     /// The refusal for a store failure other than an invalid token, logged for the

@@ -198,7 +198,7 @@ impl RedisStore {
     pub async fn run<C: Clock, R: TokenSource>(
         &self,
         rules: &TokenStore<C, R>,
-        command: Command,
+        command: Command<'_>,
     ) -> Result<Done, StoreError> {
         match command {
             Command::Login(meta) => self.login(rules, meta).await.map(Done::LoggedIn),

@@ -125,7 +125,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         &self,
         id: SessionId,
         record: Option<SessionRecord>,
-        command: Command,
+        command: Command<'_>,
     ) -> Result<(Change, Result<Done, StoreError>), RequestError> {
         let store = self.store();
         let rules = store.rules();
