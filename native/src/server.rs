@@ -70,42 +70,55 @@ where
     let address = listener.local_addr()?;
     log::info!("listening on {address}");
     // One shared value for what every answer reads: one reference count per request.
-    let answering = Arc::new((service, store, observer));
+    let answering = Arc::new(Answering {
+        service,
+        store,
+        observer,
+    });
     let requests = warp::method()
         .and(warp::path::full())
         .and(warp::ext::optional::<HeadFields>())
         .and(warp::body::stream())
         .and_then(
             move |method: Method, path: warp::path::FullPath, fields: Option<HeadFields>, body| {
-                let answering = answering.clone();
                 let head = Head {
                     method,
                     fields: fields.unwrap_or_default(),
                 };
-                // One debug line per request, as warp's log filter wrote it; its clock
-                // read and clone happen only when the line is wanted.
-                let logged = log::log_enabled!(log::Level::Debug)
-                    .then(|| (Instant::now(), head.method.clone()));
-                async move {
-                    let (service, store, observer) = &*answering;
-                    let response =
-                        answer(service, store, observer, head, path.as_str(), body).await;
-                    if let Some((started, method)) = logged {
-                        log::debug!(
-                            "{method} {} {} {:.3}ms",
-                            path.as_str(),
-                            response.status().as_u16(),
-                            started.elapsed().as_secs_f64() * 1000.0
-                        );
-                    }
-                    Ok::<_, Infallible>(response)
-                }
+                // The answer is the whole future: an async block around it would keep a
+                // second copy of everything moved into it, and every request's future is
+                // moved a dozen times through warp's and hyper's states.
+                answer(answering.clone(), head, path, body)
             },
         );
     let service = WithHeadFields(warp::service(requests));
     connections::serve(listener, service, limits, shutdown).await;
     log::info!("stopped");
     Ok(())
+}
+
+/// What every answer reads, shared by all requests.
+struct Answering<C, R> {
+    service: Arc<Service<C, R>>,
+    store: SessionStore,
+    observer: Arc<Observer>,
+}
+
+/// A request's path as the answer reads it: warp's, or a test's text.
+trait PathText {
+    fn text(&self) -> &str;
+}
+
+impl PathText for warp::path::FullPath {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PathText for &'static str {
+    fn text(&self) -> &str {
+        self
+    }
 }
 
 /// The request head as the answer needs it.
@@ -184,14 +197,13 @@ impl HeadFields {
     }
 }
 
+/// Answers one request, writing the debug line of it when debug logging is on.
 async fn answer<C, R, B, S>(
-    service: &Arc<Service<C, R>>,
-    store: &SessionStore,
-    observer: &Observer,
+    answering: Arc<Answering<C, R>>,
     head: Head,
-    path: &str,
+    path: impl PathText,
     mut body: S,
-) -> Response<String>
+) -> Result<Response<String>, Infallible>
 where
     C: Clock + Send + Sync + 'static,
     R: TokenSource + Send + Sync + 'static,
@@ -199,65 +211,87 @@ where
     // warp's body stream is Unpin: it is read in place, with no box per request.
     S: Stream<Item = Result<B, warp::Error>> + Send + Unpin + 'static,
 {
-    let in_flight = observer.begin();
-    let authorization = head
-        .fields
-        .authorization
-        .as_ref()
-        .and_then(|value| value.to_str().ok());
-    if let Some(reply) = observer.answer(head.method.as_str(), path) {
-        // The host's own path (/metrics) is guarded by the protocol's API key rule too.
-        let reply = service
-            .authorize(path, head.method.as_str(), authorization)
-            .map_or_else(|refused| refused, |()| reply);
-        in_flight.finish_host(&reply);
-        return to_response(reply);
-    }
-    let limit = service.max_body_bytes();
-    // Refused before a byte of the body is read: no point receiving megabytes to refuse.
-    let declared_too_large = head
-        .fields
-        .content_length
-        .is_some_and(|length| length > limit as u64);
-    let bytes = if declared_too_large {
-        None
-    } else {
-        read_limited(&mut body, limit).await
-    };
-    let request = Request {
-        method: head.method.as_str(),
-        path,
-        content_type: head
+    // One debug line per request, as warp's log filter wrote it; its clock read and
+    // clone happen only when the line is wanted.
+    let logged =
+        log::log_enabled!(log::Level::Debug).then(|| (Instant::now(), head.method.clone()));
+    let path = path.text();
+    let Answering {
+        service,
+        store,
+        observer,
+    } = &*answering;
+    // One block, not a second async fn: a nested future would hold its own copy of the
+    // head and the body moved into it.
+    let response = 'respond: {
+        let in_flight = observer.begin();
+        let authorization = head
             .fields
-            .content_type
+            .authorization
             .as_ref()
-            .and_then(|value| value.to_str().ok()),
-        authorization,
-        body: match &bytes {
-            Some(bytes) => Body::Complete(bytes),
-            None => Body::TooLarge,
-        },
-    };
-    let reply = match store {
-        SessionStore::Memory => service.handle(&request),
-        // Boxed: a Redis round trip's future is kilobytes, and inline it would make every
-        // request's future that large (moved and copied on each request, Redis or not).
-        SessionStore::Redis(redis) => Box::pin(redis.handle(service, &request)).await,
-    };
-    in_flight.finish(&reply);
-    let mut response = to_response(reply);
-    if bytes.is_none() {
-        // The rest of the body is unread; the connection cannot carry another request.
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        // A client that sent `Expect: 100-continue` is waiting for a go-ahead that will
-        // never come, and sends nothing more.
-        if !head.fields.expect {
-            linger(body);
+            .and_then(|value| value.to_str().ok());
+        if let Some(reply) = observer.answer(head.method.as_str(), path) {
+            // The host's own path (/metrics) is guarded by the protocol's API key rule too.
+            let reply = service
+                .authorize(path, head.method.as_str(), authorization)
+                .map_or_else(|refused| refused, |()| reply);
+            in_flight.finish_host(&reply);
+            break 'respond to_response(reply);
         }
+        let limit = service.max_body_bytes();
+        // Refused before a byte of the body is read: no point receiving megabytes to refuse.
+        let declared_too_large = head
+            .fields
+            .content_length
+            .is_some_and(|length| length > limit as u64);
+        let bytes = if declared_too_large {
+            None
+        } else {
+            read_limited(&mut body, limit).await
+        };
+        let request = Request {
+            method: head.method.as_str(),
+            path,
+            content_type: head
+                .fields
+                .content_type
+                .as_ref()
+                .and_then(|value| value.to_str().ok()),
+            authorization,
+            body: match &bytes {
+                Some(bytes) => Body::Complete(bytes),
+                None => Body::TooLarge,
+            },
+        };
+        let reply = match store {
+            SessionStore::Memory => service.handle(&request),
+            // Boxed: a Redis round trip's future is kilobytes, and inline it would make every
+            // request's future that large (moved and copied on each request, Redis or not).
+            SessionStore::Redis(redis) => Box::pin(redis.handle(service, &request)).await,
+        };
+        in_flight.finish(&reply);
+        let mut response = to_response(reply);
+        if bytes.is_none() {
+            // The rest of the body is unread; the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            // A client that sent `Expect: 100-continue` is waiting for a go-ahead that will
+            // never come, and sends nothing more.
+            if !head.fields.expect {
+                linger(body);
+            }
+        }
+        response
+    };
+    if let Some((started, method)) = logged {
+        log::debug!(
+            "{method} {path} {} {:.3}ms",
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
     }
-    response
+    Ok(response)
 }
 
 /// How long a refused body is still read and discarded after the 413 is sent.
@@ -377,20 +411,17 @@ mod tests {
             ManualClock::new(0),
             OsRandom,
         )));
-        let observer = Observer::default();
+        let answering = Arc::new(Answering {
+            service,
+            store: SessionStore::Memory,
+            observer: Arc::new(Observer::default()),
+        });
         let head = Head {
             method: Method::PUT,
             fields: HeadFields::default(),
         };
         let body = futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>();
-        let future = answer(
-            &service,
-            &SessionStore::Memory,
-            &observer,
-            head,
-            "/token",
-            body,
-        );
+        let future = answer(answering, head, "/token", body);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "a request's future takes {size} bytes");
     }
