@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
-use token_server_core::protocol::{Body, Reply, Request, Service};
+use token_server_core::protocol::{Body, Reply, Request, Service, APPLICATION_JSON, TEXT_PLAIN};
 use token_server_core::{Clock, TokenSource};
 use warp::http::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
@@ -351,13 +351,26 @@ where
     Some(bytes)
 }
 
+/// The header value of a reply's content type. `HeaderValue::from_static` checks every
+/// byte when its argument is not a constant, ~180 instructions for `application/json`
+/// on every answer; the protocol's two types are made once, at compile time.
+fn content_type_value(content_type: &'static str) -> HeaderValue {
+    const JSON: HeaderValue = HeaderValue::from_static(APPLICATION_JSON);
+    const TEXT: HeaderValue = HeaderValue::from_static(TEXT_PLAIN);
+    match content_type {
+        APPLICATION_JSON => JSON,
+        TEXT_PLAIN => TEXT,
+        other => HeaderValue::from_static(other),
+    }
+}
+
 fn to_response(reply: Reply) -> Response<String> {
     let mut response = Response::new(reply.body);
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     if let Some(content_type) = reply.content_type {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CONTENT_TYPE, content_type_value(content_type));
     }
     if let Some(allow) = reply.allow {
         headers.insert(ALLOW, HeaderValue::from_static(allow));

@@ -40,15 +40,17 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(
 /// a whole rotation; any other spelling (whitespace, more fields, escapes) is read by serde
 /// as before, so the answer is the same either way.
 pub(super) fn bare_token(body: &[u8]) -> Option<&str> {
-    let token = body
-        .strip_prefix(br#"{"token":""#)?
-        .strip_suffix(br#""}"#)?;
-    if crate::token::is_base64url(token) {
-        // All ASCII, so this cannot fail.
-        std::str::from_utf8(token).ok()
-    } else {
-        None
+    const PREFIX: &[u8] = br#"{"token":""#;
+    const SUFFIX: &[u8] = br#""}"#;
+    let token = body.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    if !crate::token::is_base64url(token) {
+        return None;
     }
+    // All ASCII, so this cannot fail. The whole body is checked rather than the token:
+    // it starts where the allocation does, and the check runs word by word only from an
+    // aligned start (for the token alone it took three times as long).
+    let text = std::str::from_utf8(body).ok()?;
+    text.get(PREFIX.len()..text.len() - SUFFIX.len())
 }
 
 /// The first byte that is not JSON whitespace.
