@@ -19,7 +19,7 @@ use warp::http::{Method, Response, StatusCode};
 use warp::Filter;
 
 use crate::connections::{self, ConnectionLimits, Listener};
-use crate::observer::Observer;
+use crate::observer::{Observer, METRICS_PATH};
 use crate::redis_store::RedisStore;
 
 /// Where the sessions live. The protocol is the service's either way: the in-memory store
@@ -75,23 +75,19 @@ where
         store,
         observer,
     });
-    let requests = warp::method()
-        .and(warp::path::full())
-        .and(warp::ext::optional::<HeadFields>())
+    // Two filters: each one more is another state in warp's future, polled, moved and
+    // dropped on every request; the method and path come with the head fields.
+    let requests = warp::ext::optional::<Head>()
         .and(warp::body::stream())
-        .and_then(
-            move |method: Method, path: warp::path::FullPath, fields: Option<HeadFields>, body| {
-                let head = Head {
-                    method,
-                    fields: fields.unwrap_or_default(),
-                };
-                // The answer is the whole future: an async block around it would keep a
-                // second copy of everything moved into it, and every request's future is
-                // moved a dozen times through warp's and hyper's states.
-                answer(answering.clone(), head, path, body)
-            },
-        );
-    let service = WithHeadFields(warp::service(requests));
+        .and_then(move |head: Option<Head>, body| {
+            // Always there: every request passes through `WithHead` first.
+            let head = head.unwrap_or_default();
+            // The answer is the whole future: an async block around it would keep a second
+            // copy of everything moved into it, and every request's future is moved a
+            // dozen times through warp's and hyper's states.
+            answer(answering.clone(), head, body)
+        });
+    let service = WithHead(warp::service(requests));
     connections::serve(listener, service, limits, shutdown).await;
     log::info!("stopped");
     Ok(())
@@ -104,26 +100,51 @@ struct Answering<C, R> {
     observer: Arc<Observer>,
 }
 
-/// A request's path as the answer reads it: warp's, or a test's text.
-trait PathText {
-    fn text(&self) -> &str;
+/// A request's path: one of the protocol's, held as a constant, or any other as sent.
+#[derive(Clone)]
+enum RequestPath {
+    Known(&'static str),
+    Other(String),
 }
 
-impl PathText for warp::path::FullPath {
-    fn text(&self) -> &str {
-        self.as_str()
+/// The paths any host serves, answered without copying the request's path.
+const KNOWN_PATHS: [&str; 7] = [
+    "/token",
+    "/dump",
+    "/livez",
+    "/readyz",
+    "/healthz",
+    METRICS_PATH,
+    "/test-clock",
+];
+
+impl RequestPath {
+    fn of(path: &str) -> RequestPath {
+        match KNOWN_PATHS.iter().find(|known| **known == path) {
+            Some(known) => RequestPath::Known(known),
+            None => RequestPath::Other(path.to_owned()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            RequestPath::Known(path) => path,
+            RequestPath::Other(path) => path,
+        }
     }
 }
 
-impl PathText for &'static str {
-    fn text(&self) -> &str {
-        self
+impl Default for RequestPath {
+    fn default() -> Self {
+        RequestPath::Known("/")
     }
 }
 
 /// The request head as the answer needs it.
+#[derive(Clone, Default)]
 struct Head {
     method: Method,
+    path: RequestPath,
     fields: HeadFields,
 }
 
@@ -141,14 +162,14 @@ struct HeadFields {
     authorization: Option<HeaderValue>,
 }
 
-/// Hands warp's filters the [`HeadFields`] of each request, looked up by the static
-/// header names. warp's header filters take a name as text and parse it on every request;
-/// four of them cost about a thousand instructions a request, a tenth of what serving a
-/// rotation costs in user space.
+/// Hands warp's filters the [`Head`] of each request: method, path and the header fields
+/// looked up by the static header names. warp's header filters take a name as text and
+/// parse it on every request; four of them cost about a thousand instructions a request,
+/// a tenth of what serving a rotation costs in user space.
 #[derive(Clone)]
-struct WithHeadFields<S>(S);
+struct WithHead<S>(S);
 
-impl<S, B> tower_service::Service<warp::http::Request<B>> for WithHeadFields<S>
+impl<S, B> tower_service::Service<warp::http::Request<B>> for WithHead<S>
 where
     S: tower_service::Service<warp::http::Request<B>>,
 {
@@ -164,8 +185,12 @@ where
     }
 
     fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
-        let fields = HeadFields::of(request.headers());
-        request.extensions_mut().insert(fields);
+        let head = Head {
+            method: request.method().clone(),
+            path: RequestPath::of(request.uri().path()),
+            fields: HeadFields::of(request.headers()),
+        };
+        request.extensions_mut().insert(head);
         self.0.call(request)
     }
 }
@@ -207,7 +232,6 @@ impl HeadFields {
 async fn answer<C, R, B, S>(
     answering: Arc<Answering<C, R>>,
     head: Head,
-    path: impl PathText,
     mut body: S,
 ) -> Result<Response<String>, Infallible>
 where
@@ -221,7 +245,7 @@ where
     // clone happen only when the line is wanted.
     let logged =
         log::log_enabled!(log::Level::Debug).then(|| (Instant::now(), head.method.clone()));
-    let path = path.text();
+    let path = head.path.as_str();
     let Answering {
         service,
         store,
@@ -424,6 +448,25 @@ mod tests {
         assert!(fields.content_type.is_none() && fields.authorization.is_none());
     }
 
+    /// The protocol's paths are held as constants; any other path reaches the protocol
+    /// as sent, so it still gets its 404 (or its test-clock route) there.
+    #[test]
+    fn a_request_path_reads_as_sent() {
+        for path in [
+            "/token",
+            "/metrics",
+            "/test-clock",
+            "/test-clock/advance",
+            "/",
+            "/tokens",
+            "/token/",
+        ] {
+            assert_eq!(RequestPath::of(path).as_str(), path);
+        }
+        assert!(matches!(RequestPath::of("/token"), RequestPath::Known(_)));
+        assert!(matches!(RequestPath::of("/tokens"), RequestPath::Other(_)));
+    }
+
     /// Every request's future is created, moved into warp's and hyper's state and boxed:
     /// its size is copied several times per request. A Redis round trip inline made it
     /// 2,888 bytes for every request, in memory or not; boxed, the memory store's is ~600.
@@ -441,10 +484,11 @@ mod tests {
         });
         let head = Head {
             method: Method::PUT,
+            path: RequestPath::of("/token"),
             fields: HeadFields::default(),
         };
         let body = futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>();
-        let future = answer(answering, head, "/token", body);
+        let future = answer(answering, head, body);
         let size = std::mem::size_of_val(&future);
         assert!(size <= 1024, "a request's future takes {size} bytes");
     }
