@@ -2,6 +2,7 @@
 //! [`Reply`] back into a response. No endpoint logic lives here; connections are
 //! accepted and bounded in [`crate::connections`].
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -100,14 +101,8 @@ struct Answering<C, R> {
     observer: Arc<Observer>,
 }
 
-/// A request's path: one of the protocol's, held as a constant, or any other as sent.
-#[derive(Clone)]
-enum RequestPath {
-    Known(&'static str),
-    Other(String),
-}
-
-/// The paths any host serves, answered without copying the request's path.
+/// The paths any host serves: a request for one holds the constant rather than a copy of
+/// its path. Only a saving: any other path reaches the protocol as sent, copied.
 const KNOWN_PATHS: [&str; 7] = [
     "/token",
     "/dump",
@@ -118,25 +113,11 @@ const KNOWN_PATHS: [&str; 7] = [
     "/test-clock",
 ];
 
-impl RequestPath {
-    fn of(path: &str) -> RequestPath {
-        match KNOWN_PATHS.iter().find(|known| **known == path) {
-            Some(known) => RequestPath::Known(known),
-            None => RequestPath::Other(path.to_owned()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            RequestPath::Known(path) => path,
-            RequestPath::Other(path) => path,
-        }
-    }
-}
-
-impl Default for RequestPath {
-    fn default() -> Self {
-        RequestPath::Known("/")
+/// `path` as the answer holds it.
+fn request_path(path: &str) -> Cow<'static, str> {
+    match KNOWN_PATHS.iter().find(|known| **known == path) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(path.to_owned()),
     }
 }
 
@@ -144,7 +125,7 @@ impl Default for RequestPath {
 #[derive(Clone, Default)]
 struct Head {
     method: Method,
-    path: RequestPath,
+    path: Cow<'static, str>,
     fields: HeadFields,
 }
 
@@ -187,7 +168,7 @@ where
     fn call(&mut self, mut request: warp::http::Request<B>) -> Self::Future {
         let head = Head {
             method: request.method().clone(),
-            path: RequestPath::of(request.uri().path()),
+            path: request_path(request.uri().path()),
             fields: HeadFields::of(request.headers()),
         };
         request.extensions_mut().insert(head);
@@ -245,7 +226,7 @@ where
     // clone happen only when the line is wanted.
     let logged =
         log::log_enabled!(log::Level::Debug).then(|| (Instant::now(), head.method.clone()));
-    let path = head.path.as_str();
+    let path: &str = &head.path;
     let Answering {
         service,
         store,
@@ -461,10 +442,10 @@ mod tests {
             "/tokens",
             "/token/",
         ] {
-            assert_eq!(RequestPath::of(path).as_str(), path);
+            assert_eq!(request_path(path), path);
         }
-        assert!(matches!(RequestPath::of("/token"), RequestPath::Known(_)));
-        assert!(matches!(RequestPath::of("/tokens"), RequestPath::Other(_)));
+        assert!(matches!(request_path("/token"), Cow::Borrowed(_)));
+        assert!(matches!(request_path("/tokens"), Cow::Owned(_)));
     }
 
     /// Every request's future is created, moved into warp's and hyper's state and boxed:
@@ -484,7 +465,7 @@ mod tests {
         });
         let head = Head {
             method: Method::PUT,
-            path: RequestPath::of("/token"),
+            path: request_path("/token"),
             fields: HeadFields::default(),
         };
         let body = futures_util::stream::empty::<Result<bytes::Bytes, warp::Error>>();

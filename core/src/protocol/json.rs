@@ -146,15 +146,7 @@ fn string_end(body: &[u8], mut at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
-
-    #[derive(Deserialize)]
-    struct TokenBody<'a> {
-        #[serde(borrow)]
-        token: Cow<'a, str>,
-        #[serde(default)]
-        meta: Option<serde_json::Map<String, serde_json::Value>>,
-    }
+    use crate::protocol::RotateBody;
 
     /// The shortcut reads a body only when serde would read the same token and no
     /// update from it; every other body is left to serde.
@@ -189,7 +181,7 @@ mod tests {
         })) {
             if let Some(token) = bare_token(body.as_bytes()) {
                 taken += 1;
-                let serde = serde_json::from_slice::<TokenBody>(body.as_bytes())
+                let serde = serde_json::from_slice::<RotateBody>(body.as_bytes())
                     .unwrap_or_else(|err| panic!("serde refused {body}: {err}"));
                 assert_eq!(token, serde.token, "{body}");
                 assert!(serde.meta.is_none(), "{body}");
