@@ -89,6 +89,18 @@ time('rotate json', () => {
     tokens[i] = rotated.token;
   }
 });
+// The same with the answer kept as the text it is, as a host that passes it on (an HTTP
+// body) does: the next token is read at its fixed place, `{"ok":true,"token":"` being 20
+// characters, rather than by JSON.parse. Set beside core-micro's rotate, whose answer is
+// the token and the metadata's text too (issue 12's like-for-like line).
+const ROTATED_TOKEN_AT = '{"ok":true,"token":"'.length;
+time('rotate json text out', () => {
+  for (let i = 0; i < ops; i++) {
+    const text = jsonStore.rotateJson(tokens[i]);
+    if (text.charCodeAt(6) !== 116 /* the t of true */) throw new Error('rotation failed');
+    tokens[i] = text.slice(ROTATED_TOKEN_AT, ROTATED_TOKEN_AT + 32);
+  }
+});
 tokens = null;
 for (let i = 0; i < ops; i++) store.create(meta);
 fakeNowMs += 2 * HOUR_MS;
