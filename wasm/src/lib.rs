@@ -10,7 +10,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use js_sys::{Array, Function, JsString, Object, Reflect, Uint8Array};
+use js_sys::{Array, Function, JsString, Object, Reflect, Uint8Array, JSON};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use token_server_core::auth::ApiKeys;
@@ -25,7 +25,8 @@ use token_server_core::session::SessionRules;
 use token_server_core::snapshot::{read_session_line, session_line, ReadChecks, StoredSession};
 use token_server_core::{
     Clock, DumpEntry, ManualClock, Meta, MetaError, MetaLimits, Monotonic, OsRandom, PurgeReport,
-    SessionId, StoreError, Timestamp, Token, TokenStore as Store, SESSION_ID_BYTES, TOKEN_LEN,
+    Rotated, SessionId, StoreError, Timestamp, Token, TokenStore as Store, SESSION_ID_BYTES,
+    TOKEN_LEN,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -763,20 +764,6 @@ fn store_error(err: StoreError) -> FacadeError {
 }
 
 #[derive(Serialize)]
-#[serde(untagged)]
-enum RotateOut {
-    Ok {
-        ok: bool,
-        token: String,
-        meta: Map<String, Value>,
-    },
-    Err {
-        ok: bool,
-        error: &'static str,
-    },
-}
-
-#[derive(Serialize)]
 struct PurgeOut {
     purged: usize,
     remaining: usize,
@@ -791,23 +778,24 @@ impl From<PurgeReport> for PurgeOut {
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DumpOut {
-    expires: u64,
-    expires_at: String,
-    meta: Map<String, Value>,
-}
-
-fn dump_out(entries: Vec<DumpEntry>) -> Vec<DumpOut> {
-    entries
-        .into_iter()
-        .map(|entry| DumpOut {
-            expires: entry.expires.as_millis(),
-            expires_at: entry.expires.to_rfc3339(),
-            meta: entry.meta.to_map(),
-        })
-        .collect()
+/// The `DumpEntry[]` of `entries` as JS values, through JSON text for the reasons of
+/// [`json_to_js`]'s callers: the metadata is JSON already.
+fn dump_to_js(entries: Vec<DumpEntry>) -> Result<JsValue, FacadeError> {
+    let mut out = String::from("[");
+    for (index, entry) in entries.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        // The RFC 3339 text is digits, '-', ':', '.', 'T' and 'Z': nothing to escape.
+        out.push_str(&format!(
+            r#"{{"expires":{},"expiresAt":"{}","meta":{}}}"#,
+            entry.expires.as_millis(),
+            entry.expires.to_rfc3339(),
+            entry.meta.as_json()
+        ));
+    }
+    out.push(']');
+    json_to_js(&out)
 }
 
 #[derive(Serialize)]
@@ -915,7 +903,7 @@ impl TokenStore {
     #[wasm_bindgen(unchecked_return_type = "DumpEntry[]")]
     pub fn dump(&self) -> Result<JsValue, JsError> {
         self.clock.tick().map_err(js_error)?;
-        to_js(&dump_out(self.store.dump())).map_err(js_error)
+        dump_to_js(self.store.dump()).map_err(js_error)
     }
 }
 
@@ -955,23 +943,7 @@ impl TokenStore {
             .transpose()
             .map_err(js_error)?;
         self.clock.tick().map_err(js_error)?;
-        match self.store.rotate(token, update) {
-            Ok(rotated) => {
-                let (token, meta) = (rotated.token, rotated.meta);
-                // Both parts are JSON already: the token base64url, the meta an object.
-                let mut out = String::with_capacity(32 + TOKEN_LEN + meta.as_json().len());
-                out.push_str(r#"{"ok":true,"token":""#);
-                out.push_str(token.as_str());
-                out.push_str(r#"","meta":"#);
-                out.push_str(meta.as_json());
-                out.push('}');
-                Ok(out)
-            }
-            Err(StoreError::InvalidToken | StoreError::Revoked) => {
-                Ok(r#"{"ok":false,"error":"InvalidToken"}"#.to_string())
-            }
-            Err(err) => Err(js_error(store_error(err))),
-        }
+        rotate_answer(self.store.rotate(token, update)).map_err(js_error)
     }
 }
 
@@ -1041,6 +1013,37 @@ fn json_object(text: &str, what: &str) -> Result<Map<String, Value>, FacadeError
     })
 }
 
+/// A rotation's `RotateResult` as JSON text. Built by hand: both parts are JSON already,
+/// the token base64url and the metadata an object. A revocation reads like any token that
+/// does not work: the caller cannot be told more than an HTTP client is.
+fn rotate_answer(result: Result<Rotated, StoreError>) -> Result<String, FacadeError> {
+    match result {
+        Ok(Rotated { token, meta, .. }) => {
+            let mut out = String::with_capacity(32 + TOKEN_LEN + meta.as_json().len());
+            out.push_str(r#"{"ok":true,"token":""#);
+            out.push_str(token.as_str());
+            out.push_str(r#"","meta":"#);
+            out.push_str(meta.as_json());
+            out.push('}');
+            Ok(out)
+        }
+        Err(StoreError::InvalidToken | StoreError::Revoked) => {
+            Ok(r#"{"ok":false,"error":"InvalidToken"}"#.to_string())
+        }
+        Err(err) => Err(store_error(err)),
+    }
+}
+
+/// JS values of JSON text the facade wrote, by `JSON.parse`.
+fn json_to_js(text: &str) -> Result<JsValue, FacadeError> {
+    JSON::parse(text).map_err(|err| {
+        FacadeError::Store(format!(
+            "cannot convert the result to JS: {}",
+            describe(&err)
+        ))
+    })
+}
+
 impl TokenStore {
     fn rotate_inner(&self, token: JsValue, meta: JsValue) -> Result<JsValue, FacadeError> {
         let token = token_from(&token)?;
@@ -1050,21 +1053,11 @@ impl TokenStore {
             Some(map_from(meta, "meta", &self.store.meta_limits())?)
         };
         self.clock.tick()?;
-        let out = match self.store.rotate(&token, update) {
-            Ok(rotated) => RotateOut::Ok {
-                ok: true,
-                token: rotated.token.into_string(),
-                meta: rotated.meta.to_map(),
-            },
-            // A revocation is answered like any token that does not work: the caller
-            // cannot be told more than an HTTP client is.
-            Err(StoreError::InvalidToken | StoreError::Revoked) => RotateOut::Err {
-                ok: false,
-                error: "InvalidToken",
-            },
-            Err(err) => return Err(store_error(err)),
-        };
-        to_js(&out)
+        // JSON.parse of the answer's text rather than a conversion of the metadata's map:
+        // metadata the store holds comes back as every JSON client reads it (an integer
+        // past 2^53 rounded, not refused after the rotation happened; `__proto__` an own
+        // key, not the object's prototype), and one call makes the whole object.
+        json_to_js(&rotate_answer(self.store.rotate(&token, update))?)
     }
 }
 
@@ -1185,7 +1178,7 @@ impl TokenService {
     #[wasm_bindgen(unchecked_return_type = "DumpEntry[]")]
     pub fn dump(&self) -> Result<JsValue, JsError> {
         self.clock.tick().map_err(js_error)?;
-        to_js(&dump_out(self.service.store().dump())).map_err(js_error)
+        dump_to_js(self.service.store().dump()).map_err(js_error)
     }
 }
 

@@ -216,6 +216,58 @@ fn dump_shows_expiry_and_meta_but_never_tokens() {
     assert!(!json(&dump).contains(&token));
 }
 
+/// Metadata the store accepts comes back to JS as `JSON.parse` reads it: an integer past
+/// 2^53 rounded, as any JSON client rounds it. Before, `rotate` threw on it after the
+/// rotation had happened, so the caller lost the session; `dump` threw too.
+#[wasm_bindgen_test]
+fn an_integer_past_2_53_in_metadata_rotates_and_dumps() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    let text = r#"{"id":12345678901234567890,"n":1}"#;
+    let token = String::from(store.create_json(text).unwrap());
+    let result = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    let next = rotated_token(&result);
+    let meta = get(&result, "meta");
+    assert_eq!(json(&meta), json(&obj(text)));
+    assert_eq!(get(&meta, "id"), JsValue::from_f64(12345678901234567890.0));
+    let dump = store.dump().unwrap();
+    assert_eq!(
+        json(&get(&Array::from(&dump).get(0), "meta")),
+        json(&obj(text))
+    );
+    // The successor still works.
+    rotated_token(&store.rotate(next.into(), JsValue::UNDEFINED).unwrap());
+}
+
+/// A metadata key named `__proto__` comes back as an own key, as `JSON.parse` reads it.
+/// Before, `rotate` and `dump` made its value the prototype of the metadata they
+/// answered: `meta.admin` read `true` from `{"__proto__":{"admin":true}}`.
+#[wasm_bindgen_test]
+fn a_proto_key_in_metadata_stays_a_key() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // Keys in order: nested metadata is stored with its keys sorted.
+    let text = r#"{"__proto__":{"admin":true},"n":1}"#;
+    let token = String::from(store.create_json(text).unwrap());
+    let result = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    let dump = store.dump().unwrap();
+    for meta in [
+        get(&result, "meta"),
+        get(&Array::from(&dump).get(0), "meta"),
+    ] {
+        assert_eq!(json(&meta), json(&obj(text)));
+        assert_eq!(get(&meta, "admin"), JsValue::UNDEFINED);
+        let prototype = js_sys::Object::get_prototype_of(&meta);
+        assert_eq!(
+            JsValue::from(js_sys::Object::get_prototype_of(&prototype)),
+            JsValue::NULL,
+            "the metadata's prototype is not Object.prototype"
+        );
+        let own = js_sys::Object::keys(meta.unchecked_ref::<js_sys::Object>());
+        assert_eq!(json(&own), r#"["__proto__","n"]"#);
+    }
+}
+
 #[wasm_bindgen_test]
 fn a_clock_stepping_back_revives_no_expired_token() {
     let clock = FakeClock::at(START);
