@@ -664,7 +664,7 @@ impl<'a> JsonReader<'a> {
                 } else {
                     let value = self.leaf(child)?;
                     if let Some(frame) = stack.last_mut() {
-                        frame.insert(index, value);
+                        frame.insert(index, value).map_err(|why| self.bad(why))?;
                     }
                 }
                 continue;
@@ -675,7 +675,9 @@ impl<'a> JsonReader<'a> {
             let value = done.finish();
             match stack.last_mut() {
                 // The child just read is the one before the parent's `next`.
-                Some(parent) => parent.insert(parent.next - 1, value),
+                Some(parent) => parent
+                    .insert(parent.next - 1, value)
+                    .map_err(|why| self.bad(why))?,
                 None => return Ok(value),
             }
         }
@@ -755,22 +757,43 @@ impl<'a> JsonReader<'a> {
             // which a revoked Proxy of a function throws on.
             return Err(self.bad("is not JSON-like: it holds a function"));
         }
+        if let Some(text) = value.as_string() {
+            return well_formed(text, &value)
+                .map(Value::String)
+                .ok_or_else(|| self.bad(LONE_SURROGATE));
+        }
         serde_wasm_bindgen::from_value(value)
             .map_err(|err| self.bad(format_args!("is not JSON-like: {err}")))
     }
 }
 
+/// Why a string is refused: JSON.stringify writes a lone surrogate as an escape that
+/// createJson and the HTTP API refuse, and converting it would make it U+FFFD silently.
+const LONE_SURROGATE: &str = "holds a string that is not valid UTF-16 (a lone surrogate)";
+
+/// `text`, the conversion of the JS string `source`, unless `source` is not well-formed
+/// UTF-16: the conversion replaces each lone surrogate with U+FFFD, so only a `text`
+/// holding U+FFFD needs the (slower, per code unit) check of the original.
+fn well_formed(text: String, source: &JsValue) -> Option<String> {
+    if text.contains('\u{fffd}') && !source.unchecked_ref::<JsString>().is_valid_utf16() {
+        return None;
+    }
+    Some(text)
+}
+
 impl Frame {
-    /// Stores the child read at `index`.
-    fn insert(&mut self, index: u32, value: Value) {
+    /// Stores the child read at `index`; `Err` for a key that is not well-formed UTF-16.
+    fn insert(&mut self, index: u32, value: Value) -> Result<(), &'static str> {
         match &mut self.partial {
             Partial::Object { keys, map } => {
-                if let Some(key) = keys.get(index).as_string() {
-                    map.insert(key, value);
+                let key = keys.get(index);
+                if let Some(text) = key.as_string() {
+                    map.insert(well_formed(text, &key).ok_or(LONE_SURROGATE)?, value);
                 }
             }
             Partial::Array(items) => items.push(value),
         }
+        Ok(())
     }
 
     fn finish(self) -> Value {

@@ -1147,3 +1147,43 @@ fn proxies_whose_traps_throw_are_errors_and_the_module_stays_usable() {
     let rotated = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
     assert_eq!(json(&get(&rotated, "meta")), r#"{"x":[1,{"y":2}]}"#);
 }
+
+#[wasm_bindgen_test]
+fn strings_with_lone_surrogates_are_refused_as_the_json_paths_refuse_them() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // Built by JS's parser from escapes: a Rust &str cannot hold a lone surrogate.
+    let value = obj(r#"{"a":"\ud800x"}"#);
+    let keys = obj(r#"{"\ud800":1,"\udc00":2}"#);
+    let nested = obj(r#"{"a":[{"\udfff":true}]}"#);
+    for meta in [&value, &keys, &nested] {
+        // JSON.stringify writes the lone surrogate as an escape, which createJson (and the
+        // HTTP API) refuse; the object path used to store U+FFFD instead, silently, and
+        // the two keys above as one.
+        let text = JSON::stringify(meta).unwrap().as_string().unwrap();
+        assert!(store.create_json(&text).is_err());
+        let err = store
+            .create(meta.clone())
+            .expect_err("a lone surrogate accepted");
+        assert_eq!(
+            message(err),
+            "meta holds a string that is not valid UTF-16 (a lone surrogate)"
+        );
+    }
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.clone().into(), value)
+        .expect_err("a lone surrogate in an update accepted");
+    assert!(message(err).contains("lone surrogate"));
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+    // U+FFFD itself and surrogate pairs are text like any other.
+    let token = store
+        .create(obj(r#"{"\ufffd":"\ud83d\ude00\ufffd"}"#))
+        .unwrap();
+    let rotated = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(
+        json(&get(&rotated, "meta")),
+        "{\"\u{fffd}\":\"\u{1f600}\u{fffd}\"}"
+    );
+    assert_still_usable(&store, &clock);
+}
