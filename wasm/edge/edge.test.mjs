@@ -328,3 +328,53 @@ test("worker checks the TOKEN_SERVER_API_KEYS secret through the core", async ()
   assert.equal(answer.status, 500);
   assert.match(bad.lines.join("\n"), /line 1: .*at least 32/);
 });
+
+/** Sends `head` (latin1: one byte per character) and `body` over a raw socket; the status. */
+async function rawStatus(base, head, body) {
+  const { hostname, port } = new URL(base);
+  const net = await import("node:net");
+  const socket = net.connect(Number(port), hostname);
+  await once(socket, "connect");
+  socket.write(Buffer.from(`${head}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n`, "latin1"));
+  socket.end(body);
+  let answer = "";
+  socket.setEncoding("latin1");
+  for await (const chunk of socket) answer += chunk;
+  return Number(/^HTTP\/1\.1 (\d+)/.exec(answer)?.[1]);
+}
+
+// The native server reads a header value with a byte outside visible ASCII (obs-text)
+// as absent (http's HeaderValue::to_str); the hosts got it decoded as latin1 and answered
+// otherwise: 200 where native says 415, an unknown key where native says none was sent.
+test("the hosts read a header value with a non-ASCII byte as absent, as the native server does", async () => {
+  const contentType = "application/json; charset=\u00e9";
+  const { child, base } = await startServer();
+  try {
+    const status = await rawStatus(
+      base,
+      `POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: ${contentType}\r\n`,
+      '{"meta":{}}',
+    );
+    assert.equal(status, 415);
+  } finally {
+    await stop(child);
+  }
+
+  const { handle } = testWorker();
+  const post = (headers) =>
+    handle(new Request("http://edge/token", { method: "POST", headers, body: '{"meta":{}}' }));
+  assert.equal((await post({ "content-type": contentType })).status, 415);
+  assert.equal((await post(JSON_HEADERS)).status, 200);
+
+  const key = "k".repeat(40);
+  const keyed = testWorker({ env: { TOKEN_SERVER_API_KEYS: `${key}\n` } });
+  const refused = await keyed.handle(
+    new Request("http://edge/token", {
+      method: "POST",
+      headers: { ...JSON_HEADERS, authorization: `Bearer ${key}\u00e9` },
+      body: '{"meta":{}}',
+    }),
+  );
+  assert.equal(refused.status, 401);
+  assert.equal(refused.headers.get("www-authenticate"), 'Bearer realm="token-server"');
+});

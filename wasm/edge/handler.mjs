@@ -132,6 +132,17 @@ export function describeKeys({ count, fingerprints }) {
 }
 
 /**
+ * A header value as the native server hands it to the protocol: null when absent, and
+ * null when it holds a byte outside visible ASCII and tab (obs-text, which hosts decode
+ * as latin1), as http's `HeaderValue::to_str` refuses it there. Otherwise the same
+ * request got another answer here (200 for a Content-Type the native server answers 415).
+ */
+export function headerText(value) {
+  if (value === null || value === undefined) return null;
+  return /[^\t\x20-\x7e]/.test(value) ? null : value;
+}
+
+/**
  * The parts of a web Request the protocol reads: `{ method, path, contentType,
  * authorization, body }`, the body read up to `limit` bytes, or null past it (the rest is
  * cancelled unread).
@@ -147,8 +158,8 @@ export async function readRequest(request, limit) {
   return {
     method: request.method,
     path: pathOf(request.url),
-    contentType: request.headers.get("content-type"),
-    authorization: request.headers.get("authorization"),
+    contentType: headerText(request.headers.get("content-type")),
+    authorization: headerText(request.headers.get("authorization")),
     body,
   };
 }

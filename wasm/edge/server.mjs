@@ -11,7 +11,15 @@
 import http from "node:http";
 import { createRequire } from "node:module";
 
-import { BodyCap, INTERNAL_ERROR, answer, declaredOver, pathOf, startPurgeTimer } from "./handler.mjs";
+import {
+  BodyCap,
+  INTERNAL_ERROR,
+  answer,
+  declaredOver,
+  headerText,
+  pathOf,
+  startPurgeTimer,
+} from "./handler.mjs";
 import { HOST, exitWithError, startHost } from "./flags.mjs";
 
 // In-flight requests get this long to finish after SIGTERM before connections are cut.
@@ -62,8 +70,8 @@ async function serve(service, req, res) {
   const request = {
     method: req.method,
     path: pathOf(req.url),
-    contentType: req.headers["content-type"] ?? null,
-    authorization: req.headers.authorization ?? null,
+    contentType: headerText(req.headers["content-type"]),
+    authorization: headerText(req.headers.authorization),
     body,
   };
   // The client may still be sending; closing is cheaper than draining a huge upload.

@@ -273,8 +273,12 @@ const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
 /// A short description of a JS value for an error message.
 fn describe(value: &JsValue) -> String {
-    if let Some(error) = value.dyn_ref::<js_sys::Error>() {
-        return String::from(error.message());
+    if value.dyn_ref::<js_sys::Error>().is_some() {
+        // Through Reflect.get: a getter may throw (see `try_is_array`).
+        return Reflect::get(value, &JsValue::from_str("message"))
+            .ok()
+            .and_then(|message| message.as_string())
+            .unwrap_or_else(|| "an error".into());
     }
     if let Some(text) = value.as_string() {
         return format!("the string {text:?}");
@@ -282,7 +286,7 @@ fn describe(value: &JsValue) -> String {
     if value.is_null() {
         return "null".into();
     }
-    if Array::is_array(value) {
+    if try_is_array(value).unwrap_or(false) {
         return "an array".into();
     }
     value
@@ -475,7 +479,10 @@ fn rules_from(options: &JsValue, lifetime: Duration) -> Result<SessionRules, Fac
     if options.is_undefined() || options.is_null() {
         return Ok(rules);
     }
-    if !options.is_object() || Array::is_array(options) {
+    let is_array = try_is_array(options).map_err(|err| {
+        FacadeError::BadArgument(format!("options cannot be read: {}", describe(&err)))
+    })?;
+    if !options.is_object() || is_array {
         return Err(FacadeError::BadArgument(format!(
             "options must be an object such as {{rotationGrace: \"30s\"}}, not {}",
             describe(options)
@@ -533,10 +540,13 @@ fn map_from(
             describe(value)
         ))
     };
-    if !value.is_object() || Array::is_array(&value) {
+    let unreadable = |err: JsValue| {
+        FacadeError::BadArgument(format!("{what} cannot be read: {}", describe(&err)))
+    };
+    if !value.is_object() || try_is_array(&value).map_err(unreadable)? {
         return Err(refuse(&value));
     }
-    if !is_plain_object(&value) {
+    if !is_plain_object(&value).map_err(unreadable)? {
         return Err(FacadeError::BadArgument(format!(
             "{what} must be a plain object, not an instance of a class"
         )));
@@ -550,9 +560,29 @@ fn map_from(
 
 /// Whether `value` is a plain object: its prototype is Object.prototype (or null). A Date,
 /// Map or typed array would otherwise be turned into something the caller did not mean.
-fn is_plain_object(value: &JsValue) -> bool {
-    let prototype = Object::get_prototype_of(value);
-    prototype.is_null() || Object::get_prototype_of(&prototype).is_null()
+/// Errs with what a Proxy's trap threw.
+fn is_plain_object(value: &JsValue) -> Result<bool, JsValue> {
+    let prototype = try_prototype_of(value)?;
+    Ok(prototype.is_null() || try_prototype_of(&prototype)?.is_null())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    // What the walk asks of a caller's value, each able to throw (a Proxy's trap, a revoked
+    // Proxy): `catch` turns the throw into an `Err`. An import without it lets the
+    // exception unwind through the module, which skips restoring its stack pointer; after
+    // enough of them every call into the module fails ("memory access out of bounds").
+    /// `Array.isArray(value)`.
+    #[wasm_bindgen(catch, js_namespace = Array, js_name = isArray)]
+    fn try_is_array(value: &JsValue) -> Result<bool, JsValue>;
+
+    /// `Object.keys(value)`.
+    #[wasm_bindgen(catch, js_namespace = Object, js_name = keys)]
+    fn try_object_keys(value: &JsValue) -> Result<Array, JsValue>;
+
+    /// `Object.getPrototypeOf(value)`.
+    #[wasm_bindgen(catch, js_namespace = Object, js_name = getPrototypeOf)]
+    fn try_prototype_of(value: &JsValue) -> Result<JsValue, JsValue>;
 }
 
 /// Reads a JS value into JSON with an explicit stack instead of recursion, so no input can
@@ -569,13 +599,19 @@ struct JsonReader<'a> {
     limits: &'a MetaLimits,
     /// Keys seen so far in all objects, as `MetaLimits` counts them.
     keys: usize,
+    /// Array elements seen so far in all arrays. Each takes at least one byte of the
+    /// compact JSON text of its own (the `[` or `,` before it), so past `max_bytes` of them
+    /// the metadata is too large: refused before a sparse `length` of 2^32 - 1 (or arrays
+    /// sharing one array, 2^30 elements in 30 levels) is allocated or read.
+    elements: usize,
 }
 
 /// A container being read: its JS source (also the cycle check's ancestor list), what was
 /// read of it so far, and where the next child comes from.
 struct Frame {
     source: JsValue,
-    children: Array,
+    /// How many children it has, read once (an array's `length` may be a Proxy's trap).
+    len: u32,
     next: u32,
     partial: Partial,
 }
@@ -594,6 +630,7 @@ impl<'a> JsonReader<'a> {
             what,
             limits,
             keys: 0,
+            elements: 0,
         }
     }
 
@@ -607,7 +644,7 @@ impl<'a> JsonReader<'a> {
             let Some(frame) = stack.last_mut() else {
                 return Err(self.bad("is empty"));
             };
-            if frame.next < frame.children.length() {
+            if frame.next < frame.len {
                 let index = frame.next;
                 frame.next += 1;
                 let child = match &frame.partial {
@@ -627,7 +664,7 @@ impl<'a> JsonReader<'a> {
                 } else {
                     let value = self.leaf(child)?;
                     if let Some(frame) = stack.last_mut() {
-                        frame.insert(index, value);
+                        frame.insert(index, value).map_err(|why| self.bad(why))?;
                     }
                 }
                 continue;
@@ -638,7 +675,9 @@ impl<'a> JsonReader<'a> {
             let value = done.finish();
             match stack.last_mut() {
                 // The child just read is the one before the parent's `next`.
-                Some(parent) => parent.insert(parent.next - 1, value),
+                Some(parent) => parent
+                    .insert(parent.next - 1, value)
+                    .map_err(|why| self.bad(why))?,
                 None => return Ok(value),
             }
         }
@@ -659,23 +698,37 @@ impl<'a> JsonReader<'a> {
                 limit: self.limits.max_depth,
             }));
         }
-        if Array::is_array(&source) {
-            let children: Array = source.clone().unchecked_into();
-            let partial = Partial::Array(Vec::with_capacity(children.length() as usize));
+        let unreadable =
+            |err: JsValue| self.bad(format_args!("cannot be read: {}", describe(&err)));
+        if try_is_array(&source).map_err(unreadable)? {
+            // A real array's length is a whole number below 2^32; a Proxy's trap may
+            // answer anything, and what is not such a number reads as no elements.
+            let len = Reflect::get(&source, &JsValue::from_str("length"))
+                .map_err(unreadable)?
+                .as_f64()
+                .filter(|len| (0.0..=f64::from(u32::MAX)).contains(len))
+                .map_or(0, |len| len as u32);
+            self.elements = self.elements.saturating_add(len as usize);
+            if self.elements > self.limits.max_bytes {
+                return Err(self.bad_meta(MetaError::TooLarge {
+                    limit: self.limits.max_bytes,
+                }));
+            }
             return Ok(Frame {
                 source,
-                children,
+                len,
                 next: 0,
-                partial,
+                partial: Partial::Array(Vec::with_capacity(len as usize)),
             });
         }
-        if !is_plain_object(&source) {
+        if !is_plain_object(&source).map_err(unreadable)? {
             return Err(self.bad(
                 "must hold only JSON values: it holds an instance of a class (Date, Map, ...)",
             ));
         }
-        let keys = Object::keys(source.unchecked_ref::<Object>());
-        self.keys += keys.length() as usize;
+        let keys = try_object_keys(&source).map_err(unreadable)?;
+        let len = keys.length();
+        self.keys += len as usize;
         if self.keys > self.limits.max_keys {
             return Err(self.bad_meta(MetaError::TooManyKeys {
                 limit: self.limits.max_keys,
@@ -683,7 +736,7 @@ impl<'a> JsonReader<'a> {
         }
         Ok(Frame {
             source,
-            children: keys.clone(),
+            len,
             next: 0,
             partial: Partial::Object {
                 keys,
@@ -699,22 +752,48 @@ impl<'a> JsonReader<'a> {
 
     /// A value that cannot nest: serde-wasm-bindgen converts it without recursing.
     fn leaf(&self, value: JsValue) -> Result<Value, FacadeError> {
+        if value.is_function() {
+            // Refused here: serde-wasm-bindgen's message would read the function's `name`,
+            // which a revoked Proxy of a function throws on.
+            return Err(self.bad("is not JSON-like: it holds a function"));
+        }
+        if let Some(text) = value.as_string() {
+            return well_formed(text, &value)
+                .map(Value::String)
+                .ok_or_else(|| self.bad(LONE_SURROGATE));
+        }
         serde_wasm_bindgen::from_value(value)
             .map_err(|err| self.bad(format_args!("is not JSON-like: {err}")))
     }
 }
 
+/// Why a string is refused: JSON.stringify writes a lone surrogate as an escape that
+/// createJson and the HTTP API refuse, and converting it would make it U+FFFD silently.
+const LONE_SURROGATE: &str = "holds a string that is not valid UTF-16 (a lone surrogate)";
+
+/// `text`, the conversion of the JS string `source`, unless `source` is not well-formed
+/// UTF-16: the conversion replaces each lone surrogate with U+FFFD, so only a `text`
+/// holding U+FFFD needs the (slower, per code unit) check of the original.
+fn well_formed(text: String, source: &JsValue) -> Option<String> {
+    if text.contains('\u{fffd}') && !source.unchecked_ref::<JsString>().is_valid_utf16() {
+        return None;
+    }
+    Some(text)
+}
+
 impl Frame {
-    /// Stores the child read at `index`.
-    fn insert(&mut self, index: u32, value: Value) {
+    /// Stores the child read at `index`; `Err` for a key that is not well-formed UTF-16.
+    fn insert(&mut self, index: u32, value: Value) -> Result<(), &'static str> {
         match &mut self.partial {
             Partial::Object { keys, map } => {
-                if let Some(key) = keys.get(index).as_string() {
-                    map.insert(key, value);
+                let key = keys.get(index);
+                if let Some(text) = key.as_string() {
+                    map.insert(well_formed(text, &key).ok_or(LONE_SURROGATE)?, value);
                 }
             }
             Partial::Array(items) => items.push(value),
         }
+        Ok(())
     }
 
     fn finish(self) -> Value {

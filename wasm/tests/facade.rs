@@ -1028,3 +1028,162 @@ fn the_clock_is_read_once_per_operation() {
         .unwrap();
     assert_eq!(calls.get(), 4, "one read per create and rotation");
 }
+
+/// `{"a": array}` with `array.length` set to `length`: a sparse array, no elements stored.
+fn holding_sparse_array(length: f64) -> JsValue {
+    let array = Array::new();
+    Reflect::set(&array, &"length".into(), &JsValue::from_f64(length)).unwrap();
+    let holder = js_sys::Object::new();
+    Reflect::set(&holder, &"a".into(), &array).unwrap();
+    holder.into()
+}
+
+#[wasm_bindgen_test]
+fn a_huge_sparse_array_is_refused_before_it_is_read() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // `[]` with a length set: JSON.stringify would write `length` nulls, so it is over the
+    // byte cap; the walk must say so from the length, not allocate or read that many.
+    for length in [4_294_967_295.0, 100_000_000.0, 65_536.0] {
+        let err = store
+            .create(holding_sparse_array(length))
+            .expect_err("a huge array accepted");
+        assert_eq!(
+            message(err),
+            "metadata is larger than the limit of 65536 bytes (as compact JSON)",
+            "length {length}"
+        );
+    }
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.clone().into(), holding_sparse_array(4_294_967_295.0))
+        .expect_err("a huge array in an update accepted");
+    assert!(message(err).contains("larger than the limit"));
+    // The refused update left the token in place.
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+    // A small sparse array reads as JSON.stringify writes it.
+    let token = store.create(holding_sparse_array(3.0)).unwrap();
+    let rotated = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(json(&get(&rotated, "meta")), r#"{"a":[null,null,null]}"#);
+    assert_still_usable(&store, &clock);
+}
+
+/// A Proxy of `target` whose `trap` throws `Error(trap)`.
+fn proxy_throwing_in(target: JsValue, trap: &str) -> JsValue {
+    let handler = js_sys::Object::new();
+    let body = format!("throw new Error('{trap}')");
+    Reflect::set(&handler, &trap.into(), &Function::new_no_args(&body)).unwrap();
+    js_sys::Proxy::new(&target, &handler).into()
+}
+
+fn revoked_proxy() -> JsValue {
+    revoked_proxy_of(js_sys::Object::new().into())
+}
+
+fn revoked_proxy_of(target: JsValue) -> JsValue {
+    let pair = js_sys::Proxy::revocable(&target, &js_sys::Object::new());
+    let revoke: Function = get(&pair, "revoke").unchecked_into();
+    revoke.call0(&JsValue::UNDEFINED).unwrap();
+    get(&pair, "proxy")
+}
+
+fn holding(value: &JsValue) -> JsValue {
+    let holder = js_sys::Object::new();
+    Reflect::set(&holder, &"p".into(), value).unwrap();
+    holder.into()
+}
+
+#[wasm_bindgen_test]
+fn proxies_whose_traps_throw_are_errors_and_the_module_stays_usable() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // A revoked Proxy (an Immer draft after its produce() returned) throws on every
+    // operation, as do the traps of these. Each throw used to unwind through the module
+    // without restoring its stack pointer: after about 1,500 such calls every call into
+    // the module failed with "memory access out of bounds".
+    let cases = [
+        ("revoked, as the metadata", revoked_proxy()),
+        ("revoked, nested", holding(&revoked_proxy())),
+        (
+            "ownKeys",
+            holding(&proxy_throwing_in(js_sys::Object::new().into(), "ownKeys")),
+        ),
+        (
+            "getPrototypeOf",
+            holding(&proxy_throwing_in(
+                js_sys::Object::new().into(),
+                "getPrototypeOf",
+            )),
+        ),
+        (
+            "revoked, of a function",
+            holding(&revoked_proxy_of(Function::new_no_args("").into())),
+        ),
+        (
+            "get of an array's length",
+            holding(&proxy_throwing_in(Array::new().into(), "get")),
+        ),
+    ];
+    for (what, meta) in &cases {
+        for _ in 0..2_000 {
+            let err = store
+                .create(meta.clone())
+                .expect_err("a throwing proxy accepted");
+            let text = message(err);
+            assert!(text.starts_with("meta "), "{what}: {text}");
+        }
+    }
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.clone().into(), revoked_proxy())
+        .expect_err("a revoked proxy as an update accepted");
+    assert!(message(err).contains("revoked"));
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+    assert_still_usable(&store, &clock);
+
+    // A Proxy that forwards (Vue's reactive(), MobX) is read like its target.
+    let forwarding = js_sys::Proxy::new(&obj(r#"{"x":[1,{"y":2}]}"#), &js_sys::Object::new());
+    let token = store.create(forwarding.into()).unwrap();
+    let rotated = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(json(&get(&rotated, "meta")), r#"{"x":[1,{"y":2}]}"#);
+}
+
+#[wasm_bindgen_test]
+fn strings_with_lone_surrogates_are_refused_as_the_json_paths_refuse_them() {
+    let clock = FakeClock::at(START);
+    let store = store_at("2h", &clock);
+    // Built by JS's parser from escapes: a Rust &str cannot hold a lone surrogate.
+    let value = obj(r#"{"a":"\ud800x"}"#);
+    let keys = obj(r#"{"\ud800":1,"\udc00":2}"#);
+    let nested = obj(r#"{"a":[{"\udfff":true}]}"#);
+    for meta in [&value, &keys, &nested] {
+        // JSON.stringify writes the lone surrogate as an escape, which createJson (and the
+        // HTTP API) refuse; the object path used to store U+FFFD instead, silently, and
+        // the two keys above as one.
+        let text = JSON::stringify(meta).unwrap().as_string().unwrap();
+        assert!(store.create_json(&text).is_err());
+        let err = store
+            .create(meta.clone())
+            .expect_err("a lone surrogate accepted");
+        assert_eq!(
+            message(err),
+            "meta holds a string that is not valid UTF-16 (a lone surrogate)"
+        );
+    }
+    let token = store.create(obj("{}")).unwrap();
+    let err = store
+        .rotate(token.clone().into(), value)
+        .expect_err("a lone surrogate in an update accepted");
+    assert!(message(err).contains("lone surrogate"));
+    rotated_token(&store.rotate(token.into(), JsValue::UNDEFINED).unwrap());
+    // U+FFFD itself and surrogate pairs are text like any other.
+    let token = store
+        .create(obj(r#"{"\ufffd":"\ud83d\ude00\ufffd"}"#))
+        .unwrap();
+    let rotated = store.rotate(token.into(), JsValue::UNDEFINED).unwrap();
+    assert_eq!(
+        json(&get(&rotated, "meta")),
+        "{\"\u{fffd}\":\"\u{1f600}\u{fffd}\"}"
+    );
+    assert_still_usable(&store, &clock);
+}
