@@ -435,18 +435,30 @@ fn parse_time(
     Ok(time)
 }
 
-/// Refuses `time` if it lies more than `longest` after `checks.now`: no server writes one
-/// further ahead.
+/// How far another server's clock may run ahead of the reader's, or the reader's own clock
+/// have stepped back since it wrote: a record written then is still read. The same
+/// tolerance as Kerberos's customary 5 minutes.
+///
+/// Without it a session written at the longest lifetime (or grace) by an instance whose
+/// clock ran 1 ms ahead read as corrupt on the others (an unknown token over Redis, an
+/// error in a Durable Object), and a state file saved just before the clock stepped back
+/// failed to load.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
+
+/// Refuses `time` if it lies more than `longest` (plus [`CLOCK_SKEW_ALLOWANCE`]) after
+/// `checks.now`: no server writes one further ahead.
 pub(crate) fn check_time(
     time: Timestamp,
     checks: &ReadChecks,
     longest: &Duration,
     what: &str,
 ) -> Result<(), String> {
-    if time > checks.now.saturating_add(*longest) {
+    if time > checks.now.saturating_add(*longest + CLOCK_SKEW_ALLOWANCE) {
         return Err(format!(
-            "the {what} {time} lies further ahead than any server gives ({})",
-            crate::duration::format_duration(*longest)
+            "the {what} {time} lies further ahead than any server gives ({}, and {} for \
+             clocks that differ)",
+            crate::duration::format_duration(*longest),
+            crate::duration::format_duration(CLOCK_SKEW_ALLOWANCE)
         ));
     }
     Ok(())

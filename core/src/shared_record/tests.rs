@@ -4,6 +4,7 @@
 use super::*;
 use crate::meta::{Meta, MetaLimits};
 use crate::snapshot::fixtures::{checks, predecessors, NOW};
+use crate::snapshot::CLOCK_SKEW_ALLOWANCE;
 
 fn record(count: u8, version: u32) -> SessionRecord {
     SessionRecord {
@@ -84,6 +85,30 @@ fn a_record_cut_short_is_refused_wherever_it_is_cut() {
     ));
 }
 
+/// Instances sharing Redis (or a Durable Object's successive hosts) never have exactly
+/// the same clock. A session issued at the longest lifetime and grace by one whose clock
+/// runs ahead must read on the others; it read as corrupt (an unknown token) when the
+/// writer was 1 ms ahead.
+#[test]
+fn a_record_from_a_clock_running_ahead_is_read() {
+    for ahead in [1, 1_000, CLOCK_SKEW_ALLOWANCE.as_millis() as u64] {
+        let writer_now = Timestamp(NOW.0 + ahead);
+        let mut ahead_record = record(0, 1);
+        ahead_record.started = writer_now;
+        ahead_record.expires = writer_now.saturating_add(*TOKEN_LIFETIME_RANGE.end());
+        ahead_record.predecessors = Predecessors::from(vec![Predecessor {
+            secret_hash: SecretHash([1; 16]),
+            sealed_successor: [2; 16],
+            deadline: writer_now.saturating_add(*ROTATION_GRACE_RANGE.end()),
+        }]);
+        assert_eq!(
+            decode(&encode(&ahead_record), &checks()),
+            Ok(ahead_record),
+            "a writer {ahead} ms ahead"
+        );
+    }
+}
+
 #[test]
 fn what_no_writer_writes_is_refused() {
     let good = encode(&record(1, 0));
@@ -116,10 +141,11 @@ fn what_no_writer_writes_is_refused() {
         decode(&encode(&backwards), &checks()),
         Err(RecordError::Invalid(reason)) if reason.contains("starts after")
     ));
-    // An expiry or a grace deadline further ahead than any server gives.
+    // An expiry or a grace deadline further ahead than any server gives, even one whose
+    // clock runs CLOCK_SKEW_ALLOWANCE ahead of the reader's.
+    let one_ms = std::time::Duration::from_millis(1);
     let mut far = record(0, 0);
-    far.expires =
-        NOW.saturating_add(*TOKEN_LIFETIME_RANGE.end() + std::time::Duration::from_millis(1));
+    far.expires = NOW.saturating_add(*TOKEN_LIFETIME_RANGE.end() + CLOCK_SKEW_ALLOWANCE + one_ms);
     assert!(matches!(
         decode(&encode(&far), &checks()),
         Err(RecordError::Invalid(reason)) if reason.contains("expiry")
@@ -128,8 +154,7 @@ fn what_no_writer_writes_is_refused() {
     late.predecessors = Predecessors::from(vec![Predecessor {
         secret_hash: SecretHash([1; 16]),
         sealed_successor: [2; 16],
-        deadline: NOW
-            .saturating_add(*ROTATION_GRACE_RANGE.end() + std::time::Duration::from_millis(1)),
+        deadline: NOW.saturating_add(*ROTATION_GRACE_RANGE.end() + CLOCK_SKEW_ALLOWANCE + one_ms),
     }]);
     assert!(matches!(
         decode(&encode(&late), &checks()),

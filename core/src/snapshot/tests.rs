@@ -123,8 +123,9 @@ fn data_after_the_end_line_is_refused() {
 
 #[test]
 fn times_no_server_writes_are_refused() {
-    let far = NOW.saturating_add(Duration::from_secs(96 * 3600) + Duration::from_millis(1));
-    let edge = NOW.saturating_add(Duration::from_secs(96 * 3600));
+    // The longest lifetime, written by a server whose clock ran up to 5 minutes ahead.
+    let edge = NOW.saturating_add(Duration::from_secs(96 * 3600 + 5 * 60));
+    let far = edge.saturating_add(Duration::from_millis(1));
     let mut sessions = sample();
     sessions[1].record.expires = edge;
     assert!(read(&String::from_utf8(encoded(&sessions)).unwrap()).is_ok());
@@ -136,9 +137,14 @@ fn times_no_server_writes_are_refused() {
         00112233445566778899aabbccddeeff 18446744073709551615 {}\nend 1\n";
     assert_eq!(refused_at(huge).0, 2);
 
+    // The longest grace, from a clock up to 5 minutes ahead: read; 1 ms further: refused.
+    let grace_edge = NOW.saturating_add(Duration::from_secs(5 * 60 + 5 * 60));
     let mut sessions = sample();
     let mut list = sessions[2].record.predecessors.as_slice().to_vec();
-    list[0].deadline = NOW.saturating_add(Duration::from_secs(5 * 60) + Duration::from_millis(1));
+    list[0].deadline = grace_edge;
+    sessions[2].record.predecessors = Predecessors::from(list.clone());
+    assert!(read(&String::from_utf8(encoded(&sessions)).unwrap()).is_ok());
+    list[0].deadline = grace_edge.saturating_add(Duration::from_millis(1));
     sessions[2].record.predecessors = Predecessors::from(list);
     assert_eq!(
         refused_at(&String::from_utf8(encoded(&sessions)).unwrap()).0,
