@@ -79,7 +79,7 @@ pub struct Journal {
     path: PathBuf,
     /// The file appended to. Behind a mutex so a seal swaps it between two appends; an
     /// `Arc` so an fsync runs on a clone without holding the mutex.
-    file: Mutex<Arc<File>>,
+    file: Mutex<Current>,
     fsync: JournalFsync,
     /// Whether anything was appended since the last background fsync.
     dirty: AtomicBool,
@@ -87,6 +87,48 @@ pub struct Journal {
     sealed: Mutex<Sealed>,
     /// When a failed write was last logged, so a full disk does not flood the log.
     failure_logged: Mutex<Option<Instant>>,
+}
+
+/// The journal appended to, and how much of it is whole records.
+#[derive(Debug)]
+struct Current {
+    file: Arc<File>,
+    /// Bytes of whole lines at its start: a failed append (a full disk) may leave part of
+    /// a record after them, which must be cut off before the next record is appended, or
+    /// the two make one corrupt line in the middle of the journal, which refuses the start.
+    whole: u64,
+    /// Whether a failed append may have left part of a record after `whole` bytes that
+    /// could not be cut off yet.
+    torn: bool,
+}
+
+impl Current {
+    fn new(file: File, whole: u64) -> Current {
+        Current {
+            file: Arc::new(file),
+            whole,
+            torn: false,
+        }
+    }
+
+    /// Appends `line` whole, or leaves the file as it was (as far as the disk lets it).
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.whole)?;
+            self.torn = false;
+        }
+        match (&*self.file).write_all(line) {
+            Ok(()) => {
+                self.whole += line.len() as u64;
+                Ok(())
+            }
+            Err(err) => {
+                // Part of the line may be on disk: cut it off now, or before the next one.
+                self.torn = self.file.set_len(self.whole).is_err();
+                Err(err)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -163,7 +205,8 @@ impl Journal {
             .collect();
         Ok(Journal {
             path,
-            file: Mutex::new(Arc::new(file)),
+            // Its length is known once replay has read it (`resume`).
+            file: Mutex::new(Current::new(file, 0)),
             fsync,
             dirty: AtomicBool::new(false),
             sealed: Mutex::new(sealed),
@@ -187,13 +230,17 @@ impl Journal {
     /// otherwise sit before the next append, a corrupt middle record at the next start),
     /// and gives an empty journal its header.
     pub fn resume(&self, readable_bytes: u64) -> std::io::Result<()> {
-        let file = lock(&self.file).clone();
-        if file.metadata()?.len() != readable_bytes {
-            file.set_len(readable_bytes)?;
-        }
+        let mut current = lock(&self.file);
+        current.whole = readable_bytes;
+        current.torn = current.file.metadata()?.len() != readable_bytes;
         if readable_bytes == 0 {
-            (&*file).write_all(HEADER.as_bytes())?;
+            current.append(HEADER.as_bytes())?;
+        } else if current.torn {
+            current.file.set_len(readable_bytes)?;
+            current.torn = false;
         }
+        let file = current.file.clone();
+        drop(current);
         file.sync_all()
     }
 
@@ -216,7 +263,7 @@ impl Journal {
                 return Err(err);
             }
         };
-        let old = std::mem::replace(&mut *file, Arc::new(fresh));
+        let old = std::mem::replace(&mut *file, Current::new(fresh, HEADER.len() as u64)).file;
         drop(file);
         sealed.next += 1;
         sealed.segments.push(segment);
@@ -243,7 +290,7 @@ impl Journal {
     /// Fsyncs the journal if anything was appended since the last time.
     pub fn sync(&self) -> std::io::Result<()> {
         if self.dirty.swap(false, Ordering::Relaxed) {
-            let file = lock(&self.file).clone();
+            let file = lock(&self.file).file.clone();
             if let Err(err) = file.sync_data() {
                 self.dirty.store(true, Ordering::Relaxed);
                 return Err(err);
@@ -279,10 +326,10 @@ impl Journal {
 
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
         let file = {
-            let file = lock(&self.file);
-            (&**file).write_all(line)?;
+            let mut current = lock(&self.file);
+            current.append(line)?;
             match self.fsync {
-                JournalFsync::Always => Some(file.clone()),
+                JournalFsync::Always => Some(current.file.clone()),
                 JournalFsync::EverySecond => None,
             }
         };

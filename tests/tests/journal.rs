@@ -282,3 +282,100 @@ fn journal_fsync_always_is_accepted_and_keeps_changes() {
     assert_eq!(exited.code, 2);
     assert!(exited.stderr.contains("everysec or always"));
 }
+
+/// `POST /token` on `addr`: the token.
+fn login_at(addr: std::net::SocketAddr, meta: Value) -> String {
+    let body = json!({ "meta": meta }).to_string();
+    let response = token_server_tests::request(
+        addr,
+        "POST",
+        "/token",
+        Some("application/json"),
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body
+}
+
+#[test]
+fn a_failed_append_leaves_no_partial_record_for_the_next_one_to_corrupt() {
+    if !native_only() {
+        return;
+    }
+    // A full disk (here: a file size limit of 4 KiB, as `ulimit -f 4`) writes part of a
+    // record and fails the rest. Once there is room again the next record must not land
+    // after that part: it would make one corrupt line of both, losing the answered record
+    // and, with one more after it, refusing the start.
+    let state = state_file("full");
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -S -f 4; exec \"$0\" \"$@\"",
+            token_server_tests::native_binary().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--state-file",
+            state.to_str().unwrap(),
+            "--snapshot-interval",
+            "24h",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while token_server_tests::try_request_with_headers(addr, "GET", "/readyz", &[], b"")
+        .map_or(true, |response| response.status != 200)
+    {
+        assert!(Instant::now() < deadline, "the server never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let journal = journal_of(&state);
+    let pad = "x".repeat(300);
+    // Logins until one's record does not reach the journal: the one crossing the limit
+    // writes part of its record (or, once cut off, none), the next none at all.
+    let length = || std::fs::metadata(&journal).unwrap().len();
+    let mut before = Vec::new();
+    loop {
+        let was = length();
+        before.push(login_at(addr, json!({ "n": before.len(), "pad": pad })));
+        if length() == was {
+            break;
+        }
+    }
+    assert!(length() <= 4096);
+    // Room again.
+    let raised = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &child.id().to_string(),
+            "--fsize=unlimited:unlimited",
+        ])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    let after: Vec<String> = (0..2)
+        .map(|n| login_at(addr, json!({ "after": n })))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let restarted = start(&state, &[]);
+    for token in &after {
+        assert!(
+            exchange(&restarted, token, None).is_some(),
+            "a login answered after the disk had room again"
+        );
+    }
+    // A login whose record failed is in memory only (until a snapshot), as documented;
+    // every one before the limit was reached is on disk.
+    for token in before.iter().take(before.len() - 2) {
+        assert!(exchange(&restarted, token, None).is_some());
+    }
+}
