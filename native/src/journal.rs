@@ -276,12 +276,18 @@ impl Journal {
 
     /// Step 3 of a rotation: deletes the sealed segments, once a snapshot taken after they
     /// were sealed is on disk.
+    ///
+    /// A segment that cannot be deleted stays listed, with those after it, so the next
+    /// snapshot tries again: forgotten, it would stay on disk and be replayed over a newer
+    /// snapshot at the next start, reviving the sessions it held as they were then.
     pub fn remove_sealed(&self) -> std::io::Result<()> {
-        let segments = std::mem::take(&mut lock(&self.sealed).segments);
-        for segment in segments {
-            match fs::remove_file(&segment) {
+        let mut sealed = lock(&self.sealed);
+        while let Some(segment) = sealed.segments.first() {
+            match fs::remove_file(segment) {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
-                _ => {}
+                _ => {
+                    sealed.segments.remove(0);
+                }
             }
         }
         Ok(())
@@ -425,6 +431,43 @@ mod tests {
             journal.files(),
             vec![folder.join("state.journal.3"), journal_path(&state)]
         );
+        fs::remove_dir_all(&folder).unwrap();
+    }
+
+    #[test]
+    fn a_segment_that_could_not_be_deleted_is_deleted_by_the_next_snapshot() {
+        let folder = folder("undeletable");
+        let state = folder.join("state");
+        let journal = Arc::new(Journal::open(&state, JournalFsync::EverySecond).unwrap());
+        let live = store(Some(journal.clone()));
+        load_journaled(&state, &live, &journal).unwrap();
+        live.create(Meta::default()).unwrap();
+        journal.seal().unwrap();
+        live.create(Meta::default()).unwrap();
+        journal.seal().unwrap();
+        // The first segment cannot be deleted: a directory holding a file stands in its
+        // place (unlink fails with EISDIR, as it would with EIO or a read-only mount).
+        let first = folder.join("state.journal.1");
+        let second = folder.join("state.journal.2");
+        fs::remove_file(&first).unwrap();
+        fs::create_dir(&first).unwrap();
+        fs::write(first.join("x"), "x").unwrap();
+        assert!(journal.remove_sealed().is_err());
+        assert!(second.exists(), "the second was deleted before the first");
+        // Once it can be, the next snapshot's call deletes both.
+        fs::remove_dir_all(&first).unwrap();
+        fs::write(&first, "").unwrap();
+        journal.remove_sealed().unwrap();
+        assert!(
+            !first.exists(),
+            "the segment that failed was forgotten on disk"
+        );
+        assert!(
+            !second.exists(),
+            "the segment after it was forgotten on disk"
+        );
+        assert_eq!(journal.files(), vec![journal_path(&state)]);
+        drop((live, journal));
         fs::remove_dir_all(&folder).unwrap();
     }
 
