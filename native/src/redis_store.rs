@@ -35,7 +35,7 @@ use token_server_core::shared_record::{self, stamp, STAMP_BYTES};
 use token_server_core::snapshot::ReadChecks;
 use token_server_core::{
     Clock, Decision, DumpEntry, MetaLimits, Presented, SessionId, StoreError, TokenSource,
-    TokenStore,
+    TokenStore, SESSION_ID_BYTES,
 };
 
 /// The compare-and-set of one session's record (`compare_and_set.lua`, which the
@@ -422,6 +422,7 @@ impl RedisStore {
         &self,
         rules: &TokenStore<C, R>,
     ) -> Result<Vec<DumpEntry>, StoreError> {
+        let pattern = session_keys(&self.prefix);
         let mut entries = Vec::new();
         for node in self.primaries().await? {
             let mut cursor = 0u64;
@@ -429,7 +430,7 @@ impl RedisStore {
                 let mut scan = redis::cmd("SCAN");
                 scan.arg(cursor)
                     .arg("MATCH")
-                    .arg(format!("{}*", glob_escape(&self.prefix)))
+                    .arg(&pattern)
                     .arg("COUNT")
                     .arg(SCAN_BATCH);
                 let (next, keys): (u64, Vec<String>) = self.call_on(&node, &scan).await?;
@@ -564,6 +565,18 @@ enum Swap {
     Refused(Option<Vec<u8>>),
 }
 
+/// The `SCAN MATCH` pattern of the session keys under `prefix`: the prefix, then exactly
+/// a session id in hex. Not `prefix*`, which also matches the keys of a deployment whose
+/// prefix starts with this one (`token-server:` and `token-server:staging:`), and any
+/// other key under the prefix.
+fn session_keys(prefix: &str) -> String {
+    let mut pattern = glob_escape(prefix);
+    for _ in 0..2 * SESSION_ID_BYTES {
+        pattern.push_str("[0-9a-f]");
+    }
+    pattern
+}
+
 /// `text` with Redis glob's special characters escaped, for `SCAN MATCH`.
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -618,5 +631,13 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
     #[test]
     fn a_prefix_is_matched_literally() {
         assert_eq!(glob_escape("app[1]*:"), r"app\[1\]\*:");
+    }
+
+    #[test]
+    fn a_dump_matches_the_prefix_and_a_session_id_alone() {
+        assert_eq!(
+            session_keys("a*:"),
+            format!(r"a\*:{}", "[0-9a-f]".repeat(16))
+        );
     }
 }

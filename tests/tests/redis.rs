@@ -463,3 +463,37 @@ fn logins_resume(server: &Server) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_dump_lists_its_own_prefix_alone_when_another_prefix_starts_with_it() {
+    if !runs("a_dump_lists_its_own_prefix_alone_when_another_prefix_starts_with_it") {
+        return;
+    }
+    // Two deployments sharing one Redis (what --redis-prefix is for), one's prefix
+    // starting with the other's.
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let production = Server::start(&["--redis", url.as_str(), "--dump"]);
+    let staging = Server::start(&[
+        "--redis",
+        url.as_str(),
+        "--redis-prefix",
+        "token-server:staging:",
+        "--dump",
+    ]);
+    production.login(json!({"who": "production"}));
+    staging.login(json!({"who": "staging"}));
+    // A key of some other application under the prefix, which is no session either.
+    redis.cli(&["SET", "token-server:settings", "{}"]);
+
+    assert_eq!(production.request("HEAD", "/dump", None, b"").status, 202);
+    let count = production.wait_for_log("dump of", Duration::from_secs(10));
+    production.wait_for_log(r#"meta={"who":"production"}"#, Duration::from_secs(10));
+    let log = production.log();
+    assert!(count.contains("dump of 1 live tokens"), "{log}");
+    assert!(
+        !log.contains("staging"),
+        "another deployment's session: {log}"
+    );
+    assert!(!log.contains("unreadable"), "{log}");
+}
