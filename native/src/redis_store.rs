@@ -597,7 +597,10 @@ fn cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
             let mut fields = line.split(' ');
             let address = fields.nth(1)?;
             let flags = fields.next()?;
-            if !flags.split(',').any(|flag| flag == "master") || flags.contains("fail") {
+            // `fail` is a failure the cluster agreed on (a replica takes over); `fail?` only
+            // one node's suspicion, of a primary that may well answer: it is scanned.
+            let mut flags = flags.split(',');
+            if !flags.clone().any(|flag| flag == "master") || flags.any(|flag| flag == "fail") {
                 return None;
             }
             let address = address.split('@').next()?;
@@ -618,12 +621,14 @@ mod tests {
 67ed 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922
 292f 127.0.0.1:30003@40003,host master,fail - 0 1426238318243 3 connected 10923-16383
 e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+a1b2 127.0.0.1:30005@40005 master,fail? - 0 1426238318243 5 connected
 ";
         assert_eq!(
             cluster_primaries(nodes),
             vec![
                 ("127.0.0.1".to_string(), 30002),
-                ("127.0.0.1".to_string(), 30001)
+                ("127.0.0.1".to_string(), 30001),
+                ("127.0.0.1".to_string(), 30005)
             ]
         );
     }
