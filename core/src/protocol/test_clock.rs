@@ -72,6 +72,12 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         let SetBody { to } = self.parse(body)?;
         let to = Timestamp::parse_rfc3339(&to)
             .map_err(|err| RequestError::InvalidValue(format!("\"to\": {err}")))?;
+        // A date of year 9999 west of UTC is an instant of year 10000.
+        if to > LAST_RFC3339_INSTANT {
+            return Err(RequestError::InvalidValue(format!(
+                "\"to\": it is past {LAST_RFC3339_INSTANT}, the last instant RFC 3339 can write"
+            )));
+        }
         clock
             .set_forward(to)
             .map_err(|now| RequestError::ClockBackwards { now })?;
@@ -240,6 +246,34 @@ mod tests {
             &json!({ "token": next }).to_string(),
         );
         assert_eq!(dead.body, r#"{"Err":"InvalidToken"}"#);
+    }
+
+    /// An offset west of UTC moves a date on the last day of year 9999 into year 10000,
+    /// which `/test-clock/advance` refuses to reach: `/test-clock/set` must too.
+    #[test]
+    fn the_clock_is_not_set_past_the_last_rfc3339_instant() {
+        let service = service(true);
+        let far = call(
+            &service,
+            "POST",
+            "/test-clock/set",
+            r#"{"to":"9999-12-31T23:59:59.999-00:01"}"#,
+        );
+        assert_eq!(far.status, 422, "{}", far.body);
+        assert!(
+            far.body.contains("9999-12-31T23:59:59.999Z"),
+            "{}",
+            far.body
+        );
+        let now = call(&service, "GET", "/test-clock", "");
+        assert_eq!(now.body, r#"{"now":"2026-01-01T00:00:00.000Z"}"#);
+        let last = call(
+            &service,
+            "POST",
+            "/test-clock/set",
+            r#"{"to":"9999-12-31T23:59:59.999Z"}"#,
+        );
+        assert_eq!(last.body, r#"{"now":"9999-12-31T23:59:59.999Z"}"#);
     }
 
     /// A JSON string may spell any character as an escape: .NET's default encoder sends
