@@ -287,9 +287,11 @@ where
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
-            // A client that sent `Expect: 100-continue` is waiting for a go-ahead that will
-            // never come, and sends nothing more.
-            if !head.fields.expect {
+            // A client that sent `Expect: 100-continue` with a length past the limit is
+            // waiting for a go-ahead that will never come, and sends nothing more. One whose
+            // body was read (chunked, grown past the limit) got the go-ahead when reading
+            // began and is writing the rest: it needs the lingering close like any other.
+            if !(head.fields.expect && declared_too_large) {
                 linger(body);
             }
         }

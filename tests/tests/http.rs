@@ -1410,6 +1410,51 @@ mod cli {
             server.login(json!({"user": "after the large bodies"}));
         }
 
+        /// A chunked body sent after `Expect: 100-continue` has been told to go ahead (its
+        /// size is unknown until it grows past the limit), so the client is writing it: it
+        /// must get the lingering close too, or it meets a broken pipe instead of the 413.
+        #[test]
+        fn a_chunked_body_past_the_limit_after_100_continue_still_reads_the_413() {
+            if !native_only() {
+                return;
+            }
+            let server = Server::start(&[]);
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_write_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            write!(
+                stream,
+                "POST /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+            )
+            .unwrap();
+            let mut go_ahead = [0; 25];
+            stream.read_exact(&mut go_ahead).unwrap();
+            assert_eq!(&go_ahead, b"HTTP/1.1 100 Continue\r\n\r\n");
+            // 8 MiB in 16 KiB chunks, written whole before anything is read.
+            let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+            for _ in 0..512 {
+                stream
+                    .write_all(chunk.as_bytes())
+                    .unwrap_or_else(|err| panic!("writing the body failed: {err}"));
+            }
+            stream.write_all(b"0\r\n\r\n").unwrap();
+            let mut raw = Vec::new();
+            stream
+                .read_to_end(&mut raw)
+                .unwrap_or_else(|err| panic!("reading the answer failed: {err}"));
+            let text = String::from_utf8_lossy(&raw);
+            assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
+            assert!(
+                text.ends_with("the request body is larger than the limit of 65536 bytes"),
+                "{text:?}"
+            );
+            server.login(json!({"user": "after the chunked body"}));
+        }
+
         #[test]
         fn accept_errors_past_the_open_file_limit_are_logged_rate_limited_and_survived() {
             if !native_only() {

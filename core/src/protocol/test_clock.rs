@@ -4,6 +4,8 @@
 //! Only a [`Service`] built [`with_test_clock`](Service::with_test_clock) answers them; any
 //! other answers 404, as for every unknown path.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 use super::{Event, Reply, RequestError, Service};
@@ -18,16 +20,19 @@ const LAST_RFC3339_INSTANT: Timestamp = Timestamp(253_402_300_799_999);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdvanceBody<'a> {
-    /// A duration in the CLI's syntax, e.g. `"90min"`.
-    by: &'a str,
+    /// A duration in the CLI's syntax, e.g. `"90min"`; borrowed unless it holds an escape.
+    #[serde(borrow)]
+    by: Cow<'a, str>,
 }
 
 /// `POST /test-clock/set` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetBody<'a> {
-    /// An RFC 3339 date-time, not earlier than the clock's time.
-    to: &'a str,
+    /// An RFC 3339 date-time, not earlier than the clock's time; borrowed unless it holds
+    /// an escape.
+    #[serde(borrow)]
+    to: Cow<'a, str>,
 }
 
 impl<C: Clock, R: TokenSource> Service<C, R> {
@@ -44,7 +49,7 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         body: &[u8],
     ) -> Result<Reply, RequestError> {
         let AdvanceBody { by } = self.parse(body)?;
-        let by = parse_duration(by)
+        let by = parse_duration(&by)
             .map_err(|err| RequestError::InvalidValue(format!("\"by\": {err}")))?;
         // Past year 9999 the clock's time has no RFC 3339 form, which every answer and
         // the state file need.
@@ -65,8 +70,14 @@ impl<C: Clock, R: TokenSource> Service<C, R> {
         body: &[u8],
     ) -> Result<Reply, RequestError> {
         let SetBody { to } = self.parse(body)?;
-        let to = Timestamp::parse_rfc3339(to)
+        let to = Timestamp::parse_rfc3339(&to)
             .map_err(|err| RequestError::InvalidValue(format!("\"to\": {err}")))?;
+        // A date of year 9999 west of UTC is an instant of year 10000.
+        if to > LAST_RFC3339_INSTANT {
+            return Err(RequestError::InvalidValue(format!(
+                "\"to\": it is past {LAST_RFC3339_INSTANT}, the last instant RFC 3339 can write"
+            )));
+        }
         clock
             .set_forward(to)
             .map_err(|now| RequestError::ClockBackwards { now })?;
@@ -235,6 +246,56 @@ mod tests {
             &json!({ "token": next }).to_string(),
         );
         assert_eq!(dead.body, r#"{"Err":"InvalidToken"}"#);
+    }
+
+    /// An offset west of UTC moves a date on the last day of year 9999 into year 10000,
+    /// which `/test-clock/advance` refuses to reach: `/test-clock/set` must too.
+    #[test]
+    fn the_clock_is_not_set_past_the_last_rfc3339_instant() {
+        let service = service(true);
+        let far = call(
+            &service,
+            "POST",
+            "/test-clock/set",
+            r#"{"to":"9999-12-31T23:59:59.999-00:01"}"#,
+        );
+        assert_eq!(far.status, 422, "{}", far.body);
+        assert!(
+            far.body.contains("9999-12-31T23:59:59.999Z"),
+            "{}",
+            far.body
+        );
+        let now = call(&service, "GET", "/test-clock", "");
+        assert_eq!(now.body, r#"{"now":"2026-01-01T00:00:00.000Z"}"#);
+        let last = call(
+            &service,
+            "POST",
+            "/test-clock/set",
+            r#"{"to":"9999-12-31T23:59:59.999Z"}"#,
+        );
+        assert_eq!(last.body, r#"{"now":"9999-12-31T23:59:59.999Z"}"#);
+    }
+
+    /// A JSON string may spell any character as an escape: .NET's default encoder sends
+    /// `+` as `\u002B`, many encoders `/` as `\/`. The value is what counts, not its
+    /// spelling.
+    #[test]
+    fn escaped_strings_read_as_their_value() {
+        let service = service(true);
+        let advanced = call(
+            &service,
+            "POST",
+            "/test-clock/advance",
+            r#"{"by":"1h\u0033\u0030min"}"#,
+        );
+        assert_eq!(now_of(&advanced), "2026-01-01T01:30:00.000Z");
+        let set = call(
+            &service,
+            "POST",
+            "/test-clock/set",
+            r#"{"to":"2026-01-29T03:30:00\u002B02:00"}"#,
+        );
+        assert_eq!(now_of(&set), "2026-01-29T01:30:00.000Z");
     }
 
     #[test]
