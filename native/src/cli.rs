@@ -242,6 +242,17 @@ pub fn parse_with_env(
             continue;
         }
         match (spec.long, value) {
+            ("redis" | "redis-cluster", Some(_)) if redis_target.is_some() => {
+                // Both given: one would be ignored without a word.
+                return Err(CliError::RedisConflict {
+                    flag: if spec.long == "redis" {
+                        REDIS_FLAG
+                    } else {
+                        REDIS_CLUSTER_FLAG
+                    },
+                    reason: "give --redis (one server) or --redis-cluster, not both",
+                });
+            }
             ("redis", Some(FlagValue::Text(url))) => {
                 redis_target = Some(RedisTarget::Single(redis_url(REDIS_FLAG, url)?));
                 continue;
@@ -1010,5 +1021,17 @@ mod tests {
             error(&["--redis", "redis://h:1/0", "--redis-timeout", "2min"])
                 .starts_with("--redis-timeout:")
         );
+    }
+
+    /// Given both, the cluster won and `--redis` was ignored without a word.
+    #[test]
+    fn redis_and_redis_cluster_together_are_refused() {
+        for args in [
+            ["--redis", "redis://a:1/0", "--redis-cluster", "redis://b:2"],
+            ["--redis-cluster", "redis://b:2", "--redis", "redis://a:1/0"],
+        ] {
+            let err = error(&args);
+            assert!(err.contains("not both"), "{err}");
+        }
     }
 }
