@@ -284,14 +284,18 @@ pub fn transition(
     };
     let successor = Secret(seal(&Secret(predecessor.sealed_successor), presented));
     let successor_hash = successor.hash();
-    let issued = successor_hash == record.secret_hash
+    // The successor must still work: the current token, or itself in its grace. Under one
+    // grace and one clock a successor's grace outlasts its predecessor's; exchanges decided
+    // under different graces (a restart, instances sharing a store) or clocks a little
+    // apart can break that, and a successor past its grace would be handed out as a reuse.
+    let usable = successor_hash == record.secret_hash
         || record
             .predecessors
             .as_slice()
             .iter()
-            .any(|p| p.secret_hash == successor_hash);
-    if !issued {
-        // Only a corrupt record gets here: answer nothing rather than a wrong token.
+            .any(|p| p.secret_hash == successor_hash && now < p.deadline);
+    if !usable {
+        // Answer nothing rather than a dead or wrong token (also for a corrupt record).
         return (Some(record), Outcome::Invalid);
     }
     let update = match action {

@@ -367,3 +367,50 @@ fn transition_versions_every_change_and_only_changes() {
     );
     assert_eq!(changed.unwrap().version, 2);
 }
+
+#[test]
+fn a_replay_never_answers_a_successor_whose_own_grace_is_over() {
+    // A's grace outlasts B's when the exchanges were decided under different graces (a
+    // restart with a shorter --rotation-grace, or instances sharing Redis configured
+    // differently) or on clocks a little apart (each instance reads its own). Handing out
+    // B then gives the client a token that is already a reuse: its next request would end
+    // the session (or fail) although the client held the live successor C.
+    let long = rules();
+    let short = SessionRules {
+        rotation_grace: Some(Duration::from_secs(1)),
+        ..rules()
+    };
+    let (a, record) = exchanged_once(&long); // A -> B at t = 1 ms, A's grace until 10.001 s
+    let b = Secret([2; 16]);
+    let (record, outcome) = transition(
+        record,
+        &b,
+        Action::Exchange(None),
+        Timestamp(2_000),
+        Secret([3; 16]),
+        &short,
+    ); // B -> C at t = 2 s, B's grace until 3 s
+    assert!(matches!(outcome, Outcome::Exchanged { .. }));
+    let record = record.expect("the session goes on");
+    // While B is still in its grace, A answers B as always.
+    let (_, outcome) = transition(
+        record.clone(),
+        &a,
+        Action::Exchange(None),
+        Timestamp(2_999),
+        Secret([4; 16]),
+        &short,
+    );
+    assert_eq!(outcome, Outcome::Replayed { successor: b });
+    // At 5 s A is still in its grace, B is not: B is no answer.
+    let (kept, outcome) = transition(
+        record.clone(),
+        &a,
+        Action::Exchange(None),
+        Timestamp(5_000),
+        Secret([4; 16]),
+        &short,
+    );
+    assert_eq!(outcome, Outcome::Invalid);
+    assert_eq!(kept, Some(record), "nothing revoked, nothing changed");
+}
