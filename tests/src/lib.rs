@@ -667,8 +667,13 @@ impl Server {
     }
 
     /// Waits up to ten seconds for the server to exit.
-    pub fn wait_for_exit(mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    pub fn wait_for_exit(self) -> ExitStatus {
+        self.wait_for_exit_within(Duration::from_secs(10))
+    }
+
+    /// Waits up to `timeout` for the server to exit.
+    pub fn wait_for_exit_within(mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the server") {
                 return status;

@@ -337,6 +337,37 @@ fn sigterm_lets_an_in_flight_request_finish() {
 }
 
 #[test]
+fn sigterm_drops_a_stalled_upload_after_the_shutdown_grace() {
+    use std::io::Write;
+    let host = Host::under_test();
+    if matches!(host, Host::Workerd | Host::WorkerdDo) {
+        // workerd drains until every connection closes and has no drain timeout of its own.
+        skip_on(
+            host,
+            "sigterm_drops_a_stalled_upload_after_the_shutdown_grace",
+            "workerd waits for open connections at SIGTERM without a time limit",
+        );
+        return;
+    }
+    let server = Server::start(&[]);
+    // A client that sends half a body and then nothing, holding its connection open: the
+    // shutdown waits for it 10 s (the native --shutdown-timeout default), no longer.
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "PUT /token HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"tok"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.send_sigterm();
+    server.wait_for_log("shutting down", Duration::from_secs(5));
+    let status = server.wait_for_exit_within(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    drop(stream);
+}
+
+#[test]
 fn metadata_past_the_limits_is_refused_with_422_naming_the_limit() {
     let server = Server::start(&[]);
     let mut deep = json!("bottom");

@@ -17,6 +17,10 @@ import { failed, respond, startPurgeTimer } from "./handler.mjs";
 import { startHost } from "./flags.mjs";
 
 const COMMAND = "deno serve [--host H] [--port N] wasm/edge/deno.mjs";
+// In-flight requests get this long to finish after SIGTERM (as on the Node host and the
+// native --shutdown-timeout default); deno serve's own shutdown waits for every open
+// connection with no limit, so a client stalling mid-upload would keep the process up.
+const SHUTDOWN_GRACE_MS = 10_000;
 const log = (line) => console.error(line);
 
 function fail(message, usage = "") {
@@ -56,6 +60,8 @@ function start() {
     Deno.addSignalListener(signal, () => {
       log(`${signal}: shutting down`);
       clearInterval(purgeTimer);
+      // Unref'd: it cuts only a drain still running then, never keeps the process alive.
+      Deno.unrefTimer(setTimeout(() => Deno.exit(0), SHUTDOWN_GRACE_MS));
     });
   }
   return service;
