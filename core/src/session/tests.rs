@@ -118,8 +118,9 @@ fn reuse_detection_ends_the_session_but_unknown_tokens_revoke_nothing() {
     let a = store.create(Meta::default()).unwrap();
     let b = token_of(&store, a.as_str());
     let other = store.create(Meta::default()).unwrap();
-    // Made-up tokens, a legacy-shaped one, and a token of another session's id with a
-    // made-up secret that no session has: none of them touches a session.
+    // Made-up tokens and a legacy-shaped one, whose ids name no session: none of them
+    // touches a session. (A made-up secret on a live session's id is a reuse, as the
+    // README says: nothing kept tells it from an old secret of that session.)
     for made_up in [
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         "AAAAAAAAAAAAAAAAAAAAAQ",
