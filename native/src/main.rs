@@ -15,7 +15,9 @@ use token_server::metrics::Metrics;
 use token_server::observer::Observer;
 use token_server::redis_store::RedisStore;
 use token_server::tls::{self, Tls};
-use token_server::{api_keys, cli, fd_limit, lifecycle, logging, purge, server, shutdown, state};
+use token_server::{
+    api_keys, cli, fd_limit, lifecycle, logging, purge, server, shutdown, sighup, state,
+};
 use token_server_core::protocol::{Readiness, Service, DUMP_LOG_TARGET};
 use token_server_core::session::SessionRules;
 use token_server_core::{MetaLimits, OsRandom, TokenStore};
@@ -189,6 +191,21 @@ async fn serve(config: cli::Config) -> ExitCode {
         },
         None => None,
     };
+    // With nothing to reload, SIGHUP (what `systemctl reload` sends) must still not end
+    // the process by its default action, taking the sessions with it.
+    let idle_reload = if key_reload.is_none() && tls_reload.is_none() {
+        match sighup::on_sighup(|| {
+            log::info!("SIGHUP: nothing to reload (no --api-keys, no --tls-cert)")
+        }) {
+            Ok(task) => Some(task),
+            Err(err) => {
+                log::error!("cannot listen for SIGHUP: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let mut metrics = Metrics::new(config.state_file.is_some());
     // Redis cannot count this prefix's sessions cheaply: no gauge rather than a wrong 0.
     if let server::SessionStore::Memory = session_store {
@@ -276,7 +293,7 @@ async fn serve(config: cli::Config) -> ExitCode {
     if started.is_none() {
         return ExitCode::FAILURE;
     }
-    drop((started, key_reload, tls_reload));
+    drop((started, key_reload, tls_reload, idle_reload));
     let mut status = ExitCode::SUCCESS;
     if let Err(err) = served {
         log::error!("{err}");

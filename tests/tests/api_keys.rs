@@ -273,3 +273,31 @@ fn binding_beyond_loopback_without_keys_warns_who_can_mint_tokens() {
         assert!(!server.log().contains(WARNING), "{}", server.log());
     }
 }
+
+/// `systemctl reload` (the unit's `ExecReload=kill -HUP`) on a server with nothing to
+/// reload: SIGHUP's default action would end the process, sessions and all.
+#[test]
+fn a_sighup_without_keys_or_tls_leaves_the_server_serving() {
+    let host = Host::under_test();
+    if host != Host::Native {
+        let why = "only the native host ships a unit whose reload sends SIGHUP";
+        return skip_on(host, "a_sighup_without_keys_or_tls", why);
+    }
+    let server = Server::start(&[]);
+    let token = server.login(json!({"user": "alice"}));
+    server.send_signal("HUP");
+    // A process killed by the signal is gone well within this.
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = try_request_with_headers(
+        server.addr,
+        "PUT",
+        "/token",
+        &[("Content-Type", "application/json")],
+        json!({ "token": token }).to_string().as_bytes(),
+    );
+    assert!(
+        answer.as_ref().is_ok_and(|response| response.status == 200),
+        "after SIGHUP: {answer:?}\n{}",
+        server.log()
+    );
+}
