@@ -74,7 +74,7 @@ impl fmt::Debug for Fingerprint {
 /// part of the message, since the message goes to a terminal or a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyFileError {
-    /// A key shorter than [`MIN_KEY_LEN`] characters.
+    /// A key shorter than [`MIN_KEY_LEN`] characters, not counting its `=` padding.
     TooShort { line: usize, length: usize },
     /// A key with a character a `Bearer` credential cannot carry (RFC 6750 `b64token`),
     /// such as a space inside it: no client could send it as written.
@@ -151,8 +151,8 @@ impl fmt::Debug for ApiKeys {
 impl ApiKeys {
     /// Reads a key file's text: one key per line, surrounding whitespace trimmed, blank
     /// lines and lines starting with `#` ignored. Every key must have at least
-    /// [`MIN_KEY_LEN`] characters of RFC 6750 `b64token`; the first line that does not
-    /// is named in the error.
+    /// [`MIN_KEY_LEN`] characters of RFC 6750 `b64token` before any `=` padding; the
+    /// first line that does not is named in the error.
     pub fn parse(text: &str) -> Result<ApiKeys, KeyFileError> {
         let mut digests: Vec<KeyDigest> = Vec::new();
         for (index, line) in text.lines().enumerate() {
@@ -164,7 +164,8 @@ impl ApiKeys {
             if !is_b64token(key) {
                 return Err(KeyFileError::BadCharacter { line: line_number });
             }
-            let length = key.chars().count();
+            // `=` padding carries none of the secret: only the characters before it count.
+            let length = key.trim_end_matches('=').len();
             if length < MIN_KEY_LEN {
                 return Err(KeyFileError::TooShort {
                     line: line_number,
@@ -325,6 +326,24 @@ mod tests {
         );
         // Exactly the minimum is enough.
         assert!(ApiKeys::parse(&"k".repeat(MIN_KEY_LEN)).is_ok());
+    }
+
+    #[test]
+    fn padding_does_not_count_towards_the_length() {
+        // `=` padding carries no secret: one letter and 31 `=` is not a 32-character key.
+        assert_eq!(
+            ApiKeys::parse(&format!("a{}", "=".repeat(MIN_KEY_LEN - 1))),
+            Err(KeyFileError::TooShort { line: 1, length: 1 })
+        );
+        let short = format!("{}=", "k".repeat(MIN_KEY_LEN - 1));
+        assert_eq!(
+            ApiKeys::parse(&short),
+            Err(KeyFileError::TooShort {
+                line: 1,
+                length: MIN_KEY_LEN - 1
+            })
+        );
+        assert!(ApiKeys::parse(&format!("{}==", "k".repeat(MIN_KEY_LEN))).is_ok());
     }
 
     #[test]
