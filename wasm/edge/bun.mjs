@@ -17,13 +17,13 @@ async function main() {
   } catch (err) {
     exitWithError(`cannot load wasm/pkg-web (run bash wasm/build.sh first): ${err.message}`);
   }
-  const { port, service, purgeMs, reloadKeys } = startHost({
+  const { port, service, purgeMs, onSighup } = startHost({
     command: "bun wasm/edge/bun.mjs",
     wasm,
     args: Bun.argv.slice(2),
     log,
   });
-  if (reloadKeys) process.on("SIGHUP", reloadKeys);
+  process.on("SIGHUP", onSighup);
 
   let server;
   try {

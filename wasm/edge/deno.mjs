@@ -43,7 +43,7 @@ function start() {
   if (Deno.args.some((arg) => arg === "--port" || arg === "-p" || arg.startsWith("--port="))) {
     fail("--port is deno serve's: put it before the file name");
   }
-  const { service, purgeMs, reloadKeys } = startHost({
+  const { service, purgeMs, onSighup } = startHost({
     command: COMMAND,
     wasm,
     args: Deno.args,
@@ -52,7 +52,7 @@ function start() {
     help,
     port: false,
   });
-  if (reloadKeys) Deno.addSignalListener("SIGHUP", reloadKeys);
+  Deno.addSignalListener("SIGHUP", onSighup);
   const purgeTimer = startPurgeTimer(service, purgeMs, log);
   for (const signal of ["SIGTERM", "SIGINT"]) {
     // deno serve stops accepting and lets in-flight requests finish; once the timer is

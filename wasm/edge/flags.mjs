@@ -175,8 +175,10 @@ export function exitWithHelp(usage) {
  * TOKEN_SERVER_* variables), its service and its API keys. On a usage error calls
  * `fail(message, usage)`, for -h `help(usage)` (by default {@link exitWithError} and {@link exitWithHelp},
  * through node:process, which Node and Bun have); neither returns. Otherwise returns
- * `{ port, service, purgeMs, dump, reloadKeys }`, `reloadKeys` a function for SIGHUP when
- * the keys come from a file.
+ * `{ port, service, purgeMs, dump, reloadKeys, onSighup }`, `reloadKeys` a function for
+ * SIGHUP when the keys come from a file, `onSighup` what a host listens to SIGHUP with:
+ * `reloadKeys`, or a log line saying there is nothing to reload. Hosts always listen, as
+ * the native server does: SIGHUP's default action ends the process, sessions and all.
  */
 export function startHost({
   command,
@@ -198,5 +200,7 @@ export function startHost({
     throw err;
   }
   if (flags.help) help(text);
-  return { ...flags, reloadKeys };
+  const onSighup =
+    reloadKeys ?? (() => log("SIGHUP: nothing to reload (no TOKEN_SERVER_API_KEYS_FILE)"));
+  return { ...flags, reloadKeys, onSighup };
 }

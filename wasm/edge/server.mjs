@@ -80,13 +80,13 @@ async function serve(service, req, res) {
 }
 
 function main() {
-  const { port, service, purgeMs, reloadKeys } = startHost({
+  const { port, service, purgeMs, onSighup } = startHost({
     command: "node wasm/edge/server.mjs",
     wasm: loadPackage(),
     args: process.argv.slice(2),
     log,
   });
-  if (reloadKeys) process.on("SIGHUP", reloadKeys);
+  process.on("SIGHUP", onSighup);
 
   const server = http.createServer((req, res) => {
     serve(service, req, res).catch((err) => {
