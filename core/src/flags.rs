@@ -744,6 +744,8 @@ pub fn help_without_env(flags: &[&'static FlagSpec]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Values {
     entries: Vec<(&'static FlagSpec, Option<FlagValue>)>,
+    /// Parallel to `entries`: where each value came from, `None` for a default.
+    origins: Vec<Option<Origin>>,
 }
 
 impl Values {
@@ -760,6 +762,22 @@ impl Values {
             .iter()
             .find(|(spec, _)| spec.long == long)
             .and_then(|(_, value)| value.as_ref())
+    }
+
+    /// How a message about the value of flag `long` names it: its variable when the value
+    /// came from the environment, else the flag (`--redis`). A host checking a value itself
+    /// (a URL, a file) or a combination of flags names it as the parser does, so an
+    /// operator with only an environment file knows which line to fix.
+    pub fn name_of(&self, long: &str) -> String {
+        let found = self
+            .entries
+            .iter()
+            .zip(&self.origins)
+            .find(|((spec, _), _)| spec.long == long);
+        match found {
+            Some(((spec, _), Some(Origin::Environment))) => spec.env.to_string(),
+            _ => format!("--{long}"),
+        }
     }
 }
 
@@ -812,11 +830,17 @@ pub fn parse<A: Into<OsString>>(
         });
     }
     let mut entries = Vec::with_capacity(flags.len());
+    let mut origins = Vec::with_capacity(flags.len());
     for (spec, given) in flags.iter().zip(given) {
+        let mut origin = None;
         let value = match given {
-            Some(value) => Some(value),
+            Some(value) => {
+                origin = Some(Origin::CommandLine);
+                Some(value)
+            }
             None => match env(spec.env).filter(|raw| !raw.is_empty()) {
                 Some(raw) => {
+                    origin = Some(Origin::Environment);
                     Some(
                         spec.parse_value(raw)
                             .map_err(|error| FlagError::InvalidValue {
@@ -830,8 +854,9 @@ pub fn parse<A: Into<OsString>>(
             },
         };
         entries.push((*spec, value));
+        origins.push(origin);
     }
-    Ok(Parsed::Values(Values { entries }))
+    Ok(Parsed::Values(Values { entries, origins }))
 }
 
 /// A byte count: a plain integer, or one with the unit `KiB` or `MiB`.
