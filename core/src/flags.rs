@@ -617,6 +617,11 @@ impl FlagSpec {
     /// Reads a value given as text (a flag's argument, or a variable's value).
     pub fn parse_value(&self, raw: OsString) -> Result<FlagValue, ValueError> {
         if self.kind == FlagKind::Path {
+            // An empty path names no file (`--state-file ""`, an unset shell variable):
+            // taken as one, every write to it would fail long after the start.
+            if raw.is_empty() {
+                return Err(ValueError::NotAllowed(String::new()));
+            }
             return Ok(FlagValue::Path(raw));
         }
         let text = raw.into_string().map_err(ValueError::NotText)?;
