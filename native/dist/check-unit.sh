@@ -33,6 +33,13 @@ sed "s#/usr/local/bin/token-server#$BIN#" "$UNIT" >"$WORK/token-server.service"
 grep -Eq "^ExecStart=$BIN( |\$)" "$WORK/token-server.service" || {
   echo "FAIL: ExecStart does not start /usr/local/bin/token-server"; exit 1; }
 
+# The comments above and README tell operators to set TOKEN_SERVER_BIND to an address of
+# the machine: binding one fails (EADDRNOTAVAIL) until the network has configured it, and
+# five quick restarts leave the unit failed for good. So the unit waits for the network
+# to be online, not just for network.target.
+grep -q '^Wants=network-online.target$' "$UNIT" && grep -q '^After=network-online.target$' "$UNIT" || {
+  echo "FAIL: the unit does not wait for network-online.target (a --bind address may not exist yet)"; exit 1; }
+
 echo "== systemd-analyze verify"
 # --man=no: the unit names no man page, and CI images have no man database.
 if ! systemd-analyze verify --man=no "$WORK/token-server.service" 2>"$WORK/verify.err"; then
