@@ -774,15 +774,24 @@ impl Values {
     /// (a URL, a file) or a combination of flags names it as the parser does, so an
     /// operator with only an environment file knows which line to fix.
     pub fn name_of(&self, long: &str) -> String {
-        let found = self
-            .entries
-            .iter()
-            .zip(&self.origins)
-            .find(|((spec, _), _)| spec.long == long);
-        match found {
-            Some(((spec, _), Some(Origin::Environment))) => spec.env.to_string(),
+        match self.origin(long) {
+            Some(Origin::Environment) => self
+                .entries
+                .iter()
+                .find(|(spec, _)| spec.long == long)
+                .map_or_else(|| format!("--{long}"), |(spec, _)| spec.env.to_string()),
             _ => format!("--{long}"),
         }
+    }
+
+    /// Where the value of flag `long` came from; `None` when it is the default (or there
+    /// is no such flag), so a host can tell a value asked for from the default's value.
+    pub fn origin(&self, long: &str) -> Option<Origin> {
+        self.entries
+            .iter()
+            .zip(&self.origins)
+            .find(|((spec, _), _)| spec.long == long)
+            .and_then(|(_, origin)| *origin)
     }
 }
 

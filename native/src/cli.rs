@@ -309,8 +309,8 @@ pub fn parse_with_env(
                     reason: "cannot be used with --redis: Redis expires sessions on its own clock, which no test clock moves",
                 });
             }
-            // The table fills in the default; any other count was asked for.
-            if config.max_tokens != DEFAULT_MAX_TOKENS {
+            // Asked for on the command line or in the environment, whatever the count.
+            if values.origin("max-tokens").is_some() {
                 return Err(CliError::RedisConflict {
                     flag: values.name_of("max-tokens"),
                     reason: "cannot be used with --redis: Redis's maxmemory governs how many sessions it holds",
@@ -1012,6 +1012,9 @@ mod tests {
             err.starts_with("--max-tokens:") && err.contains("maxmemory"),
             "{err}"
         );
+        // Asked for, even at the default's value: Redis ignores it all the same.
+        let err = error(&["--max-tokens", "10000000", "--redis", "redis://h:1/0"]);
+        assert!(err.starts_with("--max-tokens:"), "{err}");
         assert!(error(&["--redis-prefix", "x:"]).contains("only applies with --redis"));
         assert!(error(&["--redis", "http://h/"]).starts_with("--redis:"));
         assert!(
