@@ -617,6 +617,11 @@ impl FlagSpec {
     /// Reads a value given as text (a flag's argument, or a variable's value).
     pub fn parse_value(&self, raw: OsString) -> Result<FlagValue, ValueError> {
         if self.kind == FlagKind::Path {
+            // An empty path names no file (`--state-file ""`, an unset shell variable):
+            // taken as one, every write to it would fail long after the start.
+            if raw.is_empty() {
+                return Err(ValueError::NotAllowed(String::new()));
+            }
             return Ok(FlagValue::Path(raw));
         }
         let text = raw.into_string().map_err(ValueError::NotText)?;
@@ -744,6 +749,8 @@ pub fn help_without_env(flags: &[&'static FlagSpec]) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Values {
     entries: Vec<(&'static FlagSpec, Option<FlagValue>)>,
+    /// Parallel to `entries`: where each value came from, `None` for a default.
+    origins: Vec<Option<Origin>>,
 }
 
 impl Values {
@@ -760,6 +767,31 @@ impl Values {
             .iter()
             .find(|(spec, _)| spec.long == long)
             .and_then(|(_, value)| value.as_ref())
+    }
+
+    /// How a message about the value of flag `long` names it: its variable when the value
+    /// came from the environment, else the flag (`--redis`). A host checking a value itself
+    /// (a URL, a file) or a combination of flags names it as the parser does, so an
+    /// operator with only an environment file knows which line to fix.
+    pub fn name_of(&self, long: &str) -> String {
+        match self.origin(long) {
+            Some(Origin::Environment) => self
+                .entries
+                .iter()
+                .find(|(spec, _)| spec.long == long)
+                .map_or_else(|| format!("--{long}"), |(spec, _)| spec.env.to_string()),
+            _ => format!("--{long}"),
+        }
+    }
+
+    /// Where the value of flag `long` came from; `None` when it is the default (or there
+    /// is no such flag), so a host can tell a value asked for from the default's value.
+    pub fn origin(&self, long: &str) -> Option<Origin> {
+        self.entries
+            .iter()
+            .zip(&self.origins)
+            .find(|((spec, _), _)| spec.long == long)
+            .and_then(|(_, origin)| *origin)
     }
 }
 
@@ -812,11 +844,17 @@ pub fn parse<A: Into<OsString>>(
         });
     }
     let mut entries = Vec::with_capacity(flags.len());
+    let mut origins = Vec::with_capacity(flags.len());
     for (spec, given) in flags.iter().zip(given) {
+        let mut origin = None;
         let value = match given {
-            Some(value) => Some(value),
+            Some(value) => {
+                origin = Some(Origin::CommandLine);
+                Some(value)
+            }
             None => match env(spec.env).filter(|raw| !raw.is_empty()) {
                 Some(raw) => {
+                    origin = Some(Origin::Environment);
                     Some(
                         spec.parse_value(raw)
                             .map_err(|error| FlagError::InvalidValue {
@@ -830,8 +868,9 @@ pub fn parse<A: Into<OsString>>(
             },
         };
         entries.push((*spec, value));
+        origins.push(origin);
     }
-    Ok(Parsed::Values(Values { entries }))
+    Ok(Parsed::Values(Values { entries, origins }))
 }
 
 /// A byte count: a plain integer, or one with the unit `KiB` or `MiB`.

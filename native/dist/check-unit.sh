@@ -33,6 +33,13 @@ sed "s#/usr/local/bin/token-server#$BIN#" "$UNIT" >"$WORK/token-server.service"
 grep -Eq "^ExecStart=$BIN( |\$)" "$WORK/token-server.service" || {
   echo "FAIL: ExecStart does not start /usr/local/bin/token-server"; exit 1; }
 
+# The comments above and README tell operators to set TOKEN_SERVER_BIND to an address of
+# the machine: binding one fails (EADDRNOTAVAIL) until the network has configured it, and
+# five quick restarts leave the unit failed for good. So the unit waits for the network
+# to be online, not just for network.target.
+grep -q '^Wants=network-online.target$' "$UNIT" && grep -q '^After=network-online.target$' "$UNIT" || {
+  echo "FAIL: the unit does not wait for network-online.target (a --bind address may not exist yet)"; exit 1; }
+
 echo "== systemd-analyze verify"
 # --man=no: the unit names no man page, and CI images have no man database.
 if ! systemd-analyze verify --man=no "$WORK/token-server.service" 2>"$WORK/verify.err"; then
@@ -74,3 +81,76 @@ if [ -z "$BARE" ] || ! above_max "$BARE"; then
   exit 1
 fi
 echo "the same unit unhardened rates $BARE: the check tells them apart"
+
+# The system-call filter must allow every call the server makes, or a call fails with
+# EPERM under the unit (SystemCallErrorNumber=) and nothing says so: run the binary under
+# strace through logins, a rotation, a scrape, snapshots and a stop, and check each call
+# it made against the filter the unit's SystemCallFilter= lines build.
+if ! command -v strace >/dev/null 2>&1; then
+  echo "== installing Debian's strace package"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends strace >/dev/null
+fi
+# calls GROUP_OR_CALL...: the system calls they name, groups resolved recursively.
+calls() {
+  local item
+  for item in "$@"; do
+    case $item in
+      @*) systemd-analyze syscall-filter "$item" | grep -v '^ *#' | tr -d ' ' | grep -v '^$' \
+            | grep -vx -- "$item" | while read -r inner; do calls "$inner"; done ;;
+      *) echo "$item" ;;
+    esac
+  done
+}
+: >"$WORK/allowed"
+first=1
+while read -r line; do
+  value=${line#SystemCallFilter=}
+  if [ "${value#\~}" != "$value" ]; then
+    # shellcheck disable=SC2086 # the groups are words
+    calls ${value#\~} | sort -u >"$WORK/removed"
+    sort -u "$WORK/allowed" | comm -23 - "$WORK/removed" >"$WORK/kept"
+    mv "$WORK/kept" "$WORK/allowed"
+  else
+    [ "$first" = 1 ] && : >"$WORK/allowed"
+    # shellcheck disable=SC2086
+    calls $value >>"$WORK/allowed"
+  fi
+  first=0
+done < <(grep '^SystemCallFilter=' "$WORK/token-server.service")
+sort -u -o "$WORK/allowed" "$WORK/allowed"
+
+echo "== system calls of a run against SystemCallFilter="
+mkdir -p "$WORK/run"
+strace -f -qq -o "$WORK/run/trace" "$BIN" --port 0 --state-file "$WORK/run/state" \
+  --snapshot-interval 1s 2>"$WORK/run/log" &
+TRACED=$!
+ADDR=""
+for _ in $(seq 1 200); do
+  ADDR=$(grep -o 'listening on [0-9.]*:[0-9]*' "$WORK/run/log" | awk '{ print $3 }' || true)
+  [ -n "$ADDR" ] && break
+  sleep 0.05
+done
+[ -n "$ADDR" ] || { cat "$WORK/run/log"; echo "FAIL: the traced server did not start"; exit 1; }
+TOKEN=$(curl -sf -H 'Content-Type: application/json' -d '{"meta":{"u":1}}' "http://$ADDR/token")
+curl -sf -X PUT -H 'Content-Type: application/json' -d "{\"token\":\"$TOKEN\"}" \
+  "http://$ADDR/token" >/dev/null
+curl -sf "http://$ADDR/metrics" >/dev/null
+curl -sf "http://$ADDR/readyz" >/dev/null
+# The first periodic snapshot (1s) writes the state file from its own thread.
+for _ in $(seq 1 100); do
+  [ -e "$WORK/run/state" ] && break
+  sleep 0.1
+done
+[ -e "$WORK/run/state" ] || { cat "$WORK/run/log"; echo "FAIL: no snapshot was written"; exit 1; }
+SERVER_PID=$(pgrep -P "$TRACED" || true)
+kill -TERM "${SERVER_PID:-$TRACED}"
+wait "$TRACED" || true
+# "1234  name(args..." and "1234  <... name resumed>": the call's name.
+sed -nE 's/^[0-9]+ +(<\.\.\. )?([a-z0-9_]+)[( ].*/\2/p' "$WORK/run/trace" | sort -u >"$WORK/used"
+DENIED=$(comm -23 "$WORK/used" "$WORK/allowed")
+if [ -n "$DENIED" ]; then
+  echo "FAIL: the server calls what the unit's filter refuses (EPERM): $DENIED"
+  exit 1
+fi
+echo "ok: $(wc -l <"$WORK/used") distinct calls, all allowed"

@@ -151,16 +151,16 @@ pub enum CliError {
     /// A flag of the core's table that this host has no setting for (a table entry added
     /// without its [`Config`] field); the unit tests catch it before a release.
     Unsupported(&'static str),
-    /// The `--api-keys` file cannot be read or holds a bad line; says which.
-    ApiKeys(String),
+    /// The `--api-keys` file cannot be read or holds a bad line; says which, under the
+    /// flag's or the variable's name.
+    ApiKeys { name: String, reason: String },
     /// A flag that means nothing with sessions in Redis (`--state-file`, `--max-tokens`),
     /// or a Redis option without `--redis`; says what governs instead.
-    RedisConflict {
-        flag: &'static str,
-        reason: &'static str,
-    },
-    /// A `--redis`/`--redis-cluster` value that is not a Redis URL the client reads.
-    RedisUrl { flag: &'static str, reason: String },
+    /// `flag` is the flag, or its variable when the value came from the environment.
+    RedisConflict { flag: String, reason: &'static str },
+    /// A `--redis`/`--redis-cluster` value (or variable) that is not a Redis URL the
+    /// client reads.
+    RedisUrl { flag: String, reason: String },
     /// A TLS flag without the others it needs (`--tls-cert` without `--tls-key`, or
     /// `--tls-client-ca` alone); names both.
     TlsIncomplete {
@@ -177,7 +177,7 @@ impl fmt::Display for CliError {
             CliError::Unsupported(flag) => {
                 write!(f, "--{flag}: this build has no setting for it")
             }
-            CliError::ApiKeys(reason) => write!(f, "--api-keys: {reason}"),
+            CliError::ApiKeys { name, reason } => write!(f, "{name}: {reason}"),
             CliError::RedisConflict { flag, reason } => write!(f, "{flag}: {reason}"),
             CliError::RedisUrl { flag, reason } => write!(f, "{flag}: {reason}"),
             CliError::TlsIncomplete { flag, needs } => {
@@ -245,22 +245,21 @@ pub fn parse_with_env(
             ("redis" | "redis-cluster", Some(_)) if redis_target.is_some() => {
                 // Both given: one would be ignored without a word.
                 return Err(CliError::RedisConflict {
-                    flag: if spec.long == "redis" {
-                        REDIS_FLAG
-                    } else {
-                        REDIS_CLUSTER_FLAG
-                    },
+                    flag: values.name_of(spec.long),
                     reason: "give --redis (one server) or --redis-cluster, not both",
                 });
             }
             ("redis", Some(FlagValue::Text(url))) => {
-                redis_target = Some(RedisTarget::Single(redis_url(REDIS_FLAG, url)?));
+                redis_target = Some(RedisTarget::Single(redis_url(
+                    values.name_of(spec.long),
+                    url,
+                )?));
                 continue;
             }
             ("redis-cluster", Some(FlagValue::Text(urls))) => {
                 let urls = urls
                     .split(',')
-                    .map(|url| redis_url(REDIS_CLUSTER_FLAG, url.trim()))
+                    .map(|url| redis_url(values.name_of(spec.long), url.trim()))
                     .collect::<Result<Vec<_>, _>>()?;
                 redis_target = Some(RedisTarget::Cluster(urls));
                 continue;
@@ -281,8 +280,10 @@ pub fn parse_with_env(
             // rather than after binding.
             if let Some(FlagValue::Path(path)) = value {
                 let path = PathBuf::from(path);
-                let keys = crate::api_keys::load(&path)
-                    .map_err(|err| CliError::ApiKeys(err.to_string()))?;
+                let keys = crate::api_keys::load(&path).map_err(|err| CliError::ApiKeys {
+                    name: values.name_of(spec.long),
+                    reason: err.to_string(),
+                })?;
                 config.api_keys = Some(ApiKeysFile { path, keys });
             }
             continue;
@@ -298,20 +299,20 @@ pub fn parse_with_env(
         Some(target) => {
             if config.state_file.is_some() {
                 return Err(CliError::RedisConflict {
-                    flag: "--state-file",
+                    flag: values.name_of("state-file"),
                     reason: "cannot be used with --redis: Redis's own persistence (RDB, AOF) and replicas keep the sessions there",
                 });
             }
             if config.test_clock {
                 return Err(CliError::RedisConflict {
-                    flag: "--test-clock",
+                    flag: values.name_of("test-clock"),
                     reason: "cannot be used with --redis: Redis expires sessions on its own clock, which no test clock moves",
                 });
             }
-            // The table fills in the default; any other count was asked for.
-            if config.max_tokens != DEFAULT_MAX_TOKENS {
+            // Asked for on the command line or in the environment, whatever the count.
+            if values.origin("max-tokens").is_some() {
                 return Err(CliError::RedisConflict {
-                    flag: "--max-tokens",
+                    flag: values.name_of("max-tokens"),
                     reason: "cannot be used with --redis: Redis's maxmemory governs how many sessions it holds",
                 });
             }
@@ -323,11 +324,11 @@ pub fn parse_with_env(
         }
         None if redis_prefix.is_some() || redis_timeout.is_some() => {
             return Err(CliError::RedisConflict {
-                flag: if redis_prefix.is_some() {
-                    REDIS_PREFIX_FLAG
+                flag: values.name_of(if redis_prefix.is_some() {
+                    "redis-prefix"
                 } else {
-                    REDIS_TIMEOUT_FLAG
-                },
+                    "redis-timeout"
+                }),
                 reason: "only applies with --redis or --redis-cluster",
             });
         }
@@ -366,13 +367,9 @@ fn tls_files(
     }
 }
 
-const REDIS_FLAG: &str = "--redis";
-const REDIS_CLUSTER_FLAG: &str = "--redis-cluster";
-const REDIS_PREFIX_FLAG: &str = "--redis-prefix";
-const REDIS_TIMEOUT_FLAG: &str = "--redis-timeout";
-
-/// `url` if it names Redis (`redis://` or `rediss://`) in a form the client reads.
-fn redis_url(flag: &'static str, url: &str) -> Result<String, CliError> {
+/// `url` if it names Redis (`redis://` or `rediss://`) in a form the client reads; `flag`
+/// names where it came from.
+fn redis_url(flag: String, url: &str) -> Result<String, CliError> {
     let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
     if !scheme_ok || redis::IntoConnectionInfo::into_connection_info(url).is_err() {
         return Err(CliError::RedisUrl {
@@ -1015,6 +1012,9 @@ mod tests {
             err.starts_with("--max-tokens:") && err.contains("maxmemory"),
             "{err}"
         );
+        // Asked for, even at the default's value: Redis ignores it all the same.
+        let err = error(&["--max-tokens", "10000000", "--redis", "redis://h:1/0"]);
+        assert!(err.starts_with("--max-tokens:"), "{err}");
         assert!(error(&["--redis-prefix", "x:"]).contains("only applies with --redis"));
         assert!(error(&["--redis", "http://h/"]).starts_with("--redis:"));
         assert!(

@@ -4,8 +4,10 @@
 use std::fmt::Display;
 use std::io::Write;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
+use token_server_core::Timestamp;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +46,30 @@ pub fn init(format: LogFormat) {
         });
     }
     builder.init();
+}
+
+/// Writes to stderr why the server refuses to start, once logging has begun: the usual
+/// `token-server: …` text, or in JSON one `ERROR` object like every other line, so a log
+/// shipper parses the line it needs most. Not through the logger: `RUST_LOG` must not
+/// be able to hide why the process exited.
+pub fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("token-server: {message}"),
+        LogFormat::Json => {
+            let millis = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| {
+                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                });
+            let line = json!({
+                "time": Timestamp(millis).to_rfc3339(),
+                "level": "ERROR",
+                "target": "token_server",
+                "message": message,
+            });
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// One record as a JSON line's object.

@@ -56,11 +56,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: cli::Config) -> ExitCode {
+    // Why a start is refused goes out in the log's format, whatever RUST_LOG hides.
+    let log_format = config.log_format;
     // First of all: a bad certificate should stop the start before anything is opened.
     let tls = match config.tls.clone().map(Tls::load).transpose() {
         Ok(tls) => tls.map(Arc::new),
         Err(err) => {
-            eprintln!("token-server: {err}\nRefusing to start: fix the file, or leave out the --tls-* flags to serve plain HTTP.");
+            logging::fatal(
+                log_format,
+                &format!("{err}\nRefusing to start: fix the file, or leave out the --tls-* flags to serve plain HTTP."),
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -86,15 +91,21 @@ async fn serve(config: cli::Config) -> ExitCode {
     let mut journal = None;
     if let Some(path) = &config.state_file {
         if let Err(err) = state::check_writable(path) {
-            eprintln!("token-server: {err}\nRefusing to start: no snapshot could be saved.");
+            logging::fatal(
+                log_format,
+                &format!("{err}\nRefusing to start: no snapshot could be saved."),
+            );
             return ExitCode::FAILURE;
         }
         match Journal::open(path, config.journal_fsync) {
             Ok(opened) => journal = Some(Arc::new(opened)),
             Err(err) => {
-                eprintln!(
-                    "token-server: cannot open the journal {}: {err}\nRefusing to start: changes between snapshots could not be kept.",
-                    journal_path(path).display()
+                logging::fatal(
+                    log_format,
+                    &format!(
+                        "cannot open the journal {}: {err}\nRefusing to start: changes between snapshots could not be kept.",
+                        journal_path(path).display()
+                    ),
                 );
                 return ExitCode::FAILURE;
             }
@@ -126,7 +137,7 @@ async fn serve(config: cli::Config) -> ExitCode {
                 server::SessionStore::Redis(Arc::new(store))
             }
             Err(err) => {
-                eprintln!("token-server: cannot use Redis: {err}");
+                logging::fatal(log_format, &format!("cannot use Redis: {err}"));
                 return ExitCode::FAILURE;
             }
         },
@@ -269,8 +280,9 @@ async fn serve(config: cli::Config) -> ExitCode {
             };
             if let Some(err) = failure {
                 // Starting empty would silently log every user out: refuse instead.
-                eprintln!(
-                    "token-server: {err}\nRefusing to start: repair the file, or move it away to start with no sessions."
+                logging::fatal(
+                    log_format,
+                    &format!("{err}\nRefusing to start: repair the file, or move it away to start with no sessions."),
                 );
                 abort.notify_one();
                 return None;

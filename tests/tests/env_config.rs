@@ -140,6 +140,62 @@ fn bad_variables_exit_2_naming_the_variable_and_its_range() {
     );
 }
 
+/// The values the native host checks itself (Redis URLs, the key file) and the flags that
+/// cannot go together name the variable when the value came from one: an operator with
+/// only an environment file (the systemd unit) has no `--redis` to look for.
+#[test]
+fn host_checked_variables_and_conflicts_name_the_variable() {
+    if !native_only() {
+        return;
+    }
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("TOKEN_SERVER_REDIS", "http://127.0.0.1:6379")],
+            "token-server: TOKEN_SERVER_REDIS: 'http://127.0.0.1:6379' is not allowed",
+        ),
+        (
+            &[(
+                "TOKEN_SERVER_REDIS_CLUSTER",
+                "redis://127.0.0.1:7000,http://127.0.0.1:7001",
+            )],
+            "token-server: TOKEN_SERVER_REDIS_CLUSTER: 'http://127.0.0.1:7001' is not allowed",
+        ),
+        (
+            &[(
+                "TOKEN_SERVER_API_KEYS_FILE",
+                "/nonexistent/token-server-keys",
+            )],
+            "token-server: TOKEN_SERVER_API_KEYS_FILE: /nonexistent/token-server-keys",
+        ),
+        (
+            &[("TOKEN_SERVER_REDIS_PREFIX", "app:")],
+            "token-server: TOKEN_SERVER_REDIS_PREFIX: only applies with --redis",
+        ),
+        // What the shipped systemd unit meets when the environment file adds Redis: the
+        // unit itself sets TOKEN_SERVER_STATE_FILE.
+        (
+            &[
+                ("TOKEN_SERVER_STATE_FILE", "/var/lib/token-server/state"),
+                ("TOKEN_SERVER_REDIS", "redis://127.0.0.1:6379/0"),
+            ],
+            "token-server: TOKEN_SERVER_STATE_FILE: cannot be used with --redis",
+        ),
+    ];
+    for (env, expected) in cases {
+        let (code, _, stderr) = run(&[], env);
+        assert_eq!(code, 2, "{env:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with(expected), "{env:?}: {first}");
+    }
+    // The same values as flags still name the flags.
+    let (code, _, stderr) = run(&["--redis", "http://127.0.0.1:6379"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.starts_with("token-server: --redis: 'http://127.0.0.1:6379' is not allowed"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn help_names_every_variable() {
     if !native_only() {

@@ -540,6 +540,10 @@ mod cli {
             (&["--bind", "everywhere"], &["--bind"]),
             (&["--no-such-flag"], &["--no-such-flag"]),
             (&["-t"], &["--token-lifetime", "30min to 96h"]),
+            // An empty path (an unset shell variable in a start script) names no file:
+            // with it the server ran, failed every snapshot and lost its sessions at exit.
+            (&["--state-file", ""], &["--state-file", "a path"]),
+            (&["--state-file="], &["--state-file", "a path"]),
         ];
         for (args, needles) in cases {
             let (code, stdout, stderr) = run(args);

@@ -383,6 +383,45 @@ fn log_format_json_writes_one_object_a_line() {
     );
 }
 
+/// The line a shipper needs most, why the server refused to start, is JSON too, and
+/// reaches the log whatever `RUST_LOG` hides.
+#[test]
+fn log_format_json_writes_a_refused_start_as_json_too() {
+    if !native_only() {
+        return;
+    }
+    let folder = scratch("json-refusal");
+    let state = folder.join("state");
+    std::fs::write(&state, "not a state file\n").unwrap();
+    for rust_log in ["token_server=info", "off"] {
+        let mut command = token_server_tests::native_command(&[
+            "--port",
+            "0",
+            "--log-format",
+            "json",
+            "--state-file",
+            state.to_str().unwrap(),
+        ]);
+        command.env("RUST_LOG", rust_log);
+        let exited = token_server_tests::run_to_exit(&mut command, token_server_tests::RUN_TIMEOUT);
+        assert_eq!(exited.code, 1, "{}", exited.stderr);
+        let mut refusal = None;
+        for line in exited.stderr.lines() {
+            let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|err| {
+                panic!("RUST_LOG={rust_log}: not a JSON line ({err}): {line:?}")
+            });
+            if object["level"] == "ERROR" {
+                refusal = object["message"].as_str().map(str::to_owned);
+            }
+        }
+        let refusal = refusal
+            .unwrap_or_else(|| panic!("RUST_LOG={rust_log}: no ERROR line in {:?}", exited.stderr));
+        assert!(refusal.contains(state.to_str().unwrap()), "{refusal}");
+        assert!(refusal.contains("Refusing to start"), "{refusal}");
+    }
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
 #[test]
 fn systemd_hears_ready_once_serving_and_stopping_at_sigterm() {
     if !native_only() {
