@@ -26,13 +26,10 @@ WORK=$(mktemp -d)
 target/debug/token-server --port 0 --test-clock --dump 2>"$WORK/server.log" &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ADDR=""
-for _ in $(seq 1 200); do
-  ADDR=$(grep -o 'listening on [0-9.]*:[0-9]*' "$WORK/server.log" | awk '{ print $3 }' || true)
-  [ -n "$ADDR" ] && break
-  sleep 0.05
-done
-[ -n "$ADDR" ] || { cat "$WORK/server.log"; echo "FAIL: the server did not start"; exit 1; }
+# shellcheck source=tests/listening.sh
+source tests/listening.sh
+ADDR=$(listening_address "$WORK/server.log") ||
+  { cat "$WORK/server.log"; echo "FAIL: the server did not start"; exit 1; }
 
 echo "== schemathesis $SCHEMATHESIS_VERSION against http://$ADDR ($MAX_EXAMPLES examples per operation)"
 # Which checks run, and why two are off and one is relaxed: tests/schemathesis.toml.

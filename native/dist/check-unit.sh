@@ -125,13 +125,10 @@ mkdir -p "$WORK/run"
 strace -f -qq -o "$WORK/run/trace" "$BIN" --port 0 --state-file "$WORK/run/state" \
   --snapshot-interval 1s 2>"$WORK/run/log" &
 TRACED=$!
-ADDR=""
-for _ in $(seq 1 200); do
-  ADDR=$(grep -o 'listening on [0-9.]*:[0-9]*' "$WORK/run/log" | awk '{ print $3 }' || true)
-  [ -n "$ADDR" ] && break
-  sleep 0.05
-done
-[ -n "$ADDR" ] || { cat "$WORK/run/log"; echo "FAIL: the traced server did not start"; exit 1; }
+# shellcheck source=tests/listening.sh
+source tests/listening.sh
+ADDR=$(listening_address "$WORK/run/log") ||
+  { cat "$WORK/run/log"; echo "FAIL: the traced server did not start"; exit 1; }
 TOKEN=$(curl -sf -H 'Content-Type: application/json' -d '{"meta":{"u":1}}' "http://$ADDR/token")
 curl -sf -X PUT -H 'Content-Type: application/json' -d "{\"token\":\"$TOKEN\"}" \
   "http://$ADDR/token" >/dev/null
