@@ -4,10 +4,9 @@
 use std::fmt::Display;
 use std::io::Write;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use token_server_core::Timestamp;
+use token_server_core::{Clock, SystemClock};
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,13 +55,8 @@ pub fn fatal(format: LogFormat, message: &str) {
     match format {
         LogFormat::Text => eprintln!("token-server: {message}"),
         LogFormat::Json => {
-            let millis = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |since| {
-                    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-                });
             let line = json!({
-                "time": Timestamp(millis).to_rfc3339(),
+                "time": SystemClock.now().to_rfc3339(),
                 "level": "ERROR",
                 "target": "token_server",
                 "message": message,
