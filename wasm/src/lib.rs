@@ -6,7 +6,7 @@
 //! lets JS tests drive expiry; randomness from `crypto.getRandomValues` through the core.
 
 use std::cell::RefCell;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -865,13 +865,15 @@ fn dump_to_js(entries: Vec<DumpEntry>) -> Result<JsValue, FacadeError> {
         if index > 0 {
             out.push(',');
         }
-        // The RFC 3339 text is digits, '-', ':', '.', 'T' and 'Z': nothing to escape.
-        out.push_str(&format!(
+        // The RFC 3339 text is digits, '-', ':', '.', 'T' and 'Z': nothing to escape. A
+        // String's fmt::Write cannot fail.
+        let _ = write!(
+            out,
             r#"{{"expires":{},"expiresAt":"{}","meta":{}}}"#,
             entry.expires.as_millis(),
             entry.expires.to_rfc3339(),
             entry.meta.as_json()
-        ));
+        );
     }
     out.push(']');
     json_to_js(&out)
